@@ -1,0 +1,84 @@
+"""Settings shared by the API, the workers and the CLI."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, read from the environment.
+
+    With neither DATABASE_URL nor BROKER_URL set the service runs on embedded
+    defaults under BENIGNITY_HOME: a SQLite file and a filesystem broker.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    benignity_home: Path = Path(".benignity")
+    database_url: str = ""
+    broker_url: str = ""
+    api_tokens: str = ""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_patterns: int = Field(default=20_000, gt=0)
+    max_runs: int = Field(default=16_384, gt=0)
+    max_census_cones: int = Field(default=200_000, gt=0)
+    max_custom_points: int = Field(default=2_000, gt=0)
+
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_timeout: float = Field(default=60.0, gt=0)
+    requeue_after: float = Field(default=120.0, gt=0)
+    reaper_interval: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        value = value.strip()
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_check(self) -> Settings:
+        home = self.benignity_home.expanduser().resolve()
+        self.benignity_home = home
+        if not self.database_url:
+            self.database_url = f"sqlite:///{home / 'benignity.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if self.environment == "production":
+            if not self.tokens:
+                raise ValueError("API_TOKENS must be set when ENVIRONMENT=production")
+            if self.is_sqlite or self.broker_url.startswith("filesystem"):
+                raise ValueError("production needs a server database and broker, not embedded ones")
+        if self.heartbeat_timeout <= 2 * self.heartbeat_interval:
+            raise ValueError("HEARTBEAT_TIMEOUT must exceed twice HEARTBEAT_INTERVAL")
+        return self
+
+    @property
+    def tokens(self) -> list[str]:
+        """The accepted bearer tokens; empty means no authentication."""
+        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the embedded filesystem broker keeps its messages."""
+        return self.benignity_home / "broker"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests clear the cache)."""
+    return Settings()

@@ -1,0 +1,424 @@
+"""Every query of the service, as keyword-only functions."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.models import Experiment, Run, WorkItem, new_id, utcnow
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Conflict(Exception):
+    """The requested transition is not allowed from the current state."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a broker message must carry to start a work item."""
+
+    item_id: str
+    queue: str
+
+
+# --- cursors ---------------------------------------------------------------------------
+
+
+def encode_cursor(*parts: Any) -> str:
+    raw = json.dumps(list(parts), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    """Inverse of encode_cursor; raises ValueError on a malformed cursor."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        parts = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the caller's bad input
+        raise ValueError("malformed cursor") from exc
+    if not isinstance(parts, list):
+        raise ValueError("malformed cursor")
+    return parts
+
+
+# --- experiments -----------------------------------------------------------------------
+
+
+def create_experiment(
+    session: Session,
+    *,
+    kind: str,
+    spec: dict[str, Any],
+    spec_hash: str,
+    idempotency_key: str | None,
+    items: Sequence[dict[str, Any]],
+    runs: Sequence[dict[str, Any]],
+) -> tuple[Experiment, list[Envelope]]:
+    """Insert an experiment with its work items and runs; returns the messages to send."""
+    exp = Experiment(
+        id=new_id(),
+        kind=kind,
+        status="queued",
+        spec=spec,
+        spec_hash=spec_hash,
+        idempotency_key=idempotency_key,
+        progress_total=sum(int(i.get("progress_total", 1)) for i in items),
+        created_at=utcnow(),
+    )
+    session.add(exp)
+    now = utcnow()
+    envelopes = []
+    for item in items:
+        stage = int(item.get("stage", 0))
+        row = WorkItem(
+            id=new_id(),
+            experiment_id=exp.id,
+            stage=stage,
+            task=item["task"],
+            queue=item.get("queue", "cpu"),
+            payload=item.get("payload", {}),
+            status="queued" if stage == 0 else "blocked",
+            enqueued_at=now if stage == 0 else None,
+            progress_total=int(item.get("progress_total", 1)),
+            attempts=0,
+            requeues=0,
+            progress_done=0,
+        )
+        session.add(row)
+        if stage == 0:
+            envelopes.append(Envelope(row.id, row.queue))
+    for index, run in enumerate(runs):
+        session.add(Run(id=new_id(), experiment_id=exp.id, index=index, params=run))
+    session.flush()
+    return exp, envelopes
+
+
+def get_experiment(session: Session, *, experiment_id: str) -> Experiment | None:
+    return session.get(Experiment, experiment_id)
+
+
+def find_by_idempotency_key(session: Session, *, key: str) -> Experiment | None:
+    return session.scalars(select(Experiment).where(Experiment.idempotency_key == key)).first()
+
+
+def list_experiments(
+    session: Session, *, kind: str | None, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Experiment], str | None]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query: Select[tuple[Experiment]] = select(Experiment)
+    if kind:
+        query = query.where(Experiment.kind == kind)
+    if status:
+        query = query.where(Experiment.status == status)
+    if cursor:
+        created, last_id = decode_cursor(cursor)
+        at = datetime.fromisoformat(created)
+        query = query.where(
+            or_(
+                Experiment.created_at < at,
+                and_(Experiment.created_at == at, Experiment.id < last_id),
+            )
+        )
+    query = query.order_by(Experiment.created_at.desc(), Experiment.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+    return rows, nxt
+
+
+def progress_of(session: Session, *, experiment_ids: Sequence[str]) -> dict[str, int]:
+    """Units of work done per experiment, summed over its work items."""
+    if not experiment_ids:
+        return {}
+    query = (
+        select(WorkItem.experiment_id, func.coalesce(func.sum(WorkItem.progress_done), 0))
+        .where(WorkItem.experiment_id.in_(experiment_ids))
+        .group_by(WorkItem.experiment_id)
+    )
+    return {eid: int(done) for eid, done in session.execute(query)}
+
+
+def cancel_experiment(session: Session, *, experiment_id: str) -> Experiment | None:
+    """Mark an unfinished experiment cancelled; running work stops at its next check."""
+    exp = session.get(Experiment, experiment_id)
+    if exp is None:
+        return None
+    res = session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status.not_in(TERMINAL))
+        .values(status="cancelled", finished_at=utcnow())
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        raise Conflict(f"experiment {experiment_id} has already finished ({exp.status})")
+    session.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.experiment_id == experiment_id,
+            WorkItem.status.in_(("queued", "blocked")),
+        )
+        .values(status="cancelled")
+    )
+    session.execute(
+        update(Run)
+        .where(Run.experiment_id == experiment_id, Run.status.in_(("queued", "running")))
+        .values(status="cancelled")
+    )
+    session.refresh(exp)
+    return exp
+
+
+# --- runs ------------------------------------------------------------------------------
+
+
+def list_runs(
+    session: Session, *, experiment_id: str, verdict: str | None, limit: int, cursor: str | None
+) -> tuple[list[Run], str | None]:
+    """In grid order, keyset-paginated on the run index."""
+    query = select(Run).where(Run.experiment_id == experiment_id)
+    if verdict:
+        query = query.where(Run.verdict == verdict)
+    if cursor:
+        (after,) = decode_cursor(cursor)
+        query = query.where(Run.index > int(after))
+    rows = list(session.scalars(query.order_by(Run.index).limit(limit + 1)))
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1].index)
+    return rows, nxt
+
+
+def get_run(session: Session, *, experiment_id: str, run_id: str) -> Run | None:
+    run = session.get(Run, run_id)
+    return run if run is not None and run.experiment_id == experiment_id else None
+
+
+def all_runs(session: Session, *, experiment_id: str) -> list[Run]:
+    query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.index)
+    return list(session.scalars(query))
+
+
+# --- work items (used by workers) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A work item that this worker now holds under `lease`."""
+
+    item_id: str
+    experiment_id: str
+    task: str
+    stage: int
+    payload: dict[str, Any]
+    spec: dict[str, Any]
+    checkpoint: bytes | None
+    lease: str
+    attempts: int
+
+
+def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int) -> Claimed | None:
+    """queued -> running by compare-and-set; None when another delivery got there first.
+
+    An item that has used up its attempts fails, and so does its experiment.
+    """
+    res = session.execute(
+        update(WorkItem)
+        .where(WorkItem.id == item_id, WorkItem.status == "queued")
+        .values(status="running", lease=lease, heartbeat_at=utcnow(), attempts=WorkItem.attempts + 1)
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        return None
+    item = session.get(WorkItem, item_id)
+    assert item is not None
+    exp = session.get(Experiment, item.experiment_id, with_for_update=True)
+    assert exp is not None
+    if exp.status in TERMINAL:
+        item.status = "cancelled" if exp.status == "cancelled" else "failed"
+        return None
+    if item.attempts > max_attempts:
+        msg = f"work item {item.task} failed {max_attempts} times (worker lost each time)"
+        fail_experiment(session, experiment_id=exp.id, error_type="WorkerLost", detail=msg)
+        return None
+    if exp.status == "queued":
+        exp.status, exp.started_at = "running", utcnow()
+    return Claimed(
+        item_id=item.id,
+        experiment_id=exp.id,
+        task=item.task,
+        stage=item.stage,
+        payload=item.payload,
+        spec=exp.spec,
+        checkpoint=item.checkpoint,
+        lease=lease,
+        attempts=item.attempts,
+    )
+
+
+def heartbeat(
+    session: Session, *, item_id: str, lease: str, done: int, checkpoint: bytes | None = None
+) -> bool:
+    """Refresh a running item's heartbeat; False when the lease is lost or work is cancelled."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow(), "progress_done": done}
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    res = session.execute(
+        update(WorkItem)
+        .where(WorkItem.id == item_id, WorkItem.lease == lease, WorkItem.status == "running")
+        .values(**values)
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        return False
+    status = session.scalar(
+        select(Experiment.status).join(WorkItem, WorkItem.experiment_id == Experiment.id).where(
+            WorkItem.id == item_id
+        )
+    )
+    return status not in TERMINAL
+
+
+def complete_item(
+    session: Session, *, item: Claimed, output: dict[str, Any]
+) -> tuple[bool, Experiment | None]:
+    """running -> done under the lease.
+
+    Returns whether this worker still held the item, and the experiment (locked
+    for update) when this was the last unfinished item of its stage.
+    """
+    res = session.execute(
+        update(WorkItem)
+        .where(WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running")
+        .values(status="done", output=output, progress_done=WorkItem.progress_total, checkpoint=None)
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        return False, None
+    exp = session.get(Experiment, item.experiment_id, with_for_update=True, populate_existing=True)
+    if exp is None or exp.status in TERMINAL:
+        return True, None
+    remaining = session.scalar(
+        select(func.count())
+        .select_from(WorkItem)
+        .where(
+            WorkItem.experiment_id == exp.id,
+            WorkItem.stage == item.stage,
+            WorkItem.status != "done",
+        )
+    )
+    return True, (exp if remaining == 0 else None)
+
+
+def update_runs(session: Session, *, experiment_id: str, updates: Sequence[dict[str, Any]]) -> None:
+    """Write run results, each dict naming its run by `index`."""
+    for upd in updates:
+        values = {k: v for k, v in upd.items() if k != "index"}
+        session.execute(
+            update(Run)
+            .where(Run.experiment_id == experiment_id, Run.index == upd["index"])
+            .values(**values)
+        )
+
+
+def stage_outputs(session: Session, *, experiment_id: str, stage: int) -> list[dict[str, Any]]:
+    query = (
+        select(WorkItem.output)
+        .where(WorkItem.experiment_id == experiment_id, WorkItem.stage == stage)
+        .order_by(WorkItem.id)
+    )
+    return [o for o in session.scalars(query) if o is not None]
+
+
+def release_stage(session: Session, *, experiment_id: str, stage: int) -> list[Envelope]:
+    """blocked -> queued for every item of `stage`; returns the messages to send."""
+    items = list(
+        session.scalars(
+            select(WorkItem).where(
+                WorkItem.experiment_id == experiment_id,
+                WorkItem.stage == stage,
+                WorkItem.status == "blocked",
+            )
+        )
+    )
+    now = utcnow()
+    for it in items:
+        it.status, it.enqueued_at = "queued", now
+    return [Envelope(it.id, it.queue) for it in items]
+
+
+def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:
+    query = select(func.count()).select_from(WorkItem).where(
+        WorkItem.experiment_id == experiment_id, WorkItem.stage == stage
+    )
+    return bool(session.scalar(query))
+
+
+def finish_experiment(session: Session, *, experiment: Experiment, result: dict[str, Any]) -> None:
+    experiment.status, experiment.result, experiment.finished_at = "succeeded", result, utcnow()
+
+
+def fail_experiment(session: Session, *, experiment_id: str, error_type: str, detail: str) -> None:
+    """Any unfinished experiment -> failed, with its error; its pending work is dropped."""
+    session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status.not_in(TERMINAL))
+        .values(status="failed", finished_at=utcnow(), error={"type": error_type, "detail": detail})
+    )
+    session.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.experiment_id == experiment_id,
+            WorkItem.status.in_(("queued", "blocked", "running")),
+        )
+        .values(status="failed", error=detail)
+    )
+
+
+def reap(
+    session: Session, *, heartbeat_timeout: float, requeue_after: float
+) -> list[Envelope]:
+    """Re-enqueue work whose worker died or whose broker message was lost.
+
+    A running item whose heartbeat is older than `heartbeat_timeout` seconds goes
+    back to queued (its attempt counter bounds how often). A queued item not
+    started `requeue_after * 2**requeues` seconds after it was sent is sent again;
+    a duplicate delivery is harmless because claiming is a compare-and-set.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=heartbeat_timeout)
+    dead = list(
+        session.scalars(
+            select(WorkItem).where(WorkItem.status == "running", WorkItem.heartbeat_at < stale)
+        )
+    )
+    out = []
+    for item in dead:
+        res = session.execute(
+            update(WorkItem)
+            .where(WorkItem.id == item.id, WorkItem.status == "running", WorkItem.lease == item.lease)
+            .values(status="queued", lease=None, enqueued_at=now)
+        )
+        if res.rowcount:  # type: ignore[attr-defined]
+            out.append(Envelope(item.id, item.queue))
+    waiting = session.scalars(select(WorkItem).where(WorkItem.status == "queued"))
+    for item in waiting:
+        wait = requeue_after * 2 ** min(item.requeues, 6)
+        if item.enqueued_at is not None and _aware(item.enqueued_at) > now - timedelta(seconds=wait):
+            continue
+        item.enqueued_at, item.requeues = now, item.requeues + 1
+        out.append(Envelope(item.id, item.queue))
+    return out
+
+
+def _aware(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they are UTC."""
+    from datetime import UTC
+
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

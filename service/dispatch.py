@@ -1,0 +1,71 @@
+"""Enqueue work by task name, after the commit that created it.
+
+The API holds only a Celery *client*: it never imports worker code, so the API
+process never loads torch. workers/celery_app.py builds its app from the same
+configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from service.config import Settings, get_settings
+from service.crud import Envelope
+
+EXECUTE = "benignity.execute"
+QUEUES = ("cpu", "gpu")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings shared by the API's client and the workers."""
+    conf: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        "task_default_queue": "cpu",
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+        "broker_transport_options": {"visibility_timeout": 3600},
+    }
+    if settings.broker_url.startswith("filesystem"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return conf
+
+
+@lru_cache
+def client() -> Celery:
+    """A Celery client for the configured broker."""
+    app = Celery("benignity-client")
+    app.conf.update(celery_config(get_settings()))
+    return app
+
+
+def send(envelopes: Iterable[Envelope], app: Celery | None = None) -> None:
+    """Send one message per work item; callers do this only after their commit."""
+    app = app or client()
+    for env in envelopes:
+        app.send_task(EXECUTE, args=[env.item_id], queue=env.queue, routing_key=env.queue)
+
+
+def reset() -> None:
+    client.cache_clear()

@@ -1,0 +1,89 @@
+"""From a validated spec to the work items and runs that carry it out.
+
+The limits are checked here, before anything is accepted, so that nothing is
+accepted that cannot run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.config import Settings
+from service.specs import CensusSpec, CustomDataset, OptimumSpec, TrainingSpec, cover_count
+
+
+class SpecRejected(ValueError):
+    """A spec that is well-formed but cannot be accepted; `loc` names the field."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
+        super().__init__(msg)
+        self.loc, self.msg = loc, msg
+
+
+@dataclass
+class Plan:
+    items: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pattern_bound(spec: OptimumSpec | CensusSpec | TrainingSpec) -> tuple[int, str]:
+    """An upper bound on the number of activation patterns, exact for generic data.
+
+    Generated data is in general position with probability one, so Cover's count
+    with d replaced by the rank is exact there; for custom data it is an upper
+    bound (degenerate data has fewer patterns).
+    """
+    ds = spec.dataset
+    if isinstance(ds, CustomDataset):
+        X = np.asarray(ds.X, dtype=float)
+        nonzero = X[np.linalg.norm(X, axis=1) > 0]
+        rank = int(np.linalg.matrix_rank(nonzero)) if len(nonzero) else 0
+        distinct = len({tuple(row) for row in nonzero.tolist()})
+        return cover_count(distinct, rank) if rank else 1, "at most"
+    return cover_count(ds.n, min(ds.n, ds.d)), "exactly"
+
+
+def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> Plan:
+    """The work items and runs of an accepted spec; raises SpecRejected."""
+    if isinstance(spec.dataset, CustomDataset) and spec.dataset.n > settings.max_custom_points:
+        raise SpecRejected(
+            ("body", "dataset", "X"),
+            f"custom data has {spec.dataset.n} points, over the limit of "
+            f"{settings.max_custom_points}",
+        )
+    _check_budget(spec, settings)
+    if not isinstance(spec, OptimumSpec):
+        raise SpecRejected(("body", "kind"), f"kind {spec.kind!r} is not supported yet")
+    _check_patterns(spec, settings)
+    return Plan(items=[{"task": "optimum", "queue": "cpu", "stage": 0, "progress_total": 1}])
+
+
+def _check_patterns(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
+    count, how = pattern_bound(spec)
+    if count > settings.max_patterns:
+        raise SpecRejected(
+            ("body", "dataset"),
+            f"the dataset has {how} {count} activation patterns (n={spec.dataset.n}, "
+            f"d={spec.dataset.d}), over the limit of {settings.max_patterns}",
+        )
+
+
+def _check_budget(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
+    if isinstance(spec, TrainingSpec) and spec.num_runs > settings.max_runs:
+        raise SpecRejected(
+            ("body", "seeds"),
+            f"the grid has {spec.num_runs} runs ({len(spec.widths)} widths x "
+            f"{len(spec.init_scales)} init_scales x {spec.seeds} seeds), over the limit of "
+            f"{settings.max_runs}",
+        )
+    if isinstance(spec, CensusSpec):
+        cones = len(spec.widths) * spec.samples_per_width
+        if cones > settings.max_census_cones:
+            raise SpecRejected(
+                ("body", "samples_per_width"),
+                f"the census has {cones} cones ({len(spec.widths)} widths x "
+                f"{spec.samples_per_width} samples), over the limit of {settings.max_census_cones}",
+            )

@@ -1,0 +1,86 @@
+"""Response models of the HTTP API (shared/API.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from service.models import Experiment as ExperimentRow
+from service.models import Run as RunRow
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    detail: str
+
+
+class Experiment(BaseModel):
+    id: str
+    kind: Literal["optimum", "census", "training"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: Progress
+    spec: dict[str, Any]
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: ErrorInfo | None
+    result: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, row: ExperimentRow, done: int) -> Experiment:
+        total = row.progress_total
+        if row.status == "succeeded":
+            done = total
+        return cls(
+            id=row.id,
+            kind=row.kind,  # type: ignore[arg-type]
+            status=row.status,  # type: ignore[arg-type]
+            progress=Progress(done=min(done, total), total=total),
+            spec=row.spec,
+            created_at=_utc(row.created_at),
+            started_at=_utc(row.started_at),
+            finished_at=_utc(row.finished_at),
+            error=ErrorInfo(**row.error) if row.error else None,
+            result=row.result,
+        )
+
+
+def _utc(ts: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
+
+
+class ExperimentPage(BaseModel):
+    items: list[Experiment]
+    next_cursor: str | None
+
+
+class Run(BaseModel):
+    id: str
+    params: dict[str, Any]
+    status: str
+    verdict: str | None
+    final: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, row: RunRow) -> Run:
+        return cls(
+            id=row.id, params=row.params, status=row.status, verdict=row.verdict, final=row.final
+        )
+
+
+class RunPage(BaseModel):
+    items: list[Run]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,134 @@
+"""Celery tasks: take an id, load the rows, call the core, store the result."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from service import crud, dispatch
+from service.config import get_settings
+from service.db import session_scope
+from service.models import new_id
+from workers import jobs
+from workers.celery_app import app
+
+log = logging.getLogger("benignity.worker")
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes a running item's heartbeat; notices a lost lease or a cancellation."""
+
+    def __init__(self, item: crud.Claimed, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{item.item_id}", daemon=True)
+        self.item, self.interval = item, interval
+        self.done, self.checkpoint = 0, None
+        self.keep_going = threading.Event()
+        self.keep_going.set()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        blob, self.checkpoint = self.checkpoint, None
+        try:
+            with session_scope() as session:
+                alive = crud.heartbeat(
+                    session, item_id=self.item.item_id, lease=self.item.lease,
+                    done=self.done, checkpoint=blob,
+                )
+        except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+            log.exception("heartbeat failed for %s", self.item.item_id)
+            self.checkpoint = self.checkpoint or blob
+            return
+        if not alive:
+            self.keep_going.clear()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+class Context(jobs.Context):
+    """What a job sees: its spec and payload, plus progress and checkpoint hooks."""
+
+    def __init__(self, item: crud.Claimed, beat: Heartbeat) -> None:
+        self.item, self._beat = item, beat
+        self.spec, self.payload, self.checkpoint = item.spec, item.payload, item.checkpoint
+
+    def progress(self, done: int) -> bool:
+        self._beat.done = done
+        return self._beat.keep_going.is_set()
+
+    def save_checkpoint(self, blob: bytes) -> bool:
+        self._beat.checkpoint = blob
+        self._beat.beat()
+        return self._beat.keep_going.is_set()
+
+    def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
+        with session_scope() as session:
+            return crud.stage_outputs(session, experiment_id=self.item.experiment_id, stage=stage)
+
+
+@app.task(
+    name=dispatch.EXECUTE,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=8,
+)
+def execute(item_id: str) -> str:
+    """Run one work item, if this delivery wins it."""
+    settings = get_settings()
+    with session_scope() as session:
+        item = crud.claim_item(
+            session, item_id=item_id, lease=new_id(), max_attempts=settings.max_attempts
+        )
+    if item is None:
+        return "skipped"
+    beat = Heartbeat(item, settings.heartbeat_interval)
+    beat.start()
+    try:
+        outcome = jobs.run(item.task, Context(item, beat))
+    except jobs.Stopped:
+        return "stopped"
+    except Exception as exc:  # noqa: BLE001 - the core's errors are the experiment's errors
+        log.exception("work item %s (%s) failed", item_id, item.task)
+        with session_scope() as session:
+            crud.fail_experiment(
+                session, experiment_id=item.experiment_id,
+                error_type=type(exc).__name__, detail=str(exc) or repr(exc),
+            )
+        return "failed"
+    finally:
+        beat.stop()
+    _complete(item, outcome)
+    return "done"
+
+
+def _complete(item: crud.Claimed, outcome: jobs.Outcome) -> None:
+    """Store the outcome; the last item of a stage releases the next stage or finishes."""
+    envelopes: list[crud.Envelope] = []
+    with session_scope() as session:
+        won, exp = crud.complete_item(session, item=item, output=outcome.output)
+        if not won:
+            return
+        if outcome.runs:
+            crud.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
+        if exp is None:
+            return
+        nxt = item.stage + 1
+        if crud.has_stage(session, experiment_id=exp.id, stage=nxt):
+            envelopes = crud.release_stage(session, experiment_id=exp.id, stage=nxt)
+        else:
+            outputs = {
+                s: crud.stage_outputs(session, experiment_id=exp.id, stage=s)
+                for s in range(item.stage + 1)
+            }
+            runs = crud.all_runs(session, experiment_id=exp.id)
+            result = jobs.finalize(exp.kind, exp.spec, outputs, runs)
+            crud.finish_experiment(session, experiment=exp, result=result)
+    dispatch.send(envelopes, app)
