@@ -184,3 +184,7 @@ def _table_csv(exp: dict[str, Any]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
+
+
+if __name__ == "__main__":
+    app()
