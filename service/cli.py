@@ -28,8 +28,20 @@ Token = Annotated[str | None, typer.Option(envvar="BENIGNITY_TOKEN", help="Beare
 
 
 def _worker_argv(queues: str, concurrency: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
-            "--queues", queues, "--loglevel", "INFO", "--hostname", f"benignity-{os.getpid()}@%h"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app:app",
+        "worker",
+        "--queues",
+        queues,
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"benignity-{os.getpid()}@%h",
+    ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     return argv
@@ -42,15 +54,21 @@ def _embedded_env() -> dict[str, str]:
     settings = get_settings()
     settings.benignity_home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update(BENIGNITY_HOME=str(settings.benignity_home), DATABASE_URL=settings.database_url,
-               BROKER_URL=settings.broker_url)
+    env.update(
+        BENIGNITY_HOME=str(settings.benignity_home),
+        DATABASE_URL=settings.database_url,
+        BROKER_URL=settings.broker_url,
+    )
     os.environ.update(env)
     return env
 
 
 @app.command()
-def serve(host: Host = "127.0.0.1", port: Port = 8000,
-          concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2) -> None:
+def serve(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+) -> None:
     """The API and a real Celery worker in one command (embedded defaults need no server)."""
     import uvicorn
 
@@ -79,8 +97,10 @@ def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
 
 
 @app.command()
-def worker(queues: Annotated[str, typer.Option(help="Comma-separated: cpu, gpu.")] = "cpu,gpu",
-           concurrency: Annotated[int | None, typer.Option(help="Processes.")] = None) -> None:
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated: cpu, gpu.")] = "cpu,gpu",
+    concurrency: Annotated[int | None, typer.Option(help="Processes.")] = None,
+) -> None:
     """A Celery worker alone, consuming the given queues."""
     argv = _worker_argv(queues, concurrency)
     os.execvpe(argv[0], argv, _embedded_env())
@@ -115,13 +135,21 @@ def _check(resp: httpx.Response) -> dict[str, Any]:
 
 
 @app.command()
-def submit(spec: Annotated[Path, typer.Argument(exists=True, readable=True)],
-           wait: Annotated[bool, typer.Option(help="Wait, with a progress bar.")] = False,
-           url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
+def submit(
+    spec: Annotated[Path, typer.Argument(exists=True, readable=True)],
+    wait: Annotated[bool, typer.Option(help="Wait, with a progress bar.")] = False,
+    url: Url = "http://127.0.0.1:8000",
+    token: Token = None,
+) -> None:
     """Submit SPEC.json; prints the experiment (and waits for it with --wait)."""
     with _client(url, token) as client:
-        exp = _check(client.post("/v1/experiments", content=spec.read_bytes(),
-                                 headers={"Content-Type": "application/json"}))
+        exp = _check(
+            client.post(
+                "/v1/experiments",
+                content=spec.read_bytes(),
+                headers={"Content-Type": "application/json"},
+            )
+        )
         if wait:
             exp = _wait(client, exp)
     print(json.dumps(exp, indent=2))
@@ -130,16 +158,25 @@ def submit(spec: Annotated[Path, typer.Argument(exists=True, readable=True)],
 
 
 def _wait(client: httpx.Client, exp: dict[str, Any]) -> dict[str, Any]:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task(f"{exp['kind']} {exp['id'][:8]} {exp['status']}",
-                            total=exp["progress"]["total"])
+        task = bar.add_task(
+            f"{exp['kind']} {exp['id'][:8]} {exp['status']}", total=exp["progress"]["total"]
+        )
         while exp["status"] in ("queued", "running"):
             time.sleep(0.5)
             exp = _check(client.get(f"/v1/experiments/{exp['id']}"))
-            bar.update(task, completed=exp["progress"]["done"], total=exp["progress"]["total"],
-                       description=f"{exp['kind']} {exp['id'][:8]} {exp['status']}")
+            bar.update(
+                task,
+                completed=exp["progress"]["done"],
+                total=exp["progress"]["total"],
+                description=f"{exp['kind']} {exp['id'][:8]} {exp['status']}",
+            )
     return exp
 
 
@@ -155,9 +192,12 @@ def status(experiment_id: str, url: Url = "http://127.0.0.1:8000", token: Token 
 
 
 @app.command()
-def results(experiment_id: str,
-            format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
-            url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
+def results(
+    experiment_id: str,
+    format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    url: Url = "http://127.0.0.1:8000",
+    token: Token = None,
+) -> None:
     """Print an experiment's result as JSON, or its table as CSV."""
     if format not in ("json", "csv"):
         raise typer.BadParameter("--format must be json or csv")
@@ -176,8 +216,10 @@ def _table_csv(exp: dict[str, Any]) -> str:
     result = exp["result"]
     rows = result.get("rows") or result.get("groups")
     if rows is None:
-        rows = [{"neuron": i, "a": n["a"], **{f"w{j}": v for j, v in enumerate(n["w"])}}
-                for i, n in enumerate(result.get("neurons", []))]
+        rows = [
+            {"neuron": i, "a": n["a"], **{f"w{j}": v for j, v in enumerate(n["w"])}}
+            for i, n in enumerate(result.get("neurons", []))
+        ]
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.models import Experiment, Run, WorkItem, new_id, utcnow
@@ -113,7 +113,7 @@ def list_experiments(
     session: Session, *, kind: str | None, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Experiment], str | None]:
     """Newest first, keyset-paginated on (created_at, id)."""
-    query: Select[tuple[Experiment]] = select(Experiment)
+    query = select(Experiment)
     if kind:
         query = query.where(Experiment.kind == kind)
     if status:
@@ -234,7 +234,9 @@ def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int)
     res = session.execute(
         update(WorkItem)
         .where(WorkItem.id == item_id, WorkItem.status == "queued")
-        .values(status="running", lease=lease, heartbeat_at=utcnow(), attempts=WorkItem.attempts + 1)
+        .values(
+            status="running", lease=lease, heartbeat_at=utcnow(), attempts=WorkItem.attempts + 1
+        )
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
         return None
@@ -279,9 +281,9 @@ def heartbeat(
     if res.rowcount == 0:  # type: ignore[attr-defined]
         return False
     status = session.scalar(
-        select(Experiment.status).join(WorkItem, WorkItem.experiment_id == Experiment.id).where(
-            WorkItem.id == item_id
-        )
+        select(Experiment.status)
+        .join(WorkItem, WorkItem.experiment_id == Experiment.id)
+        .where(WorkItem.id == item_id)
     )
     return status not in TERMINAL
 
@@ -296,8 +298,12 @@ def complete_item(
     """
     res = session.execute(
         update(WorkItem)
-        .where(WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running")
-        .values(status="done", output=output, progress_done=WorkItem.progress_total, checkpoint=None)
+        .where(
+            WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running"
+        )
+        .values(
+            status="done", output=output, progress_done=WorkItem.progress_total, checkpoint=None
+        )
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
         return False, None
@@ -354,8 +360,10 @@ def release_stage(session: Session, *, experiment_id: str, stage: int) -> list[E
 
 
 def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:
-    query = select(func.count()).select_from(WorkItem).where(
-        WorkItem.experiment_id == experiment_id, WorkItem.stage == stage
+    query = (
+        select(func.count())
+        .select_from(WorkItem)
+        .where(WorkItem.experiment_id == experiment_id, WorkItem.stage == stage)
     )
     return bool(session.scalar(query))
 
@@ -381,9 +389,7 @@ def fail_experiment(session: Session, *, experiment_id: str, error_type: str, de
     )
 
 
-def reap(
-    session: Session, *, heartbeat_timeout: float, requeue_after: float
-) -> list[Envelope]:
+def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) -> list[Envelope]:
     """Re-enqueue work whose worker died or whose broker message was lost.
 
     A running item whose heartbeat is older than `heartbeat_timeout` seconds goes
@@ -402,7 +408,9 @@ def reap(
     for item in dead:
         res = session.execute(
             update(WorkItem)
-            .where(WorkItem.id == item.id, WorkItem.status == "running", WorkItem.lease == item.lease)
+            .where(
+                WorkItem.id == item.id, WorkItem.status == "running", WorkItem.lease == item.lease
+            )
             .values(status="queued", lease=None, enqueued_at=now)
         )
         if res.rowcount:  # type: ignore[attr-defined]
@@ -410,7 +418,9 @@ def reap(
     waiting = session.scalars(select(WorkItem).where(WorkItem.status == "queued"))
     for item in waiting:
         wait = requeue_after * 2 ** min(item.requeues, 6)
-        if item.enqueued_at is not None and _aware(item.enqueued_at) > now - timedelta(seconds=wait):
+        if item.enqueued_at is not None and _aware(item.enqueued_at) > now - timedelta(
+            seconds=wait
+        ):
             continue
         item.enqueued_at, item.requeues = now, item.requeues + 1
         out.append(Envelope(item.id, item.queue))

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUESTS = Counter(
-    "benignity_http_requests_total", "HTTP requests", ["method", "route", "status"]
-)
+REQUESTS = Counter("benignity_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("benignity_http_request_seconds", "HTTP request latency", ["method", "route"])
 
 
@@ -64,8 +61,11 @@ class BodyLimit:
                 f"{self.max_bytes} bytes",
             }
         ).encode()
-        headers = [(b"content-type", b"application/problem+json"),
-                   (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -96,6 +96,6 @@ class Metrics:
             LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
 
 
-def _route_of(scope: dict[str, Any]) -> str:
+def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"

@@ -40,7 +40,11 @@ class ProblemError(Exception):
     """Raise from a handler to answer with a problem."""
 
     def __init__(
-        self, status: int, detail: str, *, errors: list[dict[str, Any]] | None = None,
+        self,
+        status: int,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
@@ -87,7 +91,9 @@ def install(app: FastAPI) -> None:
         errors = validation_errors(exc)
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        detail = f"{where}: {first['msg']}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        detail = f"{where}: {first['msg']}" + (
+            f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        )
         return problem(422, detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

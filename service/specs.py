@@ -138,9 +138,7 @@ class TrainingSpec(_Common):
         return len(self.widths) * len(self.init_scales) * self.seeds
 
 
-ExperimentSpec = Annotated[
-    OptimumSpec | CensusSpec | TrainingSpec, Field(discriminator="kind")
-]
+ExperimentSpec = Annotated[OptimumSpec | CensusSpec | TrainingSpec, Field(discriminator="kind")]
 spec_adapter: TypeAdapter[OptimumSpec | CensusSpec | TrainingSpec] = TypeAdapter(ExperimentSpec)
 
 

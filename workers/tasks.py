@@ -24,7 +24,8 @@ class Heartbeat(threading.Thread):
     def __init__(self, item: crud.Claimed, interval: float) -> None:
         super().__init__(name=f"heartbeat-{item.item_id}", daemon=True)
         self.item, self.interval = item, interval
-        self.done, self.checkpoint = 0, None
+        self.done = 0
+        self.checkpoint: bytes | None = None
         self.keep_going = threading.Event()
         self.keep_going.set()
         self._halt = threading.Event()
@@ -38,8 +39,11 @@ class Heartbeat(threading.Thread):
         try:
             with session_scope() as session:
                 alive = crud.heartbeat(
-                    session, item_id=self.item.item_id, lease=self.item.lease,
-                    done=self.done, checkpoint=blob,
+                    session,
+                    item_id=self.item.item_id,
+                    lease=self.item.lease,
+                    done=self.done,
+                    checkpoint=blob,
                 )
         except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
             log.exception("heartbeat failed for %s", self.item.item_id)
@@ -99,8 +103,10 @@ def execute(item_id: str) -> str:
         log.exception("work item %s (%s) failed", item_id, item.task)
         with session_scope() as session:
             crud.fail_experiment(
-                session, experiment_id=item.experiment_id,
-                error_type=type(exc).__name__, detail=str(exc) or repr(exc),
+                session,
+                experiment_id=item.experiment_id,
+                error_type=type(exc).__name__,
+                detail=str(exc) or repr(exc),
             )
         return "failed"
     finally:

@@ -22,8 +22,14 @@ log = logging.getLogger("benignity.api")
 Kind = Literal["optimum", "census", "training"]
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Verdict = Literal[
-    "global_minimum", "spurious_local_minimum", "saddle_point", "not_converged", "diverged",
-    "global", "spurious", "no_local_min",
+    "global_minimum",
+    "spurious_local_minimum",
+    "saddle_point",
+    "not_converged",
+    "diverged",
+    "global",
+    "spurious",
+    "no_local_min",
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
@@ -64,8 +70,13 @@ def submit(
     except plans.SpecRejected as exc:
         raise ProblemError(422, exc.msg, errors=[{"loc": list(exc.loc), "msg": exc.msg}]) from exc
     row, envelopes = crud.create_experiment(
-        session, kind=spec.kind, spec=body, spec_hash=digest, idempotency_key=idempotency_key,
-        items=plan.items, runs=plan.runs,
+        session,
+        kind=spec.kind,
+        spec=body,
+        spec_hash=digest,
+        idempotency_key=idempotency_key,
+        items=plan.items,
+        runs=plan.runs,
     )
     try:
         session.commit()
@@ -83,7 +94,9 @@ def submit(
     return _view(session, row)
 
 
-def _replay(session: SessionDep, found: crud.Experiment, digest: str, response: Response) -> Experiment:
+def _replay(
+    session: SessionDep, found: crud.Experiment, digest: str, response: Response
+) -> Experiment:
     if found.spec_hash != digest:
         msg = "this Idempotency-Key was used with a different body"
         raise ProblemError(422, msg, errors=[{"loc": ["header", "Idempotency-Key"], "msg": msg}])
@@ -108,7 +121,9 @@ def list_experiments(
     except ValueError as exc:
         raise _cursor_error(exc) from exc
     done = crud.progress_of(session, experiment_ids=[r.id for r in rows])
-    return ExperimentPage(items=[Experiment.of(r, done.get(r.id, 0)) for r in rows], next_cursor=nxt)
+    return ExperimentPage(
+        items=[Experiment.of(r, done.get(r.id, 0)) for r in rows], next_cursor=nxt
+    )
 
 
 @router.get("/{experiment_id}", responses={404: {}})

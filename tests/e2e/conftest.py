@@ -30,10 +30,19 @@ class Worker:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
-        argv = [sys.executable, "-m", "service.cli", "worker", "--queues", "cpu,gpu",
-                "--concurrency", "1"]
-        self.proc = subprocess.Popen(argv, env=env, stdout=log.open("ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "worker",
+            "--queues",
+            "cpu,gpu",
+            "--concurrency",
+            "1",
+        ]
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + 90
         while b" ready." not in log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -57,8 +66,12 @@ class Worker:
 @pytest.fixture
 def stack(pg_engine, redis_client, monkeypatch, tmp_path) -> Iterator[dict[str, str]]:
     """Environment for the API and workers: PostgreSQL, Redis and fast failure detection."""
-    env = {"DATABASE_URL": PG_URL, "BROKER_URL": REDIS_URL,
-           "BENIGNITY_HOME": str(tmp_path / "home"), **FAST}
+    env = {
+        "DATABASE_URL": PG_URL,
+        "BROKER_URL": REDIS_URL,
+        "BENIGNITY_HOME": str(tmp_path / "home"),
+        **FAST,
+    }
     use_settings(monkeypatch, **env)
     redis_client.flushdb()
     yield {**os.environ, **env}
@@ -86,8 +99,12 @@ def start_worker(stack, tmp_path) -> Iterator[Callable[[], Worker]]:
         worker.stop()
 
 
-def wait_for(client: TestClient, experiment_id: str, timeout: float = 120.0,
-             until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
+def wait_for(
+    client: TestClient,
+    experiment_id: str,
+    timeout: float = 120.0,
+    until: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         exp = client.get(f"/v1/experiments/{experiment_id}").json()

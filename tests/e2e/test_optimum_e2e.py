@@ -10,11 +10,17 @@ from sqlalchemy import select
 from service.models import WorkItem
 from tests.e2e.conftest import wait_for
 
-SPEC = {"kind": "optimum", "dataset": {"generator": "teacher", "n": 6, "d": 10, "seed": 1},
-        "weight_decay": 0.01}
+SPEC = {
+    "kind": "optimum",
+    "dataset": {"generator": "teacher", "n": 6, "d": 10, "seed": 1},
+    "weight_decay": 0.01,
+}
 # Slow enough (seconds) that a kill lands mid-task.
-SLOW = {"kind": "optimum", "dataset": {"generator": "teacher", "n": 90, "d": 3, "seed": 2},
-        "weight_decay": 0.01}
+SLOW = {
+    "kind": "optimum",
+    "dataset": {"generator": "teacher", "n": 90, "d": 3, "seed": 2},
+    "weight_decay": 0.01,
+}
 
 
 def network_loss(spec: dict, neurons: list[dict]) -> float:

@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-SPEC = {"kind": "optimum", "dataset": {"generator": "teacher", "n": 5, "d": 8, "seed": 3},
-        "weight_decay": 0.01}
+SPEC = {
+    "kind": "optimum",
+    "dataset": {"generator": "teacher", "n": 5, "d": 8, "seed": 3},
+    "weight_decay": 0.01,
+}
 
 
 def free_port() -> int:
@@ -26,14 +29,22 @@ def free_port() -> int:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "BROKER_URL", "API_TOKENS", "ENVIRONMENT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "BROKER_URL", "API_TOKENS", "ENVIRONMENT")
+    }
     env["BENIGNITY_HOME"] = str(tmp_path / "home")
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -42,7 +53,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
                 break
         except httpx.TransportError:
             pass
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            tmp_path / "serve.log"
+        ).read_text()
         time.sleep(0.3)
     yield url, {**env, "BENIGNITY_URL": url}
     proc.terminate()
@@ -53,8 +66,14 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_serve_runs_an_optimum_on_sqlite(served, tmp_path):

@@ -14,12 +14,17 @@ from sqlalchemy.orm import Session
 from tests.conftest import PG_URL, use_settings
 
 BROKER = "redis://127.0.0.1:6379/14"
-SPEC = {"kind": "optimum", "dataset": {"generator": "teacher", "n": 6, "d": 10},
-        "weight_decay": 0.01}
+SPEC = {
+    "kind": "optimum",
+    "dataset": {"generator": "teacher", "n": 6, "d": 10},
+    "weight_decay": 0.01,
+}
 PROBLEM = "application/problem+json"
 
 
-def make_client(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[TestClient]:
+def make_client(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> Iterator[TestClient]:
     from service.app import create_app
     from service.db import get_session
 
@@ -28,8 +33,9 @@ def make_client(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch, **env: str) 
     outer = conn.begin()
 
     def session() -> Iterator[Session]:
-        with Session(bind=conn, join_transaction_mode="create_savepoint",
-                     expire_on_commit=False) as s:
+        with Session(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as s:
             yield s
 
     app = create_app()
@@ -73,14 +79,19 @@ def test_submit_returns_202_with_location_and_enqueues(client, broker):
     assert exp["result"] is None and exp["error"] is None
     assert client.get(exp["id"] and resp.headers["location"]).json() == exp
     assert broker.llen("cpu") == 1  # the message reached the real broker
-    assert client.get(f"/v1/experiments/{exp['id']}/runs").json() == {"items": [], "next_cursor": None}
+    assert client.get(f"/v1/experiments/{exp['id']}/runs").json() == {
+        "items": [],
+        "next_cursor": None,
+    }
 
 
 def test_list_pages_newest_first_and_filters(client):
     ids = [client.post("/v1/experiments", json={**SPEC, "seed": i}).json()["id"] for i in range(5)]
     seen, cursor = [], None
     while True:
-        page = client.get("/v1/experiments", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        page = client.get(
+            "/v1/experiments", params={"limit": 2, **({"cursor": cursor} if cursor else {})}
+        ).json()
         seen += [e["id"] for e in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -102,14 +113,24 @@ def test_unknown_experiment_is_404_problem(client):
 @pytest.mark.parametrize(
     ("body", "field", "reason"),
     [
-        ({**SPEC, "dataset": {"generator": "teacher", "n": 0, "d": 3}}, "n", "greater than or equal"),
-        ({**SPEC, "dataset": {"generator": "custom", "X": [[1, 0], [0, 1]], "y": [1]}},
-         "dataset", "2 rows but y has 1"),
+        (
+            {**SPEC, "dataset": {"generator": "teacher", "n": 0, "d": 3}},
+            "n",
+            "greater than or equal",
+        ),
+        (
+            {**SPEC, "dataset": {"generator": "custom", "X": [[1, 0], [0, 1]], "y": [1]}},
+            "dataset",
+            "2 rows but y has 1",
+        ),
         ({**SPEC, "weight_decay": -1}, "weight_decay", "greater than 0"),
         ({**SPEC, "dataset": {"generator": "orthogonal", "n": 5, "d": 3}}, "dataset", "d >= n"),
         ({**SPEC, "kind": "bogus"}, "kind", "does not match"),
-        ({**SPEC, "dataset": {"generator": "teacher", "n": 30, "d": 30}}, "dataset",
-         "1073741824 activation patterns"),
+        (
+            {**SPEC, "dataset": {"generator": "teacher", "n": 30, "d": 30}},
+            "dataset",
+            "1073741824 activation patterns",
+        ),
     ],
 )
 def test_bad_specs_get_422_with_field_and_reason(client, body, field, reason):
@@ -124,7 +145,9 @@ def test_nan_in_raw_json_is_rejected(client):
 
 
 def test_malformed_json_is_422(client):
-    resp = client.post("/v1/experiments", content=b"{not json", headers={"content-type": "application/json"})
+    resp = client.post(
+        "/v1/experiments", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert_problem(resp, 422, "JSON")
 
 
@@ -134,8 +157,14 @@ def test_pattern_limit_message_gives_count_and_limit(client):
 
 
 def test_run_budget_and_unsupported_kinds(client):
-    grid = {**SPEC, "kind": "training", "widths": list(range(1, 101)), "init_scales": [1.0] * 100,
-            "seeds": 2, "max_epochs": 10}
+    grid = {
+        **SPEC,
+        "kind": "training",
+        "widths": list(range(1, 101)),
+        "init_scales": [1.0] * 100,
+        "seeds": 2,
+        "max_epochs": 10,
+    }
     assert_problem(client.post("/v1/experiments", json=grid), 422, "20000 runs", "16384")
     census = {**SPEC, "kind": "census", "widths": [10], "samples_per_width": 5}
     assert_problem(client.post("/v1/experiments", json=census), 422, "not supported yet")
@@ -155,8 +184,9 @@ def test_idempotency_key(client, broker):
     assert first.status_code == 202 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     assert broker.llen("cpu") == 1  # the replay enqueued nothing
-    other = client.post("/v1/experiments", json={**SPEC, "weight_decay": 0.02},
-                        headers={"Idempotency-Key": "k-1"})
+    other = client.post(
+        "/v1/experiments", json={**SPEC, "weight_decay": 0.02}, headers={"Idempotency-Key": "k-1"}
+    )
     assert_problem(other, 422, "Idempotency-Key")
 
 
@@ -173,8 +203,12 @@ def test_bearer_tokens(pg_engine, broker, monkeypatch):
         resp = client.get("/v1/experiments")
         assert_problem(resp, 401, "missing")
         assert resp.headers["www-authenticate"].startswith("Bearer")
-        assert_problem(client.get("/v1/experiments", headers={"Authorization": "Bearer wrong"}), 401, "invalid")
-        assert_problem(client.get("/v1/experiments", headers={"Authorization": "Basic beta-token"}), 401)
+        assert_problem(
+            client.get("/v1/experiments", headers={"Authorization": "Bearer wrong"}), 401, "invalid"
+        )
+        assert_problem(
+            client.get("/v1/experiments", headers={"Authorization": "Basic beta-token"}), 401
+        )
         ok = client.get("/v1/experiments", headers={"Authorization": "Bearer beta-token"})
         assert ok.status_code == 200
         assert client.get("/healthz").status_code == 200  # probes stay open
@@ -186,7 +220,9 @@ def test_health_ready_metrics(client):
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
     client.post("/v1/experiments", json=SPEC)
     text = client.get("/metrics").text
-    assert 'benignity_http_requests_total{method="POST",route="/v1/experiments",status="202"}' in text
+    assert (
+        'benignity_http_requests_total{method="POST",route="/v1/experiments",status="202"}' in text
+    )
     assert 'benignity_experiments{kind="optimum",status="queued"}' in text
 
 

@@ -30,8 +30,14 @@ def test_defaults_are_filled_in():
 
 def test_training_defaults():
     spec = spec_adapter.validate_python(
-        {"kind": "training", "dataset": TEACHER, "weight_decay": 1e-4, "widths": [10],
-         "init_scales": [1e-3], "max_epochs": 100}
+        {
+            "kind": "training",
+            "dataset": TEACHER,
+            "weight_decay": 1e-4,
+            "widths": [10],
+            "init_scales": [1e-3],
+            "max_epochs": 100,
+        }
     ).model_dump(mode="json")
     assert spec["optimizer"] == {"name": "gd", "lr": 0.01, "batch_size": None}
     assert (spec["grad_tol"], spec["log_growth"], spec["tolerance"]) == (1e-16, 1.01, 1e-7)
