@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     max_runs: int = Field(default=16_384, gt=0)
     max_census_cones: int = Field(default=200_000, gt=0)
     max_custom_points: int = Field(default=2_000, gt=0)
+    max_uniform_patterns: int = Field(default=20_000, gt=0)
+    training_batch_runs: int = Field(default=1024, gt=0)
 
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_timeout: float = Field(default=60.0, gt=0)

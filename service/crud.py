@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.models import Experiment, Run, WorkItem, new_id, utcnow
+from service.models import CensusCone, Experiment, Run, WorkItem, new_id, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -218,6 +218,7 @@ class Claimed:
     item_id: str
     experiment_id: str
     task: str
+    queue: str
     stage: int
     payload: dict[str, Any]
     spec: dict[str, Any]
@@ -257,6 +258,7 @@ def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int)
         item_id=item.id,
         experiment_id=exp.id,
         task=item.task,
+        queue=item.queue,
         stage=item.stage,
         payload=item.payload,
         spec=exp.spec,
@@ -331,6 +333,40 @@ def update_runs(session: Session, *, experiment_id: str, updates: Sequence[dict[
             .where(Run.experiment_id == experiment_id, Run.index == upd["index"])
             .values(**values)
         )
+
+
+def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:
+    """Store a census chunk's cone records."""
+    session.add_all(CensusCone(experiment_id=experiment_id, **c) for c in cones)
+
+
+def list_cones(
+    session: Session,
+    *,
+    experiment_id: str,
+    width: int | None,
+    verdict: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[CensusCone], str | None]:
+    """A census's cones by (width, sample), keyset-paginated."""
+    query = select(CensusCone).where(CensusCone.experiment_id == experiment_id)
+    if width is not None:
+        query = query.where(CensusCone.width == width)
+    if verdict:
+        query = query.where(CensusCone.verdict == verdict)
+    if cursor:
+        w, smp = (int(p) for p in decode_cursor(cursor))
+        query = query.where(
+            or_(CensusCone.width > w, and_(CensusCone.width == w, CensusCone.sample > smp))
+        )
+    order = (CensusCone.width, CensusCone.sample)
+    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    nxt = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        nxt = encode_cursor(rows[-1].width, rows[-1].sample)
+    return rows, nxt
 
 
 def stage_outputs(session: Session, *, experiment_id: str, stage: int) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -99,3 +100,27 @@ class Run(Base):
     curve: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (Index("ix_runs_experiment_index", "experiment_id", "index", unique=True),)
+
+
+class CensusCone(Base):
+    """One sampled activation cone of a census, with its value and verdict."""
+
+    __tablename__ = "census_cones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    width: Mapped[int] = mapped_column(Integer)
+    sample: Mapped[int] = mapped_column(Integer)
+    verdict: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float] = mapped_column(Float)
+    gap: Mapped[float] = mapped_column(Float)
+    covered: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_census_cones_key", "experiment_id", "width", "sample", unique=True),
+        Index("ix_census_cones_verdict", "experiment_id", "verdict"),
+    )

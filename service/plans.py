@@ -55,19 +55,75 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
             f"{settings.max_custom_points}",
         )
     _check_budget(spec, settings)
-    if not isinstance(spec, OptimumSpec):
-        raise SpecRejected(("body", "kind"), f"kind {spec.kind!r} is not supported yet")
     _check_patterns(spec, settings)
-    return Plan(items=[{"task": "optimum", "queue": "cpu", "stage": 0, "progress_total": 1}])
+    optimum = {"task": "optimum", "queue": "cpu", "stage": 0, "progress_total": 1}
+    if not isinstance(spec, OptimumSpec):  # progress counts cones or runs
+        optimum["progress_total"] = 0
+    if isinstance(spec, CensusSpec):
+        return Plan(
+            items=[optimum, *_census_chunks(spec)],
+            runs=[{"width": w, "samples": spec.samples_per_width} for w in spec.widths],
+        )
+    if isinstance(spec, TrainingSpec):
+        return _training_plan(spec, settings, optimum)
+    return Plan(items=[optimum])
+
+
+def census_chunk_size(width: int, samples: int) -> int:
+    """Cones per work item: a few seconds of work, so a lost worker loses little."""
+    return max(1, min(samples, 200, 4000 // max(width, 1)))
+
+
+def _census_chunks(spec: CensusSpec) -> list[dict[str, Any]]:
+    items = []
+    for width in spec.widths:
+        size = census_chunk_size(width, spec.samples_per_width)
+        for start in range(0, spec.samples_per_width, size):
+            stop = min(start + size, spec.samples_per_width)
+            items.append(
+                {
+                    "task": "census_chunk",
+                    "queue": "cpu",
+                    "stage": 1,
+                    "progress_total": stop - start,
+                    "payload": {"width": width, "start": start, "stop": stop},
+                }
+            )
+    return items
+
+
+def _training_plan(spec: TrainingSpec, settings: Settings, optimum: dict[str, Any]) -> Plan:
+    runs = [
+        {"width": w, "init_scale": a, "seed": s}
+        for w in spec.widths
+        for a in spec.init_scales
+        for s in range(spec.seeds)
+    ]
+    queue = "cpu" if spec.device == "cpu" else "gpu"
+    size = settings.training_batch_runs
+    items = [
+        {
+            "task": "training_batch",
+            "queue": queue,
+            "stage": 1,
+            "progress_total": min(size, len(runs) - start),
+            "payload": {"runs": [start, min(start + size, len(runs))]},
+        }
+        for start in range(0, len(runs), size)
+    ]
+    return Plan(items=[optimum, *items], runs=runs)
 
 
 def _check_patterns(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
     count, how = pattern_bound(spec)
-    if count > settings.max_patterns:
+    limit = settings.max_patterns
+    if isinstance(spec, CensusSpec) and spec.sampling == "uniform":
+        limit = min(limit, settings.max_uniform_patterns)
+    if count > limit:
         raise SpecRejected(
             ("body", "dataset"),
             f"the dataset has {how} {count} activation patterns (n={spec.dataset.n}, "
-            f"d={spec.dataset.d}), over the limit of {settings.max_patterns}",
+            f"d={spec.dataset.d}), over the limit of {limit}",
         )
 
 

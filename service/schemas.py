@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from service.models import CensusCone as ConeRow
 from service.models import Experiment as ExperimentRow
 from service.models import Run as RunRow
 
@@ -84,3 +85,41 @@ class RunPage(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+class Cone(BaseModel):
+    """One sampled activation cone of a census: its signed cones, value and verdict."""
+
+    width: int
+    sample: int
+    verdict: str
+    value: float
+    gap: float
+    covered: float
+    method: str
+    patterns: list[str]
+    signs: list[int]
+    stationarity_residual: float | None
+    num_neurons: int
+
+    @classmethod
+    def of(cls, row: ConeRow) -> Cone:
+        d = row.detail
+        return cls(
+            width=row.width,
+            sample=row.sample,
+            verdict=row.verdict,
+            value=row.value,
+            gap=row.gap,
+            covered=row.covered,
+            method=row.method,
+            patterns=d.get("patterns", []),
+            signs=d.get("signs", []),
+            stationarity_residual=d.get("stationarity_residual"),
+            num_neurons=d.get("num_neurons", 0),
+        )
+
+
+class ConePage(BaseModel):
+    items: list[Cone]
+    next_cursor: str | None

@@ -23,6 +23,7 @@ class Context(Protocol):
     spec: dict[str, Any]
     payload: dict[str, Any]
     checkpoint: bytes | None
+    queue: str
 
     def progress(self, done: int) -> bool: ...
 
@@ -33,10 +34,11 @@ class Context(Protocol):
 
 @dataclass
 class Outcome:
-    """A job's JSON output, plus updates of run rows (each names its run by `index`)."""
+    """A job's JSON output, updates of run rows (each names its run by `index`), cone rows."""
 
     output: dict[str, Any]
     runs: list[dict[str, Any]] = field(default_factory=list)
+    cones: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _dataset(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +55,10 @@ def optimum_job(ctx: Context) -> Outcome:
     opt = convex.global_optimum(X, y, float(ctx.spec["weight_decay"]))
     n, d = X.shape
     neurons = [{"w": w.tolist(), "a": float(a)} for w, a in zip(opt.W, opt.a, strict=True)]
+    support = {
+        "patterns": ["".join("1" if b else "0" for b in row) for row in opt.support_patterns],
+        "signs": [int(s) for s in opt.support_signs],
+    }
     if not ctx.progress(1):
         raise Stopped
     return Outcome(
@@ -64,11 +70,149 @@ def optimum_job(ctx: Context) -> Outcome:
             "neurons": neurons,
             "certificate": {"max_dual_violation": float(opt.max_dual_violation)},
             "method": opt.method,
+            "support": support,
         }
     )
 
 
-JOBS: dict[str, Callable[[Context], Outcome]] = {"optimum": optimum_job}
+def _bits(rows: list[str], n: int) -> np.ndarray:
+    out = np.array([[c == "1" for c in row] for row in rows], dtype=bool)
+    return out.reshape(len(rows), n)
+
+
+def census_chunk_job(ctx: Context) -> Outcome:
+    """Certify samples [start, stop) of one width (SCIENCE.md sections 4-5)."""
+    from workers.landscape import census, patterns
+
+    X, y = _dataset(ctx.spec)
+    opt = ctx.stage_outputs(0)[0]
+    width, start, stop = (int(ctx.payload[k]) for k in ("width", "start", "stop"))
+    support = (
+        _bits(opt["support"]["patterns"], X.shape[0]),
+        np.asarray(opt["support"]["signs"], dtype=np.int8),
+    )
+    sampling = ctx.spec["sampling"]
+    every = patterns.enumerate_patterns(X) if sampling == "uniform" else None
+    try:
+        records = census.certify_samples(
+            X,
+            y,
+            float(ctx.spec["weight_decay"]),
+            optimum=float(opt["optimum"]),
+            support=support,
+            width=width,
+            samples=range(start, stop),
+            seed=int(ctx.spec["seed"]),
+            sampling=sampling,
+            tolerance=float(ctx.spec["tolerance"]),
+            patterns=every,
+            num_signed_cones=int(opt["num_signed_cones"]),
+            on_progress=ctx.progress,
+        )
+    except census.CensusCancelled as exc:
+        raise Stopped from exc
+    cones = [_cone_row(r.as_dict()) for r in records]
+    counts = {v: sum(c["verdict"] == v for c in cones) for v in census.VERDICTS}
+    covered = float(sum(c["covered"] for c in cones))
+    return Outcome(
+        output={"width": width, "samples": len(cones), "counts": counts, "covered_sum": covered},
+        cones=cones,
+    )
+
+
+def _cone_row(rec: dict[str, Any]) -> dict[str, Any]:
+    keys = ("width", "sample", "verdict", "value", "gap", "covered", "method")
+    detail = {k: v for k, v in rec.items() if k not in keys}
+    return {**{k: rec[k] for k in keys}, "detail": detail}
+
+
+def run_seed(experiment_seed: int, width: int, seed_index: int) -> int:
+    """The RNG seed of one run: shared across init scales, so scales are compared paired."""
+    state = np.random.SeedSequence([experiment_seed, width, seed_index]).generate_state(1)
+    return int(state[0])
+
+
+def training_job(ctx: Context) -> Outcome:
+    """Train runs [start, stop) of the grid as one batch and judge each (SCIENCE.md section 6)."""
+    from workers.landscape import training, verdicts
+
+    spec = ctx.spec
+    X, y = _dataset(spec)
+    optimum = float(ctx.stage_outputs(0)[0]["optimum"])
+    start, stop = ctx.payload["runs"]
+    grid = [
+        (w, a, s) for w in spec["widths"] for a in spec["init_scales"] for s in range(spec["seeds"])
+    ][start:stop]
+    runs = [training.RunSpec(w, a, run_seed(spec["seed"], w, s)) for w, a, s in grid]
+    state = training.SweepState.from_bytes(ctx.checkpoint) if ctx.checkpoint else None
+    opt = spec["optimizer"]
+
+    def checkpoint(sweep_state: Any, done: int, _total: int) -> bool:
+        ctx.progress(done)
+        return ctx.save_checkpoint(sweep_state.to_bytes())
+
+    try:
+        outcomes = training.train_sweep(
+            X,
+            y,
+            float(spec["weight_decay"]),
+            runs,
+            optimizer=opt["name"],
+            lr=opt["lr"],
+            batch_size=opt["batch_size"],
+            max_epochs=spec["max_epochs"],
+            grad_tol=spec["grad_tol"],
+            log_growth=spec["log_growth"],
+            optimum=optimum,
+            device=training.resolve_device(spec["device"], allow_cuda=ctx.queue == "gpu"),
+            state=state,
+            checkpoint_every=CHECKPOINT_SECONDS,
+            on_checkpoint=checkpoint,
+        )
+    except training.SweepCancelled as exc:
+        raise Stopped from exc
+    judge = verdicts.VerdictJudge(
+        X, y, float(spec["weight_decay"]), optimum=optimum, tolerance=float(spec["tolerance"])
+    )
+    updates = [_run_update(start + i, out, judge) for i, out in enumerate(outcomes)]
+    return Outcome(output={"runs": [start, stop]}, runs=updates)
+
+
+CHECKPOINT_SECONDS = 30.0
+
+
+def _run_update(index: int, out: Any, judge: Any) -> dict[str, Any]:
+    from service.curves import encode_curve
+
+    verdict = judge.judge(out.status, out.reg_loss, out.W, out.a)
+    final = {
+        "epoch": int(out.epoch),
+        "mse": _num(out.mse),
+        "reg_loss": _num(out.reg_loss),
+        "grad_norm_sq": _num(out.grad_norm_sq),
+        "gap": _num(out.gap),
+        "num_neurons": int(out.num_neurons),
+        "cone_value": verdict.cone_value,
+    }
+    return {
+        "index": index,
+        "status": "done",
+        "verdict": verdict.verdict,
+        "final": final,
+        "curve": encode_curve(out.curve),
+    }
+
+
+def _num(x: float) -> float | None:
+    """JSON has no NaN or infinity: a diverged run reports null."""
+    return float(x) if np.isfinite(x) else None
+
+
+JOBS: dict[str, Callable[[Context], Outcome]] = {
+    "optimum": optimum_job,
+    "census_chunk": census_chunk_job,
+    "training_batch": training_job,
+}
 
 
 def run(task: str, ctx: Context) -> Outcome:
@@ -78,8 +222,83 @@ def run(task: str, ctx: Context) -> Outcome:
 
 def finalize(
     kind: str, spec: dict[str, Any], outputs: dict[int, list[dict[str, Any]]], runs: Sequence[Run]
+) -> Outcome:
+    """The experiment's result from its items' outputs (fan-in), with final run updates."""
+    result = _result(kind, spec, outputs, runs)
+    if kind != "census":
+        return Outcome(output=result)
+    by_width = {row["width"]: row for row in result["rows"]}
+    updates = [
+        {"index": r.index, "status": "done", "final": by_width[r.params["width"]]} for r in runs
+    ]
+    return Outcome(output=result, runs=updates)
+
+
+def _result(
+    kind: str, spec: dict[str, Any], outputs: dict[int, list[dict[str, Any]]], runs: Sequence[Run]
 ) -> dict[str, Any]:
-    """The experiment's result from its items' outputs (fan-in)."""
+    opt = outputs[0][0]
     if kind == "optimum":
-        return outputs[0][0]
+        return {k: v for k, v in opt.items() if k != "support"}
+    head = {
+        "optimum": opt["optimum"],
+        "num_patterns": opt["num_patterns"],
+        "num_signed_cones": opt["num_signed_cones"],
+        "theory_bound": opt["theory_bound"],
+    }
+    if kind == "census":
+        from workers.landscape import census
+
+        rows = _census_rows(spec, outputs[1])
+        return {**head, "rows": rows, "threshold": census.thresholds(rows)}
+    if kind == "training":
+        return {"optimum": opt["optimum"], "groups": _training_groups(spec, runs)}
     raise ValueError(f"no finalizer for kind {kind!r}")
+
+
+def _census_rows(spec: dict[str, Any], chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for width in spec["widths"]:
+        mine = [c for c in chunks if c["width"] == width]
+        total = sum(c["samples"] for c in mine)
+        count = {
+            v: sum(c["counts"][v] for c in mine) for v in ("global", "spurious", "no_local_min")
+        }
+        rows.append(
+            {
+                "width": width,
+                "samples": total,
+                "p_global": count["global"] / total,
+                "p_spurious": count["spurious"] / total,
+                "p_no_local_min": count["no_local_min"] / total,
+                "p_covered": sum(c["covered_sum"] for c in mine) / total,
+            }
+        )
+    return rows
+
+
+def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
+    shares = {
+        "p_global": "global_minimum",
+        "p_spurious": "spurious_local_minimum",
+        "p_saddle": "saddle_point",
+        "p_not_converged": "not_converged",
+        "p_diverged": "diverged",
+    }
+    groups = []
+    for width in spec["widths"]:
+        for scale in spec["init_scales"]:
+            cell = [
+                r.verdict
+                for r in runs
+                if r.params["width"] == width and r.params["init_scale"] == scale
+            ]
+            groups.append(
+                {
+                    "width": width,
+                    "init_scale": scale,
+                    "runs": len(cell),
+                    **{k: cell.count(v) / max(len(cell), 1) for k, v in shares.items()},
+                }
+            )
+    return groups

@@ -62,6 +62,7 @@ class Context(jobs.Context):
     def __init__(self, item: crud.Claimed, beat: Heartbeat) -> None:
         self.item, self._beat = item, beat
         self.spec, self.payload, self.checkpoint = item.spec, item.payload, item.checkpoint
+        self.queue = item.queue
 
     def progress(self, done: int) -> bool:
         self._beat.done = done
@@ -124,6 +125,8 @@ def _complete(item: crud.Claimed, outcome: jobs.Outcome) -> None:
             return
         if outcome.runs:
             crud.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
+        if outcome.cones:
+            crud.insert_cones(session, experiment_id=item.experiment_id, cones=outcome.cones)
         if exp is None:
             return
         nxt = item.stage + 1
@@ -135,6 +138,7 @@ def _complete(item: crud.Claimed, outcome: jobs.Outcome) -> None:
                 for s in range(item.stage + 1)
             }
             runs = crud.all_runs(session, experiment_id=exp.id)
-            result = jobs.finalize(exp.kind, exp.spec, outputs, runs)
-            crud.finish_experiment(session, experiment=exp, result=result)
+            final = jobs.finalize(exp.kind, exp.spec, outputs, runs)
+            crud.update_runs(session, experiment_id=exp.id, updates=final.runs)
+            crud.finish_experiment(session, experiment=exp, result=final.output)
     dispatch.send(envelopes, app)

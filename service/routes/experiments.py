@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from service import crud, dispatch, plans
 from service.deps import SessionDep, SettingsDep
 from service.problems import ProblemError
-from service.schemas import Experiment, ExperimentPage, Run, RunPage
+from service.schemas import Cone, ConePage, Experiment, ExperimentPage, Run, RunPage
 from service.specs import ExperimentSpec
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
@@ -162,3 +162,28 @@ def list_runs(
     except ValueError as exc:
         raise _cursor_error(exc) from exc
     return RunPage(items=[Run.of(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/{experiment_id}/cones", responses={404: {}})
+def list_cones(
+    experiment_id: str,
+    session: SessionDep,
+    width: Annotated[int | None, Query(ge=1)] = None,
+    verdict: Literal["global", "spurious", "no_local_min"] | None = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> ConePage:
+    """A census's sampled cones with their signed cones, values and verdicts."""
+    _found(session, experiment_id)
+    try:
+        rows, nxt = crud.list_cones(
+            session,
+            experiment_id=experiment_id,
+            width=width,
+            verdict=verdict,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValueError as exc:
+        raise _cursor_error(exc) from exc
+    return ConePage(items=[Cone.of(r) for r in rows], next_cursor=nxt)

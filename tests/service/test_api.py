@@ -156,7 +156,7 @@ def test_pattern_limit_message_gives_count_and_limit(client):
     assert_problem(client.post("/v1/experiments", json=body), 422, "32768", "20000")
 
 
-def test_run_budget_and_unsupported_kinds(client):
+def test_run_and_cone_budgets(client):
     grid = {
         **SPEC,
         "kind": "training",
@@ -166,8 +166,8 @@ def test_run_budget_and_unsupported_kinds(client):
         "max_epochs": 10,
     }
     assert_problem(client.post("/v1/experiments", json=grid), 422, "20000 runs", "16384")
-    census = {**SPEC, "kind": "census", "widths": [10], "samples_per_width": 5}
-    assert_problem(client.post("/v1/experiments", json=census), 422, "not supported yet")
+    census = {**SPEC, "kind": "census", "widths": [10] * 200, "samples_per_width": 2000}
+    assert_problem(client.post("/v1/experiments", json=census), 422, "400000 cones", "200000")
 
 
 def test_body_over_limit_is_413(pg_engine, broker, monkeypatch):

@@ -1,0 +1,131 @@
+"""Census throughput: the service path against the straightforward per-cone program.
+
+Both paths certify the same cones (teacher n=6, d=10, weight_decay 0.01, widths 40, 160, 640):
+
+- service: ``census.certify_samples`` (screening, direct Clarabel, classification);
+- straightforward: for every cone, ``convex.solve_program`` (CVXPY build + Clarabel solve)
+  followed by the same ``census.classify``.
+
+Prints cones per second for each, their ratio, verdict agreement, and where the service path
+spends its time (cProfile, cumulative seconds per stage).
+
+Run: ``.venv/bin/python bench/census.py [--samples 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import time
+
+from workers.landscape import census, convex, datasets
+from workers.landscape.patterns import enumerate_patterns
+
+WIDTHS = (40, 160, 640)
+STAGES = {
+    "sampling": "sample_cones",
+    "dedupe + keys": "distinct_cones",
+    "screening": "holds_global",
+    "restricted solve (total)": "solve",
+    "  matrix assembly": "_matrices",
+    "  clarabel solve": "<method 'solve' of 'builtins.DefaultSolver' objects>",
+    "classification": "classify",
+    "  stationarity QP": "clarke_stationarity",
+}
+
+
+def service(X, y, lam, optimum, patterns, samples):
+    records = []
+    for width in WIDTHS:
+        records += census.certify_samples(
+            X,
+            y,
+            lam,
+            optimum=optimum.value,
+            support=(optimum.support_patterns, optimum.support_signs),
+            width=width,
+            samples=range(samples),
+            seed=0,
+            sampling="uniform",
+            patterns=patterns,
+            num_signed_cones=optimum.num_signed_cones,
+        )
+    return records
+
+
+def baseline(X, y, lam, optimum, records):
+    verdicts = []
+    for record in records:
+        solution = convex.solve_program(X, y, lam, record.patterns, record.signs)
+        found = census.classify(
+            X,
+            y,
+            lam,
+            record.patterns,
+            record.signs,
+            solution.U,
+            solution.value,
+            optimum=optimum.value,
+        )
+        verdicts.append(found.verdict)
+    return verdicts
+
+
+def stage_seconds(profile: cProfile.Profile) -> dict[str, float]:
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    out = dict.fromkeys(STAGES, 0.0)
+    for (filename, _, name), (_, _, _, cumulative, _) in stats.items():
+        for label, target in STAGES.items():
+            if name == target and (target != "solve" or filename.endswith("census_solver.py")):
+                out[label] += cumulative
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=8, help="samples per width")
+    args = parser.parse_args()
+    lam = 0.01
+    X, y = datasets.teacher(6, 10, 3, seed=0)
+    patterns = enumerate_patterns(X)
+    optimum = convex.global_optimum(X, y, lam, patterns=patterns)
+    print(
+        f"teacher n=6 d=10 lambda={lam}: {optimum.num_signed_cones} signed cones, "
+        f"optimum {optimum.value:.10f}, support {len(optimum.support_signs)} signed cones"
+    )
+
+    start = time.perf_counter()
+    records = service(X, y, lam, optimum, patterns, args.samples)
+    fast = time.perf_counter() - start
+    start = time.perf_counter()
+    verdicts = baseline(X, y, lam, optimum, records)
+    slow = time.perf_counter() - start
+
+    print(f"\n{'width':>6} {'cones':>6} {'screened':>9} {'p_global':>9} {'agree':>6}")
+    for width in WIDTHS:
+        rows = [(r, v) for r, v in zip(records, verdicts, strict=True) if r.width == width]
+        screened = sum(r.method == "screened" for r, _ in rows)
+        p_global = sum(r.verdict == "global" for r, _ in rows) / len(rows)
+        agree = sum(r.verdict == v for r, v in rows)
+        print(f"{width:>6} {len(rows):>6} {screened:>9} {p_global:>9.2f} {agree:>4}/{len(rows)}")
+    count = len(records)
+    print(f"\nservice path:    {count / fast:8.1f} cones/s  ({fast:.2f} s for {count} cones)")
+    print(f"straightforward: {count / slow:8.1f} cones/s  ({slow:.2f} s for {count} cones)")
+    print(
+        f"ratio: {slow / fast:.1f}x   verdicts identical: "
+        f"{all(r.verdict == v for r, v in zip(records, verdicts, strict=True))}"
+    )
+
+    profile = cProfile.Profile()
+    profile.enable()
+    service(X, y, lam, optimum, patterns, args.samples)
+    profile.disable()
+    total = pstats.Stats(profile).total_tt  # type: ignore[attr-defined]
+    print(f"\nwhere the service path spends its time (cProfile, {total:.2f} s profiled):")
+    for label, seconds in stage_seconds(profile).items():
+        print(f"  {label:<26} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Benchmark: batched training sweep against a one-run-at-a-time numpy loop.
+
+Prints run-steps per second (one GD epoch of one run = one run-step) for a
+256-run sweep (width 100, n = d = 4, theorem2 data, float64 full-batch GD, a
+fixed number of epochs so that no run stops early) through the service's engine
+(``workers.landscape.training.train_sweep``: compiled and eager) and through the
+plain numpy loop a researcher would write, side by side in one process, and
+the ratio. Repeats alternate between the paths (the machine is shared) and the
+best and median of each are shown.
+
+    .venv/bin/python bench/training.py [--runs 256] [--epochs 2000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from workers.landscape.training import RunSpec, init_network, train_sweep
+
+WIDTH, D, LAM, LR, ALPHA = 100, 4, 1e-4, 0.05, 1e-3
+
+
+def theorem2_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """theorem2 data for d = 4 (SCIENCE §7), noise 1e-3, unit rows."""
+    X = np.array(
+        [
+            [1.0, 0.0, 0.0, 0.0],
+            [8 / 9, -4 / 9, 1 / 9, 0.0],
+            [8 / 9, 4 / 9, 1 / 9, 0.0],
+            [8 / 9, 0.0, 0.0, np.sqrt(17.0) / 9],
+        ]
+    )
+    X = X + 1e-3 * np.random.default_rng(seed).standard_normal(X.shape)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X, X @ np.array([0.8, 0.0, 0.6, 0.0])
+
+
+def numpy_run(X, y, W, a, epochs, grad_tol=1e-16):
+    """The straightforward loop: forward, backward, grad-norm check, update."""
+    n = X.shape[0]
+    for _ in range(epochs):
+        Z = W @ X.T  # (m, n)
+        H = np.maximum(Z, 0.0)
+        res = H.T @ a - y
+        r = (2.0 / n) * res
+        grad_a = H @ r + 2 * LAM * a
+        grad_W = ((Z > 0) * np.outer(a, r)) @ X + 2 * LAM * W
+        if np.sum(grad_W**2) + grad_a @ grad_a < grad_tol:
+            break
+        W = W - LR * grad_W
+        a = a - LR * grad_a
+    return W, a
+
+
+def time_numpy(X, y, runs, epochs):
+    t = time.perf_counter()
+    for r in runs:
+        numpy_run(X, y, *init_network(D, r.width, r.init_scale, r.seed), epochs)
+    return len(runs) * epochs / (time.perf_counter() - t)
+
+
+def time_engine(X, y, runs, epochs, compiled):
+    t = time.perf_counter()
+    out = train_sweep(X, y, LAM, runs, lr=LR, max_epochs=epochs, optimum=0.0, compiled=compiled)
+    rate = len(runs) * epochs / (time.perf_counter() - t)
+    assert all(o.status == "not_converged" and o.epoch == epochs for o in out)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--numpy-runs", type=int, default=16, help="runs timed for numpy")
+    args = parser.parse_args()
+    X, y = theorem2_data()
+    runs = [RunSpec(WIDTH, ALPHA, seed) for seed in range(args.runs)]
+    print(f"{args.runs} runs, width {WIDTH}, n = d = {D}, {args.epochs} epochs, float64 GD")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    t = time.perf_counter()
+    first = time_engine(X, y, runs[:8], 300, compiled=True)
+    print(f"first compiled call (compile + 8 runs x 300 epochs): {time.perf_counter() - t:.1f} s")
+    del first
+    rates: dict[str, list[float]] = {"numpy": [], "engine": [], "engine eager": []}
+    for _ in range(args.repeats):
+        rates["numpy"].append(time_numpy(X, y, runs[: args.numpy_runs], args.epochs))
+        rates["engine"].append(time_engine(X, y, runs, args.epochs, compiled=True))
+        rates["engine eager"].append(time_engine(X, y, runs, args.epochs, compiled=False))
+    print(f"{'path':<14}{'best run-steps/s':>18}{'median':>14}")
+    for name, values in rates.items():
+        print(f"{name:<14}{max(values):>18.4g}{statistics.median(values):>14.4g}")
+    base_best, base_median = max(rates["numpy"]), statistics.median(rates["numpy"])
+    for name in ("engine", "engine eager"):
+        best = max(rates[name]) / base_best
+        median = statistics.median(rates[name]) / base_median
+        print(f"ratio {name} / numpy: best {best:.1f}x, median {median:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""Figures and exports, drawn from stored results (shared/API.md, section Figures).
+
+Figures are built on `matplotlib.figure.Figure` objects, never pyplot, so that
+request threads share no global state; savefig picks the Agg or SVG canvas
+from the format.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from service.models import Run as RunRow
+
+FORMATS = ("svg", "png")
+GAP_FLOOR = 1e-16
+MAX_LINES = 200
+VERDICTS = (  # (verdict, share key in result["groups"], label, colour, end marker)
+    ("global_minimum", "p_global", "global minimum", "#2a9d8f", "o"),
+    ("spurious_local_minimum", "p_spurious", "spurious local min", "#e63946", "X"),
+    ("saddle_point", "p_saddle", "saddle point", "#f4a261", "D"),
+    ("not_converged", "p_not_converged", "not converged", "#8d99ae", "s"),
+    ("diverged", "p_diverged", "diverged", "#264653", "^"),
+)
+_MARKERS = {v[0]: v[4] for v in VERDICTS}
+TrainingRun = tuple[dict[str, Any], str | None, dict[str, np.ndarray] | None]
+
+
+def describe(spec: Mapping[str, Any] | None) -> str:
+    """'n=6, d=10, λ=0.01' from an experiment's spec, or '' when it says too little."""
+    if not spec:
+        return ""
+    ds = spec.get("dataset") or {}
+    n = ds.get("n") or (len(ds["y"]) if "y" in ds else ds.get("d"))
+    d = ds.get("d") or (len(ds["X"][0]) if ds.get("X") else None)
+    parts = [f"{ds['generator']} data"] if "generator" in ds else []
+    parts += [f"n={n}"] if n else []
+    parts += [f"d={d}"] if d else []
+    if "weight_decay" in spec:
+        parts.append(f"λ={spec['weight_decay']:g}")
+    return ", ".join(parts)
+
+
+def _save(fig: Figure, fmt: str) -> bytes:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown figure format {fmt!r}; use one of {FORMATS}")
+    buf = io.BytesIO()
+    metadata = {"Date": None} if fmt == "svg" else {}
+    fig.savefig(buf, format=fmt, dpi=150, metadata=metadata)
+    return buf.getvalue()
+
+
+# --- census ----------------------------------------------------------------------------
+
+
+def census_figure(
+    result: Mapping[str, Any], fmt: str, *, spec: Mapping[str, Any] | None = None
+) -> bytes:
+    """Outcome shares of a census against width, with the cone counts marked.
+
+    Args:
+        result: a census result (shared/API.md): rows, num_signed_cones,
+            theory_bound, threshold {m_half, m_95} (either may be None).
+        fmt: "svg" or "png".
+        spec: the experiment's spec, for n, d and λ in the title.
+
+    Returns:
+        The encoded image.
+    """
+    rows = sorted(result.get("rows") or [], key=lambda r: r["width"])
+    widths = [r["width"] for r in rows]
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    series = (
+        ("p_global", "P(global minimum)", "#2a9d8f", "o"),
+        ("p_spurious", "P(spurious local minimum)", "#e63946", "X"),
+        ("p_covered", "mean fraction of signed cones hit", "#457b9d", "s"),
+    )
+    for key, label, colour, marker in series:
+        values = [r.get(key) for r in rows]
+        ax.plot(
+            widths,
+            [np.nan if v is None else v for v in values],
+            color=colour,
+            marker=marker,
+            ms=5,
+            lw=1.6,
+            label=label,
+        )
+    cones, bound = result.get("num_signed_cones"), result.get("theory_bound")
+    if cones:
+        ax.axvline(cones, color="0.25", lw=1.2, label=f"signed cones = {cones}")
+    if bound:
+        ax.axvline(bound, color="0.25", lw=1.2, ls=":", label=f"min(n^d, 2^n) = {bound}")
+    _mark_thresholds(ax, result.get("threshold") or {})
+    ax.set_xscale("log")
+    if 0 < len(widths) <= 12:
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.minorticks_off()
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("width m (number of sampled signed cones)")
+    ax.set_ylabel("fraction of samples")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    samples = {r.get("samples") for r in rows} - {None}
+    per = f", {samples.pop()} samples per width" if len(samples) == 1 else ""
+    ax.set_title(_title("Census of sampled cones", spec, per), fontsize=10)
+    return _save(fig, fmt)
+
+
+def _mark_thresholds(ax: Axes, threshold: Mapping[str, Any]) -> None:
+    marks = [
+        (threshold[key], level, f"{text} ≈ {threshold[key]:.4g}")
+        for key, level, text in (("m_half", 0.5, "m½"), ("m_95", 0.95, "m₉₅"))
+        if threshold.get(key) is not None
+    ]
+    if marks:
+        xs, ys, texts = zip(*marks, strict=True)
+        label = "P(global) thresholds: " + ", ".join(texts)
+        ax.plot(xs, ys, marker="v", ms=8, color="black", ls="none", zorder=5, label=label)
+
+
+def _title(head: str, spec: Mapping[str, Any] | None, tail: str = "") -> str:
+    what = describe(spec)
+    return f"{head}{' — ' + what if what else ''}{tail}"
+
+
+# --- training --------------------------------------------------------------------------
+
+
+def sample_runs(params: Sequence[Mapping[str, Any]], limit: int = MAX_LINES) -> list[int]:
+    """Positions of at most ~`limit` runs to draw: evenly spaced within each init_scale.
+
+    The choice is deterministic (it depends only on the order of `params`), and
+    every init_scale keeps at least one run.
+    """
+    groups: dict[float, list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault(float(p.get("init_scale", math.nan)), []).append(i)
+    per = max(1, limit // max(1, len(groups)))
+    chosen: list[int] = []
+    for members in groups.values():
+        if len(members) <= per:
+            chosen += members
+        else:
+            picks = np.linspace(0, len(members) - 1, per).round().astype(int)
+            chosen += [members[k] for k in np.unique(picks)]
+    return sorted(chosen)
+
+
+def training_figure(
+    result: Mapping[str, Any],
+    runs: Sequence[TrainingRun],
+    fmt: str,
+    *,
+    spec: Mapping[str, Any] | None = None,
+    total_runs: int | None = None,
+) -> bytes:
+    """Optimality gap against epoch per run, and the verdict shares per init_scale.
+
+    Args:
+        result: a training result (shared/API.md) with `groups` and `optimum`.
+        runs: (params, verdict, curve or None) per run; curves as decode_curve
+            returns them. At most ~MAX_LINES are drawn, sampled per init_scale.
+        fmt: "svg" or "png".
+        spec: the experiment's spec, for n, d and λ in the title.
+        total_runs: how many runs the experiment has, when `runs` is already a sample.
+
+    Returns:
+        The encoded image.
+    """
+    with_curves = [r for r in runs if r[2] is not None and len(r[2]["epoch"])]
+    drawn = [with_curves[i] for i in sample_runs([r[0] for r in with_curves])]
+    groups = result.get("groups") or []
+    scales = sorted(
+        {float(r[0]["init_scale"]) for r in runs if "init_scale" in r[0]}
+        | {float(g["init_scale"]) for g in groups}
+    )
+    cmap = colormaps["viridis"]
+    colour = {s: cmap(0.85 * i / max(1, len(scales) - 1)) for i, s in enumerate(scales)}
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    gap_ax, bar_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
+    _gap_panel(gap_ax, drawn, colour)
+    _share_panel(bar_ax, groups, scales, colour)
+    total = total_runs if total_runs is not None else len(runs)
+    shown = f"{len(drawn)} of {total} runs drawn" if len(drawn) < total else f"{total} runs"
+    opt = result.get("optimum")
+    tail = f", optimum L* = {opt:.6g}" if isinstance(opt, int | float) else ""
+    fig.suptitle(_title("Gradient descent", spec, tail) + f"\n{shown}", fontsize=10)
+    return _save(fig, fmt)
+
+
+def _gap_panel(ax: Axes, drawn: Sequence[TrainingRun], colour: Mapping[float, Any]) -> None:
+    seen = {verdict for _, verdict, _ in drawn}
+    for params, verdict, curve in drawn:
+        assert curve is not None
+        epoch = np.asarray(curve["epoch"], dtype=np.float64)
+        gap = np.clip(np.asarray(curve["gap"], dtype=np.float64), GAP_FLOOR, None)
+        c = colour.get(float(params.get("init_scale", math.nan)), "0.5")
+        ax.plot(epoch, gap, color=c, lw=0.8, alpha=0.6)
+        marker = _MARKERS.get(verdict or "")
+        if marker:
+            ax.plot(epoch[-1:], gap[-1:], marker=marker, color=c, ms=5, mec="black", mew=0.4)
+    ax.set_xscale("symlog", linthresh=1, linscale=0.3)
+    ax.set_xlim(left=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch (log scale; 0 to 1 linear)")
+    ax.set_ylabel(f"gap L − L*  (clipped below at {GAP_FLOOR:g})")
+    ax.grid(True, which="major", alpha=0.25)
+    handles = [Line2D([], [], color=c, lw=2, label=f"α = {s:g}") for s, c in colour.items()]
+    ends = [
+        Line2D([], [], color="0.5", marker=m, ls="none", mec="black", mew=0.4, label=lab)
+        for verdict, _, lab, _, m in VERDICTS
+        if verdict in seen
+    ]
+    first = ax.legend(handles=handles, title="init_scale", fontsize=8, loc="lower left")
+    ax.add_artist(first)
+    if ends:
+        ax.legend(handles=ends, title="verdict (final point)", fontsize=7, loc="best")
+
+
+def _share_panel(
+    ax: Axes,
+    groups: Sequence[Mapping[str, Any]],
+    scales: Sequence[float],
+    colour: Mapping[float, Any],
+) -> None:
+    runs = {s: 0.0 for s in scales}
+    shares = {s: dict.fromkeys((v[1] for v in VERDICTS), 0.0) for s in scales}
+    for g in groups:
+        s, weight = float(g["init_scale"]), float(g.get("runs") or 0)
+        runs[s] += weight
+        for _, key, *_ in VERDICTS:
+            shares[s][key] += weight * float(g.get(key) or 0.0)
+    x = np.arange(len(scales))
+    bottom = np.zeros(len(scales))
+    for _, key, label, col, _ in VERDICTS:
+        height = np.array([shares[s][key] / runs[s] if runs[s] else 0.0 for s in scales])
+        if not height.any():
+            continue
+        ax.bar(x, height, bottom=bottom, color=col, label=label, width=0.7)
+        bottom += height
+    ax.set_xticks(x, [f"{s:g}" for s in scales])
+    for tick, s in zip(ax.get_xticklabels(), scales, strict=True):
+        tick.set_color(colour[s])
+    for xi, s in zip(x, scales, strict=True):
+        ax.annotate(
+            f"{int(runs[s])}",
+            (xi, 1.0),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7,
+        )
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel("init_scale α")
+    ax.set_ylabel("share of runs (all widths, weighted by runs)")
+    ax.set_title("verdicts per init_scale (runs above bars)", fontsize=9)
+    if scales:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+
+
+# --- exports ---------------------------------------------------------------------------
+
+
+def run_rows(
+    kind: str, runs: Sequence[RunRow], *, result: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One flat row per run, for export.
+
+    Args:
+        kind: the experiment's kind.
+        runs: run rows in grid order (their curves are not read).
+        result: the experiment's result; for a census, a width's row fields come
+            from it when the run's `final` lacks them.
+
+    Returns:
+        Dicts with id, index, status, verdict, then the params (nested keys
+        joined with "_"), then `final` as final_<field> for training, or the
+        width's row fields (samples, p_global, ...) for a census.
+    """
+    by_width = {r.get("width"): r for r in (result or {}).get("rows") or []}
+    out = []
+    for run in runs:
+        row: dict[str, Any] = {
+            "id": run.id,
+            "index": run.index,
+            "status": run.status,
+            "verdict": run.verdict,
+        }
+        row.update(_flatten(run.params or {}))
+        if kind == "census":
+            found = by_width.get((run.params or {}).get("width"), {})
+            extra = {k: v for k, v in {**found, **(run.final or {})}.items() if k != "width"}
+            row.update({k: v for k, v in _flatten(extra).items() if k not in row})
+        else:
+            row.update(_flatten(run.final or {}, "final"))
+        out.append(row)
+    return out
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {"id": None, "index": None, "status": None, "verdict": None}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    return repr(value) if isinstance(value, float) else value
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """UTF-8 CSV with a header row; None is an empty cell, floats keep every digit."""
+    columns = _columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue().encode()
+
+
+_KNOWN = {"id": pa.string(), "index": pa.int64(), "status": pa.string(), "verdict": pa.string()}
+
+
+def _arrow_type(name: str, values: Sequence[Any]) -> pa.DataType:
+    present = [v for v in values if v is not None]
+    if not present:
+        return _KNOWN.get(name, pa.string())
+    if all(isinstance(v, bool) for v in present):
+        return pa.bool_()
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.int64()
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return pa.float64()
+    return pa.string()
+
+
+def to_parquet(rows: Sequence[Mapping[str, Any]]) -> bytes:
+    """Parquet (zstd) with one typed column per field; None is null.
+
+    A column's type follows its values: bool, int64, float64 (ints and floats
+    mixed), else string (lists and dicts as JSON). A column with no values is
+    typed as string, or by its known type (index is int64).
+    """
+    arrays, fields = [], []
+    for name in _columns(rows):
+        values = [row.get(name) for row in rows]
+        kind = _arrow_type(name, values)
+        if kind == pa.string():
+            values = [v if v is None or isinstance(v, str) else _text(v) for v in values]
+        elif kind == pa.float64():
+            values = [None if v is None else float(v) for v in values]
+        arrays.append(pa.array(values, type=kind))
+        fields.append(pa.field(name, kind))
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)

@@ -1,0 +1,128 @@
+"""Curves, figures and exports of an experiment's runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel
+
+from service import crud_reports, curves, reports
+from service.deps import SessionDep
+from service.models import Experiment
+from service.problems import ProblemError
+
+router = APIRouter(prefix="/v1/experiments", tags=["reports"])
+
+FIGURE_TYPES = {"svg": "image/svg+xml", "png": "image/png"}
+EXPORT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
+FIGURE_KINDS = ("census", "training")
+
+
+class Curve(BaseModel):
+    """A run's curve as columns (shared/API.md); non-finite values are null."""
+
+    epoch: list[int]
+    mse: list[float | None]
+    reg_loss: list[float | None]
+    grad_norm_sq: list[float | None]
+    gap: list[float | None]
+    param_norm_sq: list[float | None]
+    effective_rank: list[float | None]
+    num_neurons: list[int | None]
+
+
+def _found(session: SessionDep, experiment_id: str) -> Experiment:
+    row = crud_reports.get_experiment(session, experiment_id=experiment_id)
+    if row is None:
+        raise ProblemError(404, f"no experiment {experiment_id}")
+    return row
+
+
+@router.get(
+    "/{experiment_id}/runs/{run_id}/curve",
+    response_model=Curve,
+    responses={200: {"content": {"text/csv": {}}}, 404: {}},
+)
+def get_curve(
+    experiment_id: str,
+    run_id: str,
+    session: SessionDep,
+    max_points: Annotated[int | None, Query(ge=2, le=1_000_000)] = None,
+    fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+) -> Any:
+    """A run's curve as columns, optionally downsampled evenly in log-epoch."""
+    _found(session, experiment_id)
+    run = crud_reports.get_run(session, experiment_id=experiment_id, run_id=run_id)
+    if run is None:
+        raise ProblemError(404, f"no run {run_id} in experiment {experiment_id}")
+    if run.curve is None:
+        raise ProblemError(404, f"run {run_id} has no curve yet (its status is {run.status})")
+    columns = curves.decode_curve(run.curve)
+    if max_points is not None:
+        columns = curves.downsample(columns, max_points)
+    if fmt == "csv":
+        return Response(_curve_csv(columns), media_type="text/csv")
+    return Curve.model_validate(
+        {name: [_finite(v) for v in col.tolist()] for name, col in columns.items()}
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _curve_csv(columns: dict[str, np.ndarray]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(curves.FIELDS)
+    values = [columns[name].tolist() for name in curves.FIELDS]
+    writer.writerows(zip(*[[repr(v) for v in col] for col in values], strict=True))
+    return buf.getvalue().encode()
+
+
+@router.get("/{experiment_id}/figure.{fmt}", responses={404: {}, 409: {}})
+def get_figure(experiment_id: str, fmt: Literal["svg", "png"], session: SessionDep) -> Response:
+    """The experiment's figure, drawn from its result (shared/API.md, Figures)."""
+    exp = _found(session, experiment_id)
+    if exp.kind not in FIGURE_KINDS:
+        raise ProblemError(404, f"experiments of kind {exp.kind} have no figure")
+    if exp.result is None:
+        if exp.status in ("failed", "cancelled"):
+            raise ProblemError(409, f"experiment {exp.status}; it has no result to draw")
+        raise ProblemError(409, "experiment is running; the figure is drawn from its result")
+    if exp.kind == "census":
+        image = reports.census_figure(exp.result, fmt, spec=exp.spec)
+    else:
+        runs, total = _sampled_runs(session, experiment_id)
+        image = reports.training_figure(exp.result, runs, fmt, spec=exp.spec, total_runs=total)
+    return Response(image, media_type=FIGURE_TYPES[fmt])
+
+
+def _sampled_runs(session: SessionDep, experiment_id: str) -> tuple[list[reports.TrainingRun], int]:
+    """The runs a training figure draws (a per-init_scale sample, with curves), and the count."""
+    summaries = crud_reports.run_summaries(session, experiment_id=experiment_id)
+    chosen = [summaries[i] for i in reports.sample_runs([s[1] for s in summaries])]
+    blobs = crud_reports.curves_of(session, run_ids=[s[0] for s in chosen])
+    runs = [
+        (params, verdict, curves.decode_curve(blobs[rid]) if rid in blobs else None)
+        for rid, params, verdict in chosen
+    ]
+    return runs, len(summaries)
+
+
+@router.get("/{experiment_id}/export.{fmt}", responses={404: {}})
+def export(experiment_id: str, fmt: Literal["csv", "parquet"], session: SessionDep) -> Response:
+    """One row per run: params, status, verdict and final values."""
+    exp = _found(session, experiment_id)
+    runs = crud_reports.runs_without_curves(session, experiment_id=experiment_id)
+    rows = reports.run_rows(exp.kind, runs, result=exp.result)
+    body = reports.to_csv(rows) if fmt == "csv" else reports.to_parquet(rows)
+    disposition = f'attachment; filename="{experiment_id}.{fmt}"'
+    return Response(
+        body, media_type=EXPORT_TYPES[fmt], headers={"Content-Disposition": disposition}
+    )

@@ -1,0 +1,140 @@
+"""The census (SCIENCE §4-§5): shape, restricted values, fast path vs straightforward path."""
+
+import json
+
+import numpy as np
+import pytest
+
+from workers.landscape import census, convex, datasets
+from workers.landscape.census_sampling import distinct_cones
+from workers.landscape.census_solver import RestrictedSolver
+from workers.landscape.patterns import enumerate_patterns
+
+LAM = 0.01
+
+
+def problem(X, y, lam=LAM):
+    patterns = enumerate_patterns(X)
+    return patterns, convex.global_optimum(X, y, lam, patterns=patterns)
+
+
+def run(X, y, patterns, optimum, width, samples, *, seed=0, lam=LAM, **kwargs):
+    options = {"sampling": "uniform", "patterns": patterns} | kwargs
+    return census.certify_samples(
+        X, y, lam, optimum=optimum.value,
+        support=(optimum.support_patterns, optimum.support_signs),
+        width=width, samples=samples, seed=seed,
+        num_signed_cones=optimum.num_signed_cones, **options,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def teacher48():
+    X, y = datasets.teacher(4, 8, 3, 0)
+    return (X, y, *problem(X, y))
+
+
+def test_coupon_collector_shape(teacher48):
+    X, y, patterns, optimum = teacher48
+    assert optimum.num_signed_cones == 32
+    records = []
+    for width in (4, 32, 160):  # well below, at, and 5x the number of signed cones
+        records += run(X, y, patterns, optimum, width, range(20), seed=3)
+    rows = census.summarize(records)
+    assert [row["width"] for row in rows] == [4, 32, 160]
+    assert rows[0]["p_global"] <= 0.1
+    assert rows[2]["p_global"] >= 0.95
+    assert rows[0]["p_covered"] < rows[1]["p_covered"] < rows[2]["p_covered"] <= 1.0
+    for row in rows:
+        total = row["p_global"] + row["p_spurious"] + row["p_no_local_min"]
+        assert total == pytest.approx(1.0)
+    found = census.thresholds(rows)
+    assert 4 < found["m_half"] <= found["m_95"] <= 160
+
+
+def test_restricted_values_all_cones_and_random_subsets(teacher48):
+    X, y, patterns, optimum = teacher48
+    cones = np.repeat(patterns, 2, axis=0)
+    signs = np.tile(np.array([1, -1], dtype=np.int8), len(patterns))
+    solver = RestrictedSolver(X, y, LAM, tol=1e-10)
+    assert solver.solve(cones, signs).value == pytest.approx(optimum.value, abs=1e-8)
+    full = convex.solve_program(X, y, LAM, cones, signs)
+    assert full.value == pytest.approx(optimum.value, abs=1e-8)
+    rng = np.random.default_rng(5)
+    for _ in range(15):
+        subset = rng.choice(len(signs), size=rng.integers(1, 20), replace=False)
+        assert solver.solve(cones[subset], signs[subset]).value >= optimum.value - 1e-9
+
+
+def datasets_for_agreement():
+    yield "teacher", *datasets.teacher(5, 8, 3, 1)
+    yield "orthogonal", *datasets.orthogonal(5, 8, 3, 2)
+    yield "theorem2", *datasets.theorem2(5, 1e-3, 0)
+
+
+def test_fast_path_matches_straightforward_program():
+    compared, verdicts = 0, set()
+    for _, X, y in datasets_for_agreement():
+        patterns, optimum = problem(X, y)
+        for width in (3, 12, 40, 120):
+            for record in run(X, y, patterns, optimum, width, range(18), seed=7):
+                slow = convex.solve_program(X, y, LAM, record.patterns, record.signs)
+                found = census.classify(
+                    X, y, LAM, record.patterns, record.signs, slow.U, slow.value,
+                    optimum=optimum.value,
+                )  # fmt: skip
+                assert found.verdict == record.verdict, (record, found, slow.value)
+                assert slow.value >= optimum.value - 1e-8
+                if record.method == "solved":
+                    assert record.value == pytest.approx(slow.value, abs=1e-7)
+                compared += 1
+                verdicts.add(record.verdict)
+    assert compared >= 200
+    assert verdicts == {"global", "spurious", "no_local_min"}
+
+
+def test_chunks_reproduce_and_progress_cancels(teacher48):
+    X, y, patterns, optimum = teacher48
+    whole = run(X, y, patterns, optimum, 12, range(6), sampling="random_vector")
+    part = run(X, y, patterns, optimum, 12, [4, 5], sampling="random_vector")
+    for a, b in zip(whole[4:], part, strict=True):
+        assert (a.sample, a.verdict, a.value) == (b.sample, b.verdict, b.value)
+        np.testing.assert_array_equal(a.patterns, b.patterns)
+    seen = []
+    with pytest.raises(census.CensusCancelled) as stopped:
+        run(X, y, patterns, optimum, 12, range(6), on_progress=lambda k: seen.append(k) or k < 2)
+    assert seen == [1, 2] and len(stopped.value.records) == 2
+    json.dumps([record.as_dict() for record in whole])
+
+
+def test_samplers_give_patterns_of_the_data(teacher48):
+    X, _, patterns, _ = teacher48
+    known = {row.tobytes() for row in patterns}
+    rng = np.random.default_rng(0)
+    for sampling in census.SAMPLINGS:
+        cones, signs = census.sample_cones(X, 50, sampling, rng, patterns=patterns)
+        assert cones.shape == (50, 4) and set(np.unique(signs)) <= {-1, 1}
+        assert {row.tobytes() for row in cones} <= known
+    with pytest.raises(ValueError):
+        census.sample_cones(X, 5, "uniform", rng)
+    # d < n: rejection keeps only realisable bit vectors
+    Xs = np.random.default_rng(1).standard_normal((7, 2))
+    known = {row.tobytes() for row in enumerate_patterns(Xs)}
+    cones, _ = census.sample_cones(Xs, 30, "rejection", rng)
+    assert {row.tobytes() for row in cones} <= known
+    unique, _ = distinct_cones(cones, np.ones(30, dtype=np.int8))
+    assert len(unique) == len({row.tobytes() for row in cones})
+
+
+def test_thresholds_interpolate_in_log_width():
+    rows = [
+        {"width": 10, "p_global": 0.0},
+        {"width": 40, "p_global": 0.25},
+        {"width": 160, "p_global": 0.75},
+        {"width": 640, "p_global": 1.0},
+    ]
+    found = census.thresholds(rows)
+    assert found["m_half"] == pytest.approx(80.0)  # halfway between 40 and 160 in log m
+    assert found["m_95"] == pytest.approx(160 * 4**0.8)
+    assert census.thresholds(rows[:2]) == {"m_half": None, "m_95": None}
+    assert census.thresholds([{"width": 5, "p_global": 1.0}])["m_half"] == 5.0

@@ -1,0 +1,221 @@
+"""Activation-pattern enumeration against independent computations (SCIENCE.md sections 2, 8).
+
+The brute forces here share no code with workers.landscape.patterns:
+(a) sampling directions u, generic ones and ones drawn inside the null space of
+every subset of rows (which is where lower-dimensional faces live), and
+(b) an LP feasibility check of every 0/1 vector.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from workers.landscape.patterns import (
+    count_patterns,
+    cover_count,
+    enumerate_patterns,
+    is_feasible,
+    theory_bound,
+)
+
+U_BOX = 1e4  # |u_i| bound in the brute-force LP; its margin is 1, so rounding (1e-16) is harmless
+
+
+def lp_realisable(X: np.ndarray, bits: np.ndarray) -> bool:
+    """Is there u with x_k . u >= 1 (bit 1) and x_k . u <= 0 (bit 0)? Feasibility LP."""
+    on = np.asarray(bits, dtype=bool)
+    A = np.where(on[:, None], -X, X)
+    b = np.where(on, -1.0, 0.0)
+    res = linprog(
+        np.zeros(X.shape[1]), A_ub=A, b_ub=b, bounds=[(-U_BOX, U_BOX)] * X.shape[1], method="highs"
+    )
+    assert res.status in (0, 2), res.message
+    return res.status == 0
+
+
+def lp_patterns(X: np.ndarray) -> set[tuple[bool, ...]]:
+    """Brute force (b): every 0/1 vector of length n that the LP finds realisable."""
+    n = X.shape[0]
+    vectors = itertools.product((False, True), repeat=n)
+    return {bits for bits in vectors if lp_realisable(X, np.array(bits))}
+
+
+def null_space(A: np.ndarray, rel_tol: float = 1e-10) -> np.ndarray:
+    """(d, k) orthonormal basis of {u : A u = 0}."""
+    if A.shape[0] == 0:
+        return np.eye(A.shape[1])
+    _, s, vt = np.linalg.svd(A)
+    rank = int(np.sum(s > rel_tol * max(s.max(initial=0.0), 1.0)))
+    return vt[rank:].T
+
+
+def sampled_patterns(X: np.ndarray, seed: int, per_face: int = 40) -> set[tuple[bool, ...]]:
+    """Brute force (a): patterns of many directions u.
+
+    Generic Gaussian directions find the open cells. For every subset Z of rows,
+    directions inside the null space of X_Z (exactly on those hyperplanes, up to
+    rounding) and small perturbations of them find the lower-dimensional faces
+    and the cells around them. Bits use x . u > 1e-9 ||x|| ||u||.
+    """
+    rng = np.random.default_rng(seed)
+    n, d = X.shape
+    dirs = [rng.standard_normal((20_000, d))]
+    for size in range(1, n + 1):
+        for Z in itertools.combinations(range(n), size):
+            N = null_space(X[list(Z)])
+            if N.shape[1] == 0:
+                continue
+            on_face = rng.standard_normal((per_face, N.shape[1])) @ N.T
+            dirs += [on_face, on_face + 1e-3 * rng.standard_normal((per_face, d))]
+    u = np.concatenate(dirs)
+    threshold = 1e-9 * np.linalg.norm(X, axis=1)[None, :] * np.linalg.norm(u, axis=1)[:, None]
+    bits = u @ X.T > threshold
+    return {tuple(row) for row in np.unique(bits, axis=0)} | {(False,) * n}
+
+
+def as_set(P: np.ndarray) -> set[tuple[bool, ...]]:
+    return {tuple(bool(b) for b in row) for row in P}
+
+
+def zero_is_a_cell(X: np.ndarray) -> bool:
+    """Whether some open cell has X u < 0 everywhere (LP: X u <= -1)."""
+    return lp_realisable(-X, np.ones(X.shape[0], dtype=bool))
+
+
+def gaussian(n: int, d: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, d))
+
+
+# Tiny degenerate data sets: rows are exact (small integers or exact products).
+_rng = np.random.default_rng(7)
+_B = np.array([[1.0, 2.0, 0.0, -1.0], [0.0, 1.0, 3.0, 1.0]])
+DEGENERATE = {
+    "two identical points": np.array(
+        [[1.0, 2.0, -1.0], [1.0, 2.0, -1.0], [0.5, -1.0, 2.0], [-2.0, 1.0, 1.0]]
+    ),
+    "parallel and antiparallel": np.array(
+        [[1.0, -2.0], [2.0, -4.0], [-1.0, 2.0], [3.0, 1.0], [-1.0, -1.0]]
+    ),
+    "antiparallel pair only": np.array([[1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]]),
+    "three collinear points": np.array(
+        [[1.0, 0.0, 1.0], [1.0, 1.0, 1.0], [1.0, 2.0, 1.0], [0.0, 1.0, -2.0], [1.0, -1.0, 0.0]]
+    ),
+    "zero row": np.array(
+        [[0.0, 0.0, 0.0], [1.0, 0.0, 2.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [2.0, 1.0, 1.0]]
+    ),
+    "2-d subspace of R^4": np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0], [-1.0, 3.0]])
+    @ _B,
+    "coplanar triples in R^3": np.array(
+        [
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [1.0, 0.0, 1.0],
+            [0.0, 1.0, 1.0],
+            [0.0, 0.0, 1.0],
+        ]
+    ),
+    "integer grid R^3": _rng.integers(-1, 2, size=(6, 3)).astype(float),
+    "integer grid R^4": _rng.integers(-1, 2, size=(7, 4)).astype(float),
+    "all zero": np.zeros((3, 2)),
+    "one point": np.array([[0.6, 0.8, 0.0]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEGENERATE))
+def test_matches_both_brute_forces_on_degenerate_data(name: str) -> None:
+    X = DEGENERATE[name]
+    found = as_set(enumerate_patterns(X))
+    assert found == lp_patterns(X)
+    assert found == sampled_patterns(X, seed=1)
+
+
+def test_degenerate_counts_by_hand() -> None:
+    # Duplicates, a zero row and the line e1 held in both orientations (2-d).
+    X = np.array([[1.0, 0], [1, 0], [2, 0], [-1, 0], [0, 0], [0, 1], [1, 1]])
+    assert count_patterns(X) == 8
+    # An antiparallel pair: (0, 0) exists only on the hyperplane, never in a cell.
+    assert as_set(enumerate_patterns(DEGENERATE["antiparallel pair only"])) == {
+        (False, False),
+        (True, False),
+        (False, True),
+    }
+
+
+@pytest.mark.parametrize(("n", "d"), [(6, 10), (10, 3), (12, 4), (40, 3), (16, 16), (5, 5)])
+def test_gaussian_counts_are_cover_counts(n: int, d: int) -> None:
+    X = gaussian(n, d)
+    # Cover counts the open cells; u = 0 adds the all-zero pattern when it is not a cell.
+    extra = 0 if zero_is_a_cell(X) else 1
+    assert count_patterns(X) == cover_count(n, d) + extra
+    if d >= n:
+        assert count_patterns(X) == 2**n
+
+
+def test_gaussian_100_3_is_cover_count() -> None:
+    X = gaussian(100, 3, seed=3)
+    assert count_patterns(X) == cover_count(100, 3) + (0 if zero_is_a_cell(X) else 1) == 9903
+
+
+@pytest.mark.parametrize(("n", "d", "seed"), [(10, 3, 0), (12, 4, 1), (9, 2, 2)])
+def test_returned_patterns_are_realised_unique_sorted(n: int, d: int, seed: int) -> None:
+    X = gaussian(n, d, seed)
+    P = enumerate_patterns(X)
+    assert P.dtype == bool and P.shape[1] == n
+    assert len(np.unique(P, axis=0)) == len(P)
+    assert not P[0].any()
+    keys = [tuple(row) for row in P.astype(int)]
+    assert keys == sorted(keys)
+    assert all(lp_realisable(X, row) for row in P)
+    found = as_set(P)
+    rng = np.random.default_rng(seed)
+    others = [row for row in rng.integers(0, 2, (300, n)).astype(bool) if tuple(row) not in found]
+    assert others and not any(lp_realisable(X, row) for row in others)
+
+
+def test_invariant_to_row_scaling_and_permutation() -> None:
+    X = DEGENERATE["integer grid R^4"]
+    rng = np.random.default_rng(3)
+    perm = rng.permutation(len(X))
+    Y = X[perm] * rng.uniform(1e-3, 1e3, size=(len(X), 1)) * 1e5
+    assert as_set(enumerate_patterns(Y)) == as_set(enumerate_patterns(X)[:, perm])
+
+
+def test_rank_deficient_gaussian_matches_its_subspace() -> None:
+    # 12 Gaussian points in a random 3-d subspace of R^6: the count is that of R^3.
+    rng = np.random.default_rng(5)
+    coeffs = rng.standard_normal((12, 3))
+    X = coeffs @ np.linalg.qr(rng.standard_normal((6, 3)))[0].T
+    assert as_set(enumerate_patterns(X)) == as_set(enumerate_patterns(coeffs))
+
+
+def test_is_feasible_agrees_with_brute_force() -> None:
+    for name in ("parallel and antiparallel", "zero row", "2-d subspace of R^4"):
+        X = DEGENERATE[name]
+        truth = lp_patterns(X)
+        for bits in itertools.product((False, True), repeat=len(X)):
+            assert is_feasible(X, np.array(bits)) == (bits in truth), (name, bits)
+
+
+def test_is_feasible_rejects_wrong_shape() -> None:
+    with pytest.raises(ValueError):
+        is_feasible(np.eye(3), np.ones(2, dtype=bool))
+
+
+def test_cover_count_and_theory_bound() -> None:
+    assert cover_count(6, 10) == 64
+    assert cover_count(10, 3) == 92
+    assert cover_count(12, 4) == 464
+    assert cover_count(40, 3) == 1562
+    assert cover_count(100, 3) == 9902
+    assert cover_count(16, 16) == 65536
+    assert cover_count(200, 50) == 2 * sum(math.comb(199, i) for i in range(50))
+    assert theory_bound(6, 10) == 64 and theory_bound(40, 3) == 64_000
+    assert theory_bound(300, 200) == 2**300  # exact int, no overflow
+    with pytest.raises(ValueError):
+        cover_count(0, 3)

@@ -1,0 +1,113 @@
+"""Drawing the signed cones of a census sample (SCIENCE §5, step 1), and telling them apart."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .patterns import is_feasible
+
+__all__ = ["SAMPLINGS", "cone_keys", "distinct_cones", "sample_cones"]
+
+SAMPLINGS = ("uniform", "random_vector", "rejection")
+
+
+def sample_cones(
+    X: np.ndarray,
+    m: int,
+    sampling: str,
+    rng: np.random.Generator,
+    *,
+    patterns: np.ndarray | None = None,
+    max_draws: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw the signed cones of m neurons.
+
+    Draw order (fixed, so a seed reproduces a sample): the m signs first, as
+    ``rng.integers(0, 2, m)`` mapped to -1/+1; then the patterns:
+
+    - "uniform": ``rng.integers(0, P, m)`` indices into ``patterns``;
+    - "random_vector": ``rng.standard_normal((m, d))`` vectors u, pattern ``1[X u > 0]``;
+    - "rejection": one ``rng.integers(0, 2, n)`` bit vector at a time, kept when
+      ``patterns.is_feasible`` says some u realises it (an LP; answers are cached per call).
+
+    Args:
+        X: (n, d) float64 data.
+        m: number of neurons, >= 1.
+        sampling: "uniform", "random_vector" or "rejection".
+        rng: the generator to draw from.
+        patterns: (P, n) bool, every pattern of X; required for "uniform".
+        max_draws: "rejection" gives up after this many bit vectors (default 1000 m + 10^4).
+
+    Returns:
+        (patterns, signs): (m, n) bool and (m,) int8 in {+1, -1}; repeats are kept.
+
+    Raises:
+        ValueError: on an unknown sampling, a missing ``patterns`` for "uniform", or when
+            "rejection" exhausts ``max_draws``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    if m < 1:
+        raise ValueError(f"m must be >= 1, got {m}")
+    signs = (2 * rng.integers(0, 2, m) - 1).astype(np.int8)
+    if sampling == "uniform":
+        if patterns is None:
+            raise ValueError("uniform sampling needs the enumerated patterns")
+        patterns = np.asarray(patterns, dtype=bool).reshape(-1, n)
+        return patterns[rng.integers(0, len(patterns), m)], signs
+    if sampling == "random_vector":
+        return rng.standard_normal((m, d)) @ X.T > 0, signs
+    if sampling == "rejection":
+        return _rejection(X, m, rng, max_draws or 1000 * m + 10_000), signs
+    raise ValueError(f"unknown sampling {sampling!r}; expected one of {SAMPLINGS}")
+
+
+def _rejection(X: np.ndarray, m: int, rng: np.random.Generator, max_draws: int) -> np.ndarray:
+    """m uniform random bit vectors that are patterns of X, by rejection."""
+    n = X.shape[0]
+    feasible: dict[bytes, bool] = {}
+    kept = np.zeros((m, n), dtype=bool)
+    count = 0
+    for _ in range(max_draws):
+        bits = rng.integers(0, 2, n).astype(bool)
+        key = bits.tobytes()
+        if key not in feasible:
+            feasible[key] = bool(is_feasible(X, bits))
+        if feasible[key]:
+            kept[count] = bits
+            count += 1
+            if count == m:
+                return kept
+    raise ValueError(f"rejection sampling kept {count} of {m} patterns in {max_draws} draws")
+
+
+def cone_keys(patterns: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """One hashable bytes key per signed cone (pattern bits then the sign bit).
+
+    Args:
+        patterns: (k, n) bool.
+        signs: (k,) in {+1, -1}.
+
+    Returns:
+        (k,) object array of bytes.
+    """
+    bits = np.concatenate(
+        [np.asarray(patterns, dtype=bool), (np.asarray(signs) > 0)[:, None]], axis=1
+    )
+    packed = np.packbits(bits, axis=1)
+    return np.array([row.tobytes() for row in packed], dtype=object)
+
+
+def distinct_cones(patterns: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct signed cones, in a canonical order (sorted by key).
+
+    Args:
+        patterns: (m, n) bool.
+        signs: (m,) in {+1, -1}.
+
+    Returns:
+        (patterns, signs): (k, n) bool and (k,) int8, k <= m.
+    """
+    keys = cone_keys(patterns, signs)
+    _, first = np.unique(keys, return_index=True)
+    return np.asarray(patterns, dtype=bool)[first], np.asarray(signs, dtype=np.int8)[first]

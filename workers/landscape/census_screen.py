@@ -1,0 +1,102 @@
+"""Screening cones for a global minimum without solving their restricted program.
+
+Let p* be the global optimal prediction (unique: the loss is strictly convex in the
+prediction) and r* = (2/n)(p* - y). By duality every global solution puts its mass only on
+*tight* signed cones, those where ``||proj_K(g)|| = 2 λ`` for ``g = -s X^T D r*`` and
+``K = {u : (2D - I) X u >= 0}``, and only along the unit direction ``e = proj_K(g) / 2λ``.
+Conversely any ``c >= 0`` with ``sum_i c_i s_i D_i X e_i = p*`` is a global solution.
+
+So a set S of signed cones holds a global minimum iff its tight members can reproduce p*
+with nonnegative weights: one small nonnegative least-squares problem. The screen uses this
+as a *sufficient* test only: it exhibits the point ``u_i = c_i e_i`` (feasible for S by
+construction), evaluates the objective there exactly, and answers True only when that value
+is at most ``optimum + margin``. Anything else falls through to a solve. Two cheap cases come
+first: S containing the given support, and S with no tight member.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import nnls
+
+__all__ = ["GlobalScreen"]
+
+#: A signed cone is taken as tight when its projection norm is >= (1 - TIGHT_RTOL) 2 λ.
+#: A false "tight" is harmless (the exhibited point's value is checked exactly).
+TIGHT_RTOL = 1e-5
+
+
+class GlobalScreen:
+    """Sufficient test "S holds a global minimum", for many S on one problem.
+
+    Args:
+        X: (n, d) float64 data.
+        y: (n,) float64 labels.
+        weight_decay: λ > 0.
+        prediction: (n,) float64, the global optimal prediction p*.
+        optimum: the global optimum.
+        margin: the exhibited point must have value <= optimum + margin.
+        support_keys: ``cone_keys`` of a known global support (S containing it passes at once).
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        weight_decay: float,
+        *,
+        prediction: np.ndarray,
+        optimum: float,
+        margin: float,
+        support_keys: set,
+    ) -> None:
+        self.X, self.y = X, y
+        self.weight_decay = float(weight_decay)
+        self.prediction = np.asarray(prediction, dtype=np.float64)
+        self.residual = (2.0 / len(y)) * (self.prediction - y)
+        self.limit = optimum + margin
+        self.support_keys = support_keys
+        self._tight: dict[bytes, np.ndarray | None] = {}
+
+    def holds_global(self, patterns: np.ndarray, signs: np.ndarray, keys: np.ndarray) -> bool:
+        """True only if S = {(patterns[i], signs[i])} provably holds a global minimum.
+
+        Args:
+            patterns: (k, n) bool, distinct signed cones.
+            signs: (k,) in {+1, -1}.
+            keys: (k,) their ``cone_keys``.
+        """
+        if self.support_keys <= set(keys):
+            return True
+        columns, costs = [], []
+        for key, pattern, sign in zip(keys, patterns, signs, strict=True):
+            direction = self._direction(key, pattern, sign)
+            if direction is not None:
+                columns.append(sign * pattern * (self.X @ direction))
+        if not columns:
+            return False
+        M = np.stack(columns, axis=1)  # (n, t): prediction per unit weight
+        weights, _ = nnls(M, self.prediction, maxiter=50 * M.shape[1] + 100)
+        costs = weights.sum()  # each direction has unit norm
+        err = M @ weights - self.y
+        value = float(err @ err) / len(self.y) + 2.0 * self.weight_decay * float(costs)
+        return value <= self.limit
+
+    def _direction(self, key: bytes, pattern: np.ndarray, sign: int) -> np.ndarray | None:
+        """Unit direction e of a tight signed cone, None if not tight (cached per key)."""
+        if key in self._tight:
+            return self._tight[key]
+        floor = 2.0 * self.weight_decay * (1.0 - TIGHT_RTOL)
+        g = -sign * (self.X.T @ (pattern * self.residual))
+        direction = None
+        if np.linalg.norm(g) >= floor:
+            A = np.where(pattern, 1.0, -1.0)[:, None] * self.X
+            A = A[np.any(A != 0.0, axis=1)]
+            if len(A) and np.any(A @ g < 0):
+                mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
+                g = g + A.T @ mu
+            norm = float(np.linalg.norm(g))
+            if norm >= floor:
+                direction = g / norm
+        self._tight[key] = direction
+        return direction

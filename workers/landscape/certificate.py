@@ -1,0 +1,301 @@
+"""The dual certificate of the convex program (shared/SCIENCE.md §3).
+
+Given the residual r = (2/n)(prediction - y), the signed cone (D, s) is priced
+by
+
+    value(D, s) = max { -s u . (X^T D r) : (2D - I) X u >= 0, ||u|| <= 1 }
+                = || proj_K(g) ||,   g = -s X^T D r,   K = {u : A u >= 0},  A = (2D - I) X.
+
+The program's solution is optimal over all cones iff every value is at most
+2 weight_decay.
+
+By Moreau's decomposition proj_K(g) = g + A^T mu* where mu* >= 0 minimises
+||g + A^T mu||, and ||g + A^T mu|| >= value for every mu >= 0. The values are
+computed in stages, all vectorised over signed cones, each later stage only
+for the cones the earlier ones left open:
+
+1. Half-space step: project g onto the half-space {a_k . u >= 0} of the
+   constraint that shortens g the most (one coordinate of mu). Its norm is an
+   upper bound, and the value itself when the point already lies in K (in
+   particular when g lies in K).
+2. Hildreth sweeps: cyclic coordinate descent on mu >= 0. Every iterate gives
+   an upper bound; with a ``floor`` the cones whose bound drops to it stop.
+3. Active-set finish: guess the active rows J, solve
+   v = g + A_J^T mu_J with A_J v = 0 (least squares, a pseudo-inverse), and
+   move rows in or out of J until the KKT conditions (A v >= 0, mu_J >= 0)
+   hold to 1e-11 relative; then ||v|| is the value.
+4. The few cones still open are solved one by one by scipy's NNLS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+#: Patterns processed together in the vectorised first stage.
+_CHUNK = 4096
+#: Relative slack in the KKT checks (scaled by ||g|| and ||x_k||).
+_KKT_RTOL = 1e-11
+_ACTIVE_SET_STEPS = 12
+
+
+def cone_values(
+    X: np.ndarray, orient: np.ndarray, g: np.ndarray, *, floor: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """|| proj_K(g) || for a batch of cones K = {u : (orient * X) u >= 0}.
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        g: (c, d) float64 vectors to project.
+        floor: if given, cones found to have value <= floor stop early with an
+            upper bound <= floor instead of the value.
+
+    Returns:
+        (values, exact): (c,) float64 and (c,) bool. Exact entries satisfy
+        the KKT conditions to 1e-11 relative to ||g||.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    orient = np.asarray(orient, dtype=np.float64).reshape(-1, X.shape[0])
+    g = np.asarray(g, dtype=np.float64).reshape(-1, X.shape[1])
+    values, exact, first = _halfspace_step(X, orient, g, orient * (g @ X.T))
+    open_ = ~exact if floor is None else ~exact & (values > floor)
+    if np.any(open_):
+        idx = np.flatnonzero(open_)
+        values[idx], exact[idx] = _refine(X, orient[idx], g[idx], first[idx], floor)
+    return values, exact
+
+
+def _signed_values(X, patterns, G, floor) -> np.ndarray:
+    """Values (c, 2) of both signed cones of each pattern; column 0 is s = +1."""
+    orient = np.where(patterns, 1.0, -1.0)
+    XG = orient * (G @ X.T)  # a_k . G
+    values = np.empty((len(G), 2))
+    for col, s in enumerate((1.0, -1.0)):
+        g = -s * G
+        upper, exact, first = _halfspace_step(X, orient, g, -s * XG)
+        open_ = ~exact if floor is None else ~exact & (upper > floor)
+        idx = np.flatnonzero(open_)
+        if len(idx):
+            upper[idx] = _refine(X, orient[idx], g[idx], first[idx], floor)[0]
+        values[:, col] = upper
+    return values
+
+
+def _halfspace_step(X, orient, g, Ag) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 1 for cones with rows orient * X (c, n), vectors g (c, d), Ag = A g (c, n)."""
+    xnorm2 = np.einsum("kd,kd->k", X, X)
+    inv = np.where(xnorm2 > 0, 1.0 / np.where(xnorm2 > 0, xnorm2, 1.0), 0.0)
+    neg = np.minimum(Ag, 0.0)
+    k = np.argmax(neg * neg * inv, axis=1)
+    rows = np.arange(len(g))
+    step = -neg[rows, k] * inv[k] * orient[rows, k]  # u1 = g + step x_k
+    u1 = g + step[:, None] * X[k]
+    Au1 = orient * (u1 @ X.T)
+    slack = _KKT_RTOL * np.linalg.norm(g, axis=1)[:, None] * np.sqrt(xnorm2)[None, :]
+    return np.linalg.norm(u1, axis=1), np.all(Au1 >= -slack, axis=1), k
+
+
+def _refine(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray]:
+    """Stages 2-3 for cones (c, n) orient, (c, d) g, starting from the rows ``first`` (c,)."""
+    values, exact, settled = _dual_active_set(X, orient, g, first, floor)
+    for i in np.flatnonzero(~settled):
+        values[i], exact[i] = project_norm(orient[i][:, None] * X, g[i]), True
+    return values, exact
+
+
+def _dual_active_set(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batched active-set method for min_{mu >= 0} ||g + A^T mu|| (Lawson-Hanson style).
+
+    Each cone keeps at most d + 1 active rows J, starting from J = {first}. A
+    step solves the least-squares problem on J; if some mu_j < 0 the most
+    negative leaves J, else if some row has a_k . v < 0 the most violated
+    joins J, else the KKT conditions hold and ||v|| is the value. With mu >= 0,
+    ||v|| is an upper bound, so with a ``floor`` a cone stops once it is <= floor.
+
+    Returns:
+        (values, exact, settled), each (c,); unsettled cones need the fallback.
+    """
+    c, d = g.shape
+    xnorm = np.linalg.norm(X, axis=1)
+    inv = np.where(xnorm > 0, 1.0 / np.where(xnorm > 0, xnorm, 1.0), 0.0)
+    values, exact = np.linalg.norm(g, axis=1), np.zeros(c, dtype=bool)
+    settled = np.zeros(c, dtype=bool)
+    slots = np.full((c, d + 1), -1)
+    slots[:, 0] = first
+    live = np.arange(c)
+    for _ in range(_ACTIVE_SET_STEPS + 4 * d):
+        S = slots[live]
+        valid = S >= 0
+        rows = np.where(valid, S, 0)
+        B = (orient[live[:, None], rows] * valid)[..., None] * X[rows]  # (l, m, d)
+        gram = B @ B.transpose(0, 2, 1)
+        scale = np.einsum("lmm->l", gram)[:, None, None] + 1.0
+        gram += np.eye(d + 1) * (~valid)[:, :, None] + 1e-15 * scale * np.eye(d + 1)
+        gl = g[live]
+        mu = np.linalg.solve(gram, -np.einsum("lmd,ld->lm", B, gl)[..., None])[..., 0]
+        v = gl + np.einsum("lmd,lm->ld", B, mu)
+        tol = _KKT_RTOL * np.linalg.norm(gl, axis=1)
+        mu_scaled = np.where(valid, mu * xnorm[rows], np.inf)
+        drop = np.argmin(mu_scaled, axis=1)
+        dual_ok = mu_scaled[np.arange(len(live)), drop] >= -tol
+        slack = orient[live] * (v @ X.T) * inv
+        add = np.argmin(slack, axis=1)
+        primal_ok = slack[np.arange(len(live)), add] >= -tol
+        vnorm = np.linalg.norm(v, axis=1)
+        done = dual_ok & primal_ok
+        if floor is not None:
+            done |= dual_ok & (vnorm <= floor)
+        values[live[done]], settled[live[done]] = vnorm[done], True
+        exact[live[done & primal_ok]] = True
+        S[~dual_ok, drop[~dual_ok]] = -1
+        grow = dual_ok & ~done
+        free = np.argmin(S >= 0, axis=1)
+        stuck = grow & np.all(S >= 0, axis=1)
+        S[grow & ~stuck, free[grow & ~stuck]] = add[grow & ~stuck]
+        slots[live] = S
+        live = live[~done & ~stuck]
+        if len(live) == 0:
+            break
+    return values, exact, settled
+
+
+def project_norm(A: np.ndarray, g: np.ndarray) -> float:
+    """|| proj_K(g) || for one cone K = {u : A u >= 0}, by scipy's NNLS.
+
+    Args:
+        A: (n, d) float64 constraint rows (zero rows are allowed).
+        g: (d,) float64.
+
+    Returns:
+        The norm of the projection.
+    """
+    A = A[np.any(A != 0.0, axis=1)]
+    if len(A) == 0:
+        return float(np.linalg.norm(g))
+    mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
+    return float(np.linalg.norm(g + A.T @ mu))
+
+
+def dual_violations(
+    X: np.ndarray,
+    residual: np.ndarray,
+    patterns: np.ndarray,
+    *,
+    floor: float | None = None,
+) -> np.ndarray:
+    """Projection norms of -s X^T D r onto every signed cone (D, s).
+
+    Args:
+        X: (n, d) float64 data.
+        residual: (n,) float64, r = (2/n)(prediction - y).
+        patterns: (P, n) bool.
+        floor: if given, only values above it are computed exactly; an entry
+            found to be at most ``floor`` may be returned as an upper bound
+            (still <= floor). With floor = 2 weight_decay,
+            max(0, max(result) - floor) is the exact certificate at a fraction
+            of the cost.
+
+    Returns:
+        (P, 2) float64; column 0 is s = +1, column 1 is s = -1. Exact entries
+        satisfy the projection's KKT conditions to 1e-11 relative to
+        ||X^T D r||.
+    """
+    X, patterns, G = _setup(X, residual, patterns)
+    gnorm = np.linalg.norm(G, axis=1)
+    values = np.repeat(gnorm[:, None], 2, axis=1)  # ||proj_K g|| <= ||g||
+    todo = np.arange(len(G)) if floor is None else np.flatnonzero(gnorm > floor)
+    for start in range(0, len(todo), _CHUNK):
+        idx = todo[start : start + _CHUNK]
+        values[idx] = _signed_values(X, patterns[idx], G[idx], floor)
+    return values
+
+
+def _setup(X, residual, patterns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    r = np.asarray(residual, dtype=np.float64).reshape(-1)
+    patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
+    return X, patterns, patterns.astype(np.float64) @ (r[:, None] * X)
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """Result of ``price``.
+
+    Attributes:
+        rows: (k,) pattern indices of the violators found, by decreasing value.
+        cols: (k,) 0 for s = +1, 1 for s = -1.
+        values: (k,) their values, all > threshold.
+        complete: True when every signed cone was examined.
+        max_value: when complete, the largest value over all signed cones
+            (working set included) if it exceeds ``floor``, else a number <= floor.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    complete: bool
+    max_value: float
+
+
+def price(
+    X: np.ndarray,
+    residual: np.ndarray,
+    patterns: np.ndarray,
+    threshold: float,
+    *,
+    limit: int,
+    floor: float | None = None,
+    exclude: np.ndarray | None = None,
+) -> Pricing:
+    """Find signed cones whose value exceeds ``threshold``, most promising first.
+
+    Patterns are examined in blocks in decreasing order of ||X^T D r|| (an
+    upper bound on both of their values), and the search stops after the
+    block in which ``limit`` violators were found. When none is found every
+    cone has been examined, and ``max_value`` is the exact certificate.
+
+    Args:
+        X: (n, d) float64 data.
+        residual: (n,) float64, r = (2/n)(prediction - y).
+        patterns: (P, n) bool.
+        threshold: values above it count as violations (2 weight_decay + tol).
+        limit: the most violators returned, >= 1.
+        floor: values above it are computed exactly (default: threshold);
+            at most threshold.
+        exclude: (P, 2) bool, signed cones never returned (the working set);
+            they still count towards ``max_value``.
+
+    Returns:
+        Pricing.
+    """
+    X, patterns, G = _setup(X, residual, patterns)
+    floor = threshold if floor is None else min(floor, threshold)
+    gnorm = np.linalg.norm(G, axis=1)
+    todo = np.flatnonzero(gnorm > floor)
+    todo = todo[np.argsort(-gnorm[todo], kind="stable")]
+    rest = np.ones(len(G), dtype=bool)
+    rest[todo] = False
+    max_value = float(gnorm[rest].max(initial=0.0))
+    found_rows, found_cols, found_values = [], [], []
+    count, start, block = 0, 0, max(8 * limit, 256)
+    while start < len(todo) and count < limit:
+        idx = todo[start : start + block]
+        values = _signed_values(X, patterns[idx], G[idx], floor)
+        max_value = max(max_value, float(values.max()))
+        if exclude is not None:
+            values = np.where(exclude[idx], -np.inf, values)
+        hit_rows, hit_cols = np.nonzero(values > threshold)
+        found_rows.append(idx[hit_rows])
+        found_cols.append(hit_cols)
+        found_values.append(values[hit_rows, hit_cols])
+        count += len(hit_rows)
+        start, block = start + block, 2 * block
+    rows = np.concatenate([np.zeros(0, dtype=np.intp), *found_rows])
+    cols = np.concatenate([np.zeros(0, dtype=np.intp), *found_cols])
+    values = np.concatenate([np.zeros(0), *found_values])
+    order = np.argsort(-values, kind="stable")[:limit]
+    complete = start >= len(todo)
+    return Pricing(rows[order], cols[order], values[order], complete, max_value)

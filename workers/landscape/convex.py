@@ -1,0 +1,293 @@
+"""The convex reformulation and the certified global optimum (shared/SCIENCE.md §3-§4).
+
+For signed cones (D_i, s_i), i = 1..k, the program is
+
+    minimise   (1/n) || sum_i s_i D_i X u_i - y ||^2 + 2 weight_decay sum_i ||u_i||
+    subject to (2 D_i - I) X u_i >= 0.
+
+Over all signed cones its value is the global minimum of the loss L over all
+widths; over a subset S it is the minimum of L over the closure of the
+activation cone S (a restricted program, §4). ``solve_program`` solves it as
+written with CVXPY and Clarabel. ``global_optimum`` solves it over all
+signed cones, either directly ("full") or by column generation ("colgen",
+see ``colgen.py``), and certifies the result with the dual check of
+``certificate.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+
+from .certificate import dual_violations
+from .network import recover_network
+
+#: Clarabel settings used unless the caller overrides them. Tight, so that the
+#: recovered network's loss matches the program's value to ~1e-9 relative.
+DEFAULT_SOLVER_OPTS = {
+    "tol_gap_abs": 1e-10,
+    "tol_gap_rel": 1e-10,
+    "tol_feas": 1e-10,
+    "tol_ktratio": 1e-8,
+    "max_iter": 400,
+}
+#: Looser settings for a second attempt when Clarabel stalls at the tight ones.
+FALLBACK_SOLVER_OPTS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
+#: Pattern counts above which ``method="auto"`` uses column generation.
+AUTO_COLGEN_MIN_PATTERNS = 256
+#: A signed cone is in the support when ||u|| exceeds this.
+SUPPORT_THRESHOLD = 1e-9
+
+
+@dataclass(frozen=True)
+class ProgramSolution:
+    """Solution of the program over a given list of signed cones.
+
+    Attributes:
+        value: the objective at U (mean squared error + 2 weight_decay sum ||u_i||).
+        U: (k, d) float64, one u per signed cone, in the order given (zero rows
+            for the all-zero pattern and for repeats of an earlier signed cone).
+        prediction: (n,) float64, sum_i s_i D_i X u_i.
+        patterns: (k, n) bool, the signed cones' patterns as given.
+        signs: (k,) int8 in {+1, -1}.
+        status: the CVXPY status ("optimal", or "optimal_inaccurate" after the
+            fallback tolerances).
+        seconds: wall time of compile plus solve.
+    """
+
+    value: float
+    U: np.ndarray
+    prediction: np.ndarray
+    patterns: np.ndarray
+    signs: np.ndarray
+    status: str
+    seconds: float
+
+
+def residual_of(prediction: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The dual residual r = (2/n)(prediction - y), shape (n,)."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    return 2.0 / len(y) * (np.asarray(prediction, dtype=np.float64) - y)
+
+
+def program_terms(
+    X: np.ndarray, y: np.ndarray, weight_decay: float, patterns, signs, U
+) -> tuple[float, np.ndarray]:
+    """Evaluate the program's objective and prediction at U (no feasibility check).
+
+    Returns:
+        (value, prediction (n,)).
+    """
+    Z = np.asarray(X, dtype=np.float64) @ np.asarray(U, dtype=np.float64).T  # (n, k)
+    weights = np.asarray(patterns, dtype=np.float64).T * np.asarray(signs, dtype=np.float64)
+    prediction = np.sum(Z * weights, axis=1)
+    err = prediction - np.asarray(y, dtype=np.float64)
+    penalty = 2.0 * weight_decay * float(np.sum(np.linalg.norm(U, axis=1)))
+    return float(err @ err) / len(err) + penalty, prediction
+
+
+def solve_program(
+    X: np.ndarray,
+    y: np.ndarray,
+    weight_decay: float,
+    patterns: np.ndarray,
+    signs: np.ndarray,
+    **solver_opts,
+) -> ProgramSolution:
+    """Solve the program over exactly the given signed cones with CVXPY + Clarabel.
+
+    Used for restricted programs (SCIENCE §4), inside column generation, and as
+    the straightforward baseline over all signed cones. Repeated signed cones
+    and the all-zero pattern get no variable (their optimal u is zero or can be
+    merged) and come back as zero rows of U.
+
+    Args:
+        X: (n, d) float64 data.
+        y: (n,) float64 labels.
+        weight_decay: lambda > 0.
+        patterns: (k, n) bool.
+        signs: (k,) in {+1, -1}.
+        **solver_opts: Clarabel settings, overriding ``DEFAULT_SOLVER_OPTS``.
+
+    Returns:
+        ProgramSolution. With the default settings ``value`` is within ~1e-9
+        relative of the program's optimum.
+
+    Raises:
+        cvxpy.error.SolverError: if Clarabel fails at both the tight and the
+            fallback tolerances.
+    """
+    start = time.perf_counter()
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
+    signs = np.where(np.asarray(signs).reshape(-1) > 0, 1, -1).astype(np.int8)
+    if len(signs) != len(patterns):
+        raise ValueError(f"{len(patterns)} patterns but {len(signs)} signs")
+    U = np.zeros((len(patterns), X.shape[1]))
+    keep = _variable_rows(X, patterns, signs)
+    status = "optimal"
+    if len(keep):
+        U[keep], status = _solve_cvxpy(X, y, weight_decay, patterns[keep], signs[keep], solver_opts)
+    value, prediction = program_terms(X, y, weight_decay, patterns, signs, U)
+    return ProgramSolution(
+        value=value,
+        U=U,
+        prediction=prediction,
+        patterns=patterns,
+        signs=signs,
+        status=status,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _variable_rows(X: np.ndarray, patterns: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each signed cone that can contribute."""
+    active = np.any(patterns & np.any(X != 0.0, axis=1)[None, :], axis=1)
+    keys = np.concatenate([patterns, (signs > 0)[:, None]], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    first = np.sort(first)
+    return first[active[first]]
+
+
+def _solve_cvxpy(X, y, weight_decay, patterns, signs, solver_opts) -> tuple[np.ndarray, str]:
+    n, d = X.shape
+    nonzero = np.any(X != 0.0, axis=1)  # zero rows give the constraint 0 >= 0
+    V = cp.Variable((d, len(signs)))  # column i is u_i
+    Z = X @ V  # (n, k): x_k . u_i
+    weights = patterns.T.astype(np.float64) * signs.astype(np.float64)  # s_i D_i
+    prediction = cp.sum(cp.multiply(weights, Z), axis=1)
+    objective = cp.sum_squares(prediction - y) / n + 2.0 * weight_decay * cp.sum(
+        cp.norm(V, 2, axis=0)
+    )
+    orient = np.where(patterns.T, 1.0, -1.0)[nonzero]  # 2 D_i - I on the nonzero rows
+    constraints = [cp.multiply(orient, X[nonzero] @ V) >= 0]
+    problem = cp.Problem(cp.Minimize(objective), constraints)
+    try:
+        problem.solve(solver=cp.CLARABEL, **{**DEFAULT_SOLVER_OPTS, **solver_opts})
+    except cp.error.SolverError:
+        problem.solve(solver=cp.CLARABEL, **{**FALLBACK_SOLVER_OPTS, **solver_opts})
+    if V.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
+        raise cp.error.SolverError(f"Clarabel ended with status {problem.status}")
+    return np.asarray(V.value).T, str(problem.status)
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """A certified global optimum of L over all widths.
+
+    Attributes:
+        value: the optimal value of the convex program (= min L).
+        W: (m, d) float64 inner weights of the recovered network.
+        a: (m,) float64 outer weights; loss(X, y, W, a, weight_decay) equals
+            ``value`` to solver tolerance.
+        num_patterns: P, the number of patterns priced (all-zero included).
+        num_signed_cones: 2 P.
+        max_dual_violation: max(0, max over all signed cones of the projection
+            norm - 2 weight_decay); 0 up to solver tolerance certifies optimality.
+        method: "full" or "colgen".
+        prediction: (n,) float64, the optimal fitted values.
+        support_patterns: (k, n) bool, signed cones with ||u|| > 1e-9.
+        support_signs: (k,) int8 in {+1, -1}.
+        iterations: number of restricted solves (1 for "full").
+        U: (k, d) float64, the program's u for each support signed cone.
+        working_set_size: signed cones in the final program solved.
+        seconds: wall time.
+    """
+
+    value: float
+    W: np.ndarray
+    a: np.ndarray
+    num_patterns: int
+    num_signed_cones: int
+    max_dual_violation: float
+    method: str
+    prediction: np.ndarray
+    support_patterns: np.ndarray
+    support_signs: np.ndarray
+    iterations: int
+    U: np.ndarray
+    working_set_size: int
+    seconds: float
+
+
+def global_optimum(
+    X: np.ndarray,
+    y: np.ndarray,
+    weight_decay: float,
+    *,
+    patterns: np.ndarray | None = None,
+    method: str = "auto",
+    tol: float = 1e-7,
+) -> Optimum:
+    """The global minimum of L over all widths, with its dual certificate.
+
+    Args:
+        X: (n, d) float64 data.
+        y: (n,) float64 labels.
+        weight_decay: lambda > 0.
+        patterns: (P, n) bool, all activation patterns of X; defaults to
+            ``patterns.enumerate_patterns(X)``.
+        method: "full" (one program over all 2P signed cones), "colgen"
+            (column generation, never builds the full program) or "auto"
+            ("colgen" when P > AUTO_COLGEN_MIN_PATTERNS).
+        tol: column generation stops when no signed cone's value exceeds
+            2 weight_decay + tol (absolute).
+
+    Returns:
+        Optimum. ``max_dual_violation`` is computed exactly over all signed
+        cones in both methods.
+    """
+    start = time.perf_counter()
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if weight_decay <= 0:
+        raise ValueError("weight_decay must be positive")
+    if patterns is None:
+        from .patterns import enumerate_patterns
+
+        patterns = enumerate_patterns(X)
+    patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
+    if method == "auto":
+        method = "colgen" if len(patterns) > AUTO_COLGEN_MIN_PATTERNS else "full"
+    if method == "full":
+        cones = np.repeat(patterns, 2, axis=0)
+        signs = np.tile(np.array([1, -1], dtype=np.int8), len(patterns))
+        solution, iterations, max_value = solve_program(X, y, weight_decay, cones, signs), 1, None
+    elif method == "colgen":
+        from .colgen import column_generation
+
+        solution, iterations, max_value = column_generation(X, y, weight_decay, patterns, tol=tol)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    floor = 2.0 * weight_decay
+    if max_value is None:
+        residual = residual_of(solution.prediction, y)
+        max_value = float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
+    violation = max(0.0, max_value - floor)
+    return _optimum(solution, patterns, violation, method, iterations, start)
+
+
+def _optimum(solution, patterns, violation, method, iterations, start) -> Optimum:
+    support = np.linalg.norm(solution.U, axis=1) > SUPPORT_THRESHOLD
+    U = solution.U[support]
+    W, a = recover_network(U, solution.signs[support], threshold=SUPPORT_THRESHOLD)
+    return Optimum(
+        value=solution.value,
+        W=W,
+        a=a,
+        num_patterns=len(patterns),
+        num_signed_cones=2 * len(patterns),
+        max_dual_violation=violation,
+        method=method,
+        prediction=solution.prediction,
+        support_patterns=solution.patterns[support],
+        support_signs=solution.signs[support],
+        iterations=iterations,
+        U=U,
+        working_set_size=len(solution.signs),
+        seconds=time.perf_counter() - start,
+    )

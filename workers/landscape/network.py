@@ -1,0 +1,124 @@
+"""Two-layer ReLU networks: forward pass, the regularised loss, and the map from
+the convex program's variables back to neurons (shared/SCIENCE.md §1-§3).
+
+Conventions: X is (n, d), W is (m, d) with rows w_j, a is (m,), and
+
+    f(x) = sum_j a_j relu(w_j . x),
+    L(W, a) = (1/n) sum_k (f(x_k) - y_k)^2 + weight_decay (||W||_F^2 + ||a||^2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Neurons with |a_j| ||w_j|| at or below this are treated as absent (SCIENCE §6).
+ACTIVE_NEURON_THRESHOLD = 1e-6
+
+
+def forward(X: np.ndarray, W: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Evaluate the network on every row of X.
+
+    Args:
+        X: (n, d) float64 data.
+        W: (m, d) float64 inner weights.
+        a: (m,) float64 outer weights.
+
+    Returns:
+        (n,) float64 predictions f(x_k).
+    """
+    X, W, a = _as_arrays(X, W, a)
+    return np.maximum(X @ W.T, 0.0) @ a
+
+
+def loss(X: np.ndarray, y: np.ndarray, W: np.ndarray, a: np.ndarray, weight_decay: float) -> float:
+    """The regularised loss L(W, a) of SCIENCE §1 (mean squared error, no 1/2).
+
+    Args:
+        X: (n, d) float64 data.
+        y: (n,) float64 labels.
+        W: (m, d) float64 inner weights.
+        a: (m,) float64 outer weights.
+        weight_decay: lambda >= 0, applied to both layers.
+
+    Returns:
+        L(W, a) as a Python float.
+    """
+    X, W, a = _as_arrays(X, W, a)
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    err = forward(X, W, a) - y
+    mse = float(err @ err) / len(y)
+    return mse + weight_decay * (float(np.sum(W * W)) + float(a @ a))
+
+
+def recover_network(
+    U: np.ndarray, signs: np.ndarray, *, threshold: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn the convex program's variables into neurons (SCIENCE §3).
+
+    Each u with ||u|| > threshold becomes one neuron w = u / sqrt(||u||),
+    a = s sqrt(||u||), so that |a| ||w|| = ||u|| and a w = s u. Inside the
+    signed cone of u this neuron computes s relu(u . x) and costs
+    weight_decay (||w||^2 + a^2) = 2 weight_decay ||u||, exactly the program's
+    terms.
+
+    Args:
+        U: (k, d) float64, one u per signed cone.
+        signs: (k,) entries in {+1, -1}, the sign of each signed cone.
+        threshold: rows with ||u|| <= threshold are dropped.
+
+    Returns:
+        (W, a): W (m, d) float64 and a (m,) float64, m = number of kept rows.
+    """
+    U = np.atleast_2d(np.asarray(U, dtype=np.float64))
+    signs = np.asarray(signs, dtype=np.float64).reshape(-1)
+    if U.shape[0] != signs.shape[0]:
+        raise ValueError(f"U has {U.shape[0]} rows but signs has {signs.shape[0]} entries")
+    norms = np.linalg.norm(U, axis=1)
+    keep = norms > threshold
+    root = np.sqrt(norms[keep])
+    W = U[keep] / root[:, None]
+    a = np.sign(signs[keep]) * root
+    return W, a
+
+
+def signed_cones_of(
+    X: np.ndarray, W: np.ndarray, a: np.ndarray, *, tol: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct signed cones (D(w_j), sign a_j) of a network's active neurons.
+
+    A neuron is active when |a_j| ||w_j|| > 1e-6 (SCIENCE §6). Its pattern is
+    D_k = 1[x_k . w_j > tol ||w_j|| ||x_k||], i.e. a preactivation counts as
+    positive only beyond a relative tolerance, so that a neuron on a face of its
+    cone (x_k . w = 0 up to rounding) gets the pattern of that face.
+
+    Args:
+        X: (n, d) float64 data.
+        W: (m, d) float64 inner weights.
+        a: (m,) float64 outer weights.
+        tol: relative tolerance on the preactivations.
+
+    Returns:
+        (patterns, signs): patterns (k, n) bool and signs (k,) int8 in {+1, -1},
+        the distinct pairs in lexicographic order of (pattern, sign); k = 0
+        when no neuron is active.
+    """
+    X, W, a = _as_arrays(X, W, a)
+    active = np.abs(a) * np.linalg.norm(W, axis=1) > ACTIVE_NEURON_THRESHOLD
+    W, a = W[active], a[active]
+    if len(a) == 0:
+        return np.zeros((0, X.shape[0]), dtype=bool), np.zeros(0, dtype=np.int8)
+    scale = np.linalg.norm(X, axis=1)[None, :] * np.linalg.norm(W, axis=1)[:, None]
+    patterns = (W @ X.T - tol * scale) > 0.0
+    signs = np.where(a > 0, 1, -1).astype(np.int8)
+    keys = np.concatenate([patterns.astype(np.int8), signs[:, None]], axis=1)
+    keys = np.unique(keys, axis=0)
+    return keys[:, :-1].astype(bool), keys[:, -1].astype(np.int8)
+
+
+def _as_arrays(X, W, a) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+    W = np.asarray(W, dtype=np.float64).reshape(-1, X.shape[1])
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    if W.shape[0] != a.shape[0]:
+        raise ValueError(f"W has {W.shape[0]} rows but a has {a.shape[0]} entries")
+    return X, W, a

@@ -1,0 +1,264 @@
+"""Batched training sweeps of two-layer ReLU networks with weight decay (SCIENCE §1, §6).
+
+A sweep trains many runs (width, init_scale, seed) on one dataset as one tensor
+program: every step updates all runs still training, runs that stop are frozen
+by a mask and dropped from the batch at the next chunk boundary. The step is a
+hand-fused closed-form forward/backward pass (training_kernels) compiled with
+``torch.compile``; the host synchronises once per chunk of ``CHUNK`` epochs.
+
+Loss: L(W, a) = (1/n) sum_k (f(x_k) - y_k)^2 + weight_decay (||W||_F^2 + ||a||^2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workers.landscape.training_curves import CURVE_COLUMNS, assemble_curves
+from workers.landscape.training_driver import Sweep, SweepConfig
+from workers.landscape.training_state import RUNNING, STATUS_NAMES, SweepState
+
+__all__ = [
+    "CURVE_COLUMNS",
+    "RunOutcome",
+    "RunSpec",
+    "SweepCancelled",
+    "SweepState",
+    "init_network",
+    "resolve_device",
+    "train_sweep",
+]
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its width, initial scale α and per-run seed."""
+
+    width: int
+    init_scale: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """The end of one run.
+
+    Attributes:
+        status: "converged" | "not_converged" | "diverged".
+        epoch: updates applied when it stopped.
+        mse, reg_loss, grad_norm_sq, gap: at the final epoch (gap = reg_loss - optimum).
+        num_neurons: distinct signed cones among neurons with |a_j| ||w_j|| > 1e-6.
+        W: (width, d) float64 final inner weights.
+        a: (width,) float64 final outer weights.
+        curve: columns ``CURVE_COLUMNS``, each (points,); epoch and num_neurons int64.
+    """
+
+    status: str
+    epoch: int
+    mse: float
+    reg_loss: float
+    grad_norm_sq: float
+    gap: float
+    num_neurons: int
+    W: np.ndarray
+    a: np.ndarray
+    curve: dict[str, np.ndarray]
+
+
+class SweepCancelled(Exception):
+    """Raised when ``on_checkpoint`` returns False; the state it got is resumable."""
+
+
+def init_network(d: int, width: int, init_scale: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced Gaussian initialisation (SCIENCE §6), from numpy alone.
+
+    W_jk ~ N(0, init_scale^2) i.i.d., a_j = s_j ||w_j|| with s_j uniform in {+1, -1}.
+
+    Returns:
+        W: (width, d) float64 and a: (width,) float64, a function of the
+        arguments only (not of the device).
+    """
+    rng = np.random.default_rng(seed)
+    W = rng.normal(0.0, init_scale, size=(width, d))
+    signs = 2.0 * rng.integers(0, 2, size=width) - 1.0
+    return W, signs * np.linalg.norm(W, axis=1)
+
+
+def resolve_device(device: str, *, allow_cuda: bool) -> str:
+    """Map a spec's device to a torch device string.
+
+    "auto" gives "cuda" when ``allow_cuda`` and CUDA is available, else "cpu".
+    An explicit CUDA device raises ValueError when CUDA is not allowed or absent.
+    """
+    if device == "auto":
+        return "cuda" if allow_cuda and torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not (allow_cuda and torch.cuda.is_available()):
+        raise ValueError(f"device {device!r} requested but CUDA is not allowed or not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}")
+    return device
+
+
+def train_sweep(
+    X: np.ndarray,
+    y: np.ndarray,
+    weight_decay: float,
+    runs: Sequence[RunSpec],
+    *,
+    optimizer: str = "gd",
+    lr: float,
+    batch_size: int | None = None,
+    max_epochs: int,
+    grad_tol: float = 1e-16,
+    log_growth: float = 1.01,
+    optimum: float,
+    device: str = "cpu",
+    state: SweepState | None = None,
+    checkpoint_every: float = 30.0,
+    on_checkpoint: Callable[[SweepState, int, int], bool] | None = None,
+    compiled: bool = True,
+) -> list[RunOutcome]:
+    """Train all runs together with full-batch GD or mini-batch SGD, in float64.
+
+    Each run stops at the first epoch where ||grad L||^2 < grad_tol (converged),
+    where L or the gradient is not finite (diverged), or at max_epochs. Curve
+    points are taken at epoch 0, then whenever epoch >= previous * log_growth
+    and >= previous + 1, and at each run's final epoch.
+
+    Args:
+        X: (n, d) data. y: (n,) labels.
+        weight_decay: λ > 0.
+        runs: the runs; narrower widths are padded with zero neurons, which stay 0.
+        optimizer: "gd" or "sgd" (per-run shuffles, batches of batch_size, the
+            last one smaller when batch_size does not divide n).
+        lr: learning rate. max_epochs: epochs allowed.
+        grad_tol: convergence threshold on ||grad L||^2 (full data).
+        log_growth: curve spacing factor (> 1).
+        optimum: the global optimum, for the gap.
+        device: "cpu", "cuda[:k]" or "auto" (CUDA when available).
+        state: a state from ``on_checkpoint`` to resume from; the result is
+            identical to an uninterrupted sweep (bitwise for gd on one device).
+        checkpoint_every: seconds of wall time between ``on_checkpoint`` calls.
+        on_checkpoint: called as (state, runs_done, runs_total) every
+            checkpoint_every seconds and at the end; returning False cancels.
+        compiled: run the step through torch.compile (falls back to eager
+            with a warning when compiling fails).
+
+    Returns:
+        One RunOutcome per run, in the order of ``runs``.
+
+    Raises:
+        SweepCancelled: when on_checkpoint returns False.
+        ValueError: for bad arguments or a state from another sweep.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    config = SweepConfig(
+        weight_decay=float(weight_decay),
+        optimizer=optimizer,
+        lr=float(lr),
+        batch_size=batch_size,
+        max_epochs=int(max_epochs),
+        grad_tol=float(grad_tol),
+        log_growth=float(log_growth),
+    )
+    _validate(X, y, runs, config)
+    fingerprint = _fingerprint(X, y, runs, config)
+    if state is None:
+        state = _initial_state(X.shape[1], runs, fingerprint)
+    elif state.fingerprint != fingerprint:
+        raise ValueError("the state belongs to another sweep (data, runs or settings differ)")
+    dev = torch.device(resolve_device(device, allow_cuda=True) if device == "auto" else device)
+    sweep = Sweep(X, y, state, config, dev, compiled=compiled)
+    last = time.monotonic()
+    while sweep.has_running():
+        sweep.advance_chunk()
+        if on_checkpoint is not None and time.monotonic() - last >= checkpoint_every:
+            _checkpoint(sweep, on_checkpoint)
+            last = time.monotonic()
+    if on_checkpoint is not None:
+        _checkpoint(sweep, on_checkpoint)
+    return _outcomes(state, runs, optimum)
+
+
+def _checkpoint(sweep: Sweep, callback: Callable[[SweepState, int, int], bool]) -> None:
+    state = sweep.sync_state()
+    if callback(state, state.runs_done, len(state.status)) is False:
+        raise SweepCancelled(f"cancelled at epoch {state.global_epoch}")
+
+
+def _validate(X: np.ndarray, y: np.ndarray, runs: Sequence[RunSpec], config: SweepConfig) -> None:
+    if X.ndim != 2 or y.shape != (X.shape[0],) or X.shape[0] < 1:
+        raise ValueError(f"X must be (n, d) and y (n,); got {X.shape} and {y.shape}")
+    if not runs or any(r.width < 1 or not r.init_scale > 0 for r in runs):
+        raise ValueError("runs must be non-empty, with width >= 1 and init_scale > 0")
+    if config.optimizer not in ("gd", "sgd"):
+        raise ValueError(f"optimizer must be 'gd' or 'sgd', got {config.optimizer!r}")
+    if config.optimizer == "sgd" and not (config.batch_size and config.batch_size >= 1):
+        raise ValueError("sgd needs batch_size >= 1")
+    if not (config.lr > 0 and config.max_epochs >= 0 and config.log_growth > 1):
+        raise ValueError("need lr > 0, max_epochs >= 0 and log_growth > 1")
+
+
+def _fingerprint(X: np.ndarray, y: np.ndarray, runs: Sequence[RunSpec], config: SweepConfig) -> str:
+    digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
+    spec = {
+        "data": [list(X.shape), digest],
+        "config": config.__dict__,
+        "runs": [[r.width, float(r.init_scale), int(r.seed)] for r in runs],
+    }
+    return json.dumps(spec, sort_keys=True)
+
+
+def _initial_state(d: int, runs: Sequence[RunSpec], fingerprint: str) -> SweepState:
+    m = max(r.width for r in runs)
+    W = np.zeros((len(runs), m, d))
+    a = np.zeros((len(runs), m))
+    for i, r in enumerate(runs):
+        W[i, : r.width], a[i, : r.width] = init_network(d, r.width, r.init_scale, r.seed)
+    seeds = np.array([r.seed for r in runs], dtype=np.int64)  # negative seeds wrap
+    return SweepState(
+        fingerprint=fingerprint,
+        W=W,
+        a=a,
+        widths=np.array([r.width for r in runs], dtype=np.int64),
+        epoch=np.zeros(len(runs), dtype=np.int64),
+        status=np.full(len(runs), RUNNING, dtype=np.int8),
+        final=np.full((len(runs), 6), np.nan),
+        shuffle_keys=seeds.astype(np.uint64),
+        global_epoch=0,
+        next_record=0,
+        last_point=np.full(len(runs), -1, dtype=np.int64),
+        curve_run=np.zeros(0, dtype=np.int64),
+        curve_epoch=np.zeros(0, dtype=np.int64),
+        curve_stats=np.zeros((0, 6)),
+    )
+
+
+def _outcomes(state: SweepState, runs: Sequence[RunSpec], optimum: float) -> list[RunOutcome]:
+    curves = assemble_curves(
+        state.curve_run, state.curve_epoch, state.curve_stats, len(runs), optimum
+    )
+    outcomes = []
+    for i, r in enumerate(runs):
+        mse, reg_loss, gns, _, _, neurons = state.final[i]
+        outcomes.append(
+            RunOutcome(
+                status=STATUS_NAMES[int(state.status[i])],
+                epoch=int(state.epoch[i]),
+                mse=float(mse),
+                reg_loss=float(reg_loss),
+                grad_norm_sq=float(gns),
+                gap=float(reg_loss - optimum),
+                num_neurons=int(neurons),
+                W=state.W[i, : r.width].copy(),
+                a=state.a[i, : r.width].copy(),
+                curve=curves[i],
+            )
+        )
+    return outcomes

@@ -1,0 +1,174 @@
+"""Curve points of training runs: spacing rule and per-point statistics (SCIENCE §6).
+
+A curve point has, in this column order, ``CURVE_COLUMNS``. Points are kept as
+flat arrays (one row per point, with the run index alongside) until a sweep ends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+Tensor = torch.Tensor
+
+CURVE_COLUMNS = (
+    "epoch",
+    "mse",
+    "reg_loss",
+    "grad_norm_sq",
+    "gap",
+    "param_norm_sq",
+    "effective_rank",
+    "num_neurons",
+)
+# Columns of the stored statistics: CURVE_COLUMNS without epoch and gap.
+STAT_COLUMNS = ("mse", "reg_loss", "grad_norm_sq", "param_norm_sq", "effective_rank", "num_neurons")
+
+NEURON_THRESHOLD = 1e-6
+_BITS_PER_WORD = 52
+
+
+def next_record_epoch(previous: int, log_growth: float) -> int:
+    """The first epoch recorded after ``previous``.
+
+    The rule: record ``epoch`` when ``epoch >= previous * log_growth`` and
+    ``epoch >= previous + 1`` (the product is evaluated in float64).
+    """
+    return max(previous + 1, math.ceil(previous * log_growth))
+
+
+def effective_rank(W: Tensor) -> Tensor:
+    """exp of the entropy of the normalised singular values of each run's W.
+
+    The singular values are the square roots of the eigenvalues of the d×d Gram
+    matrix ``W Wᵀ`` (cheap for d << m; singular values below ~1e-8 of the
+    largest are lost, which changes the entropy by less than ~1e-7). A zero W has
+    effective rank 0, a non-finite W gives NaN.
+
+    Args:
+        W: (R, d, m) inner weights, transposed.
+
+    Returns:
+        (R,) float64.
+    """
+    gram = W @ W.transpose(1, 2)  # (R, d, d)
+    finite = torch.isfinite(gram).all(2).all(1)
+    gram = torch.where(finite.view(-1, 1, 1), gram, 0.0)
+    sigma = torch.linalg.eigvalsh(gram).clamp_min(0.0).sqrt()
+    total = sigma.sum(1, keepdim=True)
+    p = sigma / torch.where(total > 0, total, 1.0)
+    entropy = -(torch.where(p > 0, p * torch.log(torch.where(p > 0, p, 1.0)), 0.0)).sum(1)
+    rank = torch.where(total.squeeze(1) > 0, torch.exp(entropy), 0.0)
+    return torch.where(finite, rank, torch.nan)
+
+
+def num_neurons(W: Tensor, a: Tensor, X: Tensor) -> Tensor:
+    """Distinct signed cones among the neurons with ``|a_j| ||w_j|| > 1e-6``.
+
+    The signed cone of neuron j is its pattern ``1[X w_j > 0]`` with the sign of
+    ``a_j``. Each is packed into float64 words of 52 bits (exact integers) and
+    counted exactly by a lexicographic sort per run, for any n.
+
+    Args:
+        W: (R, d, m) inner weights, transposed.
+        a: (R, m) outer weights.
+        X: (n, d) data.
+
+    Returns:
+        (R,) float64 counts.
+    """
+    bits = torch.cat([(X @ W > 0), (a < 0).unsqueeze(1)], dim=1).to(W.dtype)  # (R, n+1, m)
+    powers = torch.exp2(torch.arange(_BITS_PER_WORD, device=W.device, dtype=W.dtype))
+    big = a * a * (W * W).sum(1) > NEURON_THRESHOLD**2  # (R, m)
+    codes = []
+    for start in range(0, bits.shape[1], _BITS_PER_WORD):
+        chunk = bits[:, start : start + _BITS_PER_WORD]
+        codes.append(torch.where(big, powers[: chunk.shape[1]] @ chunk, -1.0))  # (R, m)
+    order = torch.sort(codes[-1], dim=1, stable=True).indices
+    for code in reversed(codes[:-1]):
+        order = order.gather(1, torch.sort(code.gather(1, order), dim=1, stable=True).indices)
+    same = torch.ones((a.shape[0], a.shape[1] - 1), dtype=torch.bool, device=W.device)
+    for code in codes:
+        ranked = code.gather(1, order)
+        same &= ranked[:, 1:] == ranked[:, :-1]
+    distinct = 1 + (~same).sum(1) - (~big).any(1).to(torch.int64)
+    return distinct.to(W.dtype)
+
+
+def point_stats(
+    W: Tensor, a: Tensor, X: Tensor, metrics: tuple[Tensor, Tensor, Tensor, Tensor]
+) -> Tensor:
+    """Stack the statistics of one curve point, columns ``STAT_COLUMNS``.
+
+    Args:
+        W: (R, d, m), a: (R, m): the weights the metrics were computed at.
+        X: (n, d) data.
+        metrics: (mse, reg_loss, grad_norm_sq, param_norm_sq), each (R,).
+
+    Returns:
+        (R, 6) float64.
+    """
+    return torch.stack([*metrics, effective_rank(W), num_neurons(W, a, X)], dim=1)
+
+
+def shuffle_permutations(keys: np.ndarray, epoch: int, n: int) -> np.ndarray:
+    """Per-run permutations of range(n) for one SGD epoch, counter-based.
+
+    Each run's shuffle is a function of its key and the epoch only (sort by a
+    splitmix64 hash of key, epoch and index), so resuming needs no RNG state
+    beyond the epoch.
+
+    Args:
+        keys: (R,) uint64 per-run keys.
+        epoch: the epoch being shuffled.
+        n: number of data points.
+
+    Returns:
+        (R, n) int64 permutations.
+    """
+    with np.errstate(over="ignore"):
+        z = keys.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)
+        z = z + np.uint64(epoch) * np.uint64(0xD1B54A32D192ED03)
+        z = z + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return np.argsort(z, axis=1, kind="stable").astype(np.int64)
+
+
+def assemble_curves(
+    runs: np.ndarray, epochs: np.ndarray, stats: np.ndarray, num_runs: int, optimum: float
+) -> list[dict[str, np.ndarray]]:
+    """Split flat curve points into one dict of columns per run, sorted by epoch.
+
+    Args:
+        runs: (P,) int64 run index of each point.
+        epochs: (P,) int64.
+        stats: (P, 6) float64, columns ``STAT_COLUMNS``.
+        num_runs: R.
+        optimum: the global optimum, for the gap column.
+
+    Returns:
+        R dicts keyed by ``CURVE_COLUMNS``; epoch and num_neurons are int64.
+    """
+    order = np.lexsort((epochs, runs))
+    bounds = np.searchsorted(runs[order], np.arange(num_runs + 1))
+    curves = []
+    for r in range(num_runs):
+        idx = order[bounds[r] : bounds[r + 1]]
+        s = stats[idx]
+        curves.append(
+            {
+                "epoch": epochs[idx].astype(np.int64),
+                "mse": s[:, 0].copy(),
+                "reg_loss": s[:, 1].copy(),
+                "grad_norm_sq": s[:, 2].copy(),
+                "gap": s[:, 1] - optimum,
+                "param_norm_sq": s[:, 3].copy(),
+                "effective_rank": s[:, 4].copy(),
+                "num_neurons": s[:, 5].astype(np.int64),
+            }
+        )
+    return curves

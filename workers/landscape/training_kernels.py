@@ -1,0 +1,185 @@
+"""Batched GD/SGD kernels for two-layer ReLU networks (SCIENCE §1, §6).
+
+All runs of a sweep are stacked along a leading run axis R. Internally the inner
+weights are stored transposed, ``W: (R, d, m)``, so that the neuron axis m is the
+innermost (contiguous) one: every elementwise op and every reduction then
+vectorises over neurons, which is what makes the fused kernels fast for the small
+n and d of this project. The outer weights are ``a: (R, m)``.
+
+Every function here is elementwise or reduces within one run, so the numbers of a
+run do not depend on which other runs share its batch. The step functions are
+plain torch code that runs eagerly or through ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def evaluate(
+    W: Tensor, a: Tensor, X: Tensor, y: Tensor, lam: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Loss, gradient and norms of every run at its current weights.
+
+    Args:
+        W: (R, d, m) inner weights, transposed.
+        a: (R, m) outer weights.
+        X: (n, d) data, shared by all runs, or (R, n, d) per run (mini-batches).
+        y: (n,) labels, or (R, n) per run.
+        lam: () weight decay.
+
+    Returns:
+        ``(mse, loss, grad_norm_sq, param_norm_sq, grad_W, grad_a)``: the first
+        four are (R,), ``grad_W`` is (R, d, m) and ``grad_a`` is (R, m). The
+        gradient of relu at 0 is taken as 0.
+    """
+    n = X.shape[-2]
+    Xe = X.unsqueeze(-1)  # (.., n, d, 1)
+    Z = (Xe * W.unsqueeze(1)).sum(2)  # (R, n, m)
+    H = Z.clamp_min(0.0)
+    res = (H * a.unsqueeze(1)).sum(2) - y  # (R, n)
+    mse = (res * res).mean(1)
+    param_norm_sq = (W * W).sum((1, 2)) + (a * a).sum(1)
+    loss = mse + lam * param_norm_sq
+    r = (2.0 / n) * res
+    grad_a = (H * r.unsqueeze(2)).sum(1) + (2.0 * lam) * a
+    G = torch.where(Z > 0, a.unsqueeze(1) * r.unsqueeze(2), 0.0)  # (R, n, m)
+    grad_W = (G.unsqueeze(2) * Xe).sum(1) + (2.0 * lam) * W  # (R, d, m)
+    grad_norm_sq = (grad_W * grad_W).sum((1, 2)) + (grad_a * grad_a).sum(1)
+    return mse, loss, grad_norm_sq, param_norm_sq, grad_W, grad_a
+
+
+def still_running(
+    active: Tensor, epoch: Tensor, loss: Tensor, grad_norm_sq: Tensor, tol: Tensor, max_epochs: Tensor
+) -> Tensor:
+    """(R,) bool: runs that take another step after being evaluated at ``epoch``.
+
+    A run stops when its loss or gradient is not finite (diverged), when
+    ``grad_norm_sq < tol`` (converged) or when ``epoch == max_epochs``.
+    """
+    finite = torch.isfinite(loss) & torch.isfinite(grad_norm_sq)
+    return active & finite & (grad_norm_sq >= tol) & (epoch < max_epochs)
+
+
+def gd_step(
+    W: Tensor,
+    a: Tensor,
+    active: Tensor,
+    epoch: Tensor,
+    X: Tensor,
+    y: Tensor,
+    lam: Tensor,
+    lr: Tensor,
+    tol: Tensor,
+    max_epochs: Tensor,
+) -> tuple[Tensor, ...]:
+    """One full-batch GD step of every active run; stopped runs stay frozen.
+
+    Args:
+        W: (R, d, m), a: (R, m): weights at each run's ``epoch``.
+        active: (R,) bool, runs still training.
+        epoch: (R,) int64, updates applied so far.
+        X: (n, d), y: (n,): the data.
+        lam, lr, tol: () float64 weight decay, learning rate and grad_tol.
+        max_epochs: () int64.
+
+    Returns:
+        ``(W, a, active, epoch, mse, loss, grad_norm_sq, param_norm_sq)``: the new
+        weights, mask and epochs, and the (R,) metrics at the weights passed in.
+    """
+    mse, loss, gns, pns, gW, ga = evaluate(W, a, X, y, lam)
+    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
+    W = torch.where(alive.view(-1, 1, 1), W - lr * gW, W)
+    a = torch.where(alive.view(-1, 1), a - lr * ga, a)
+    return W, a, alive, epoch + alive.to(epoch.dtype), mse, loss, gns, pns
+
+
+def full_evaluation(
+    W: Tensor,
+    a: Tensor,
+    active: Tensor,
+    epoch: Tensor,
+    X: Tensor,
+    y: Tensor,
+    lam: Tensor,
+    tol: Tensor,
+    max_epochs: Tensor,
+) -> tuple[Tensor, ...]:
+    """Metrics on the full data and the stopping rule, without an update (SGD).
+
+    Returns:
+        ``(alive, mse, loss, grad_norm_sq, param_norm_sq)``, each (R,).
+    """
+    mse, loss, gns, pns, _, _ = evaluate(W, a, X, y, lam)
+    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
+    return alive, mse, loss, gns, pns
+
+
+def minibatch_update(
+    W: Tensor, a: Tensor, alive: Tensor, Xb: Tensor, yb: Tensor, lam: Tensor, lr: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One SGD update on the mean loss of a per-run mini-batch.
+
+    Args:
+        W: (R, d, m), a: (R, m): weights.
+        alive: (R,) bool, runs that move.
+        Xb: (R, b, d), yb: (R, b): each run's mini-batch.
+        lam, lr: () float64.
+
+    Returns:
+        The updated ``(W, a)``.
+    """
+    _, _, _, _, gW, ga = evaluate(W, a, Xb, yb, lam)
+    W = torch.where(alive.view(-1, 1, 1), W - lr * gW, W)
+    a = torch.where(alive.view(-1, 1), a - lr * ga, a)
+    return W, a
+
+
+class Kernel:
+    """A step function run through ``torch.compile``, with an eager fallback.
+
+    The run axis (dim 0 of every tensor argument with a leading run axis) is
+    marked dynamic so that shrinking the batch does not recompile. Batches are
+    kept at two rows or more (see the sweep driver), which avoids the size-1
+    specialisation. If compiling fails (no C++ compiler, no Triton on a GPU,
+    a daemonic worker process that cannot spawn compile workers), the kernel
+    warns once and runs eagerly: slower, same numbers up to rounding.
+
+    Args:
+        fn: the step function.
+        batched: how many leading arguments carry the run axis.
+        compiled: False to run eagerly from the start.
+    """
+
+    def __init__(self, fn: Callable[..., Any], batched: int, compiled: bool) -> None:
+        self._eager = fn
+        self._batched = batched
+        self._fn: Callable[..., Any] = torch.compile(fn, dynamic=False) if compiled else fn
+        self._compiled = compiled
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls go through ``torch.compile``."""
+        return self._compiled
+
+    def __call__(self, *args: Tensor) -> Any:
+        if not self._compiled:
+            return self._fn(*args)
+        for t in args[: self._batched]:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
+        try:
+            return self._fn(*args)
+        except Exception as exc:  # any compiler failure: run eagerly
+            warnings.warn(
+                f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._fn, self._compiled = self._eager, False
+            return self._fn(*args)
