@@ -1,10 +1,13 @@
 """Benchmark: activation-pattern enumeration against a straightforward LP baseline.
 
-The baseline builds the patterns point by point: for each pattern of the first
-k points it tries both bits for point k + 1 and keeps those that one LP
-(:func:`workers.landscape.patterns.is_feasible`) finds realisable, so it solves
-two LPs per (pattern, point). It is stopped after ``--budget`` seconds per
-case; then the printed ratio is a lower bound (marked ">=").
+Patterns are those of generic directions (chambers), see
+:mod:`workers.landscape.patterns`. The baseline builds them point by point: a
+chamber of the first k + 1 points restricts to a chamber of the first k, so
+for each pattern of the first k points it tries both bits for point k + 1 and
+keeps those that :func:`workers.landscape.patterns.is_feasible` accepts (a
+least-squares witness, else one LP), two checks per (pattern, point). It is
+stopped after ``--budget`` seconds per case; then the printed ratio is a lower
+bound (marked ">=").
 
 Run by hand: ``.venv/bin/python bench/patterns.py [--budget SECONDS]``.
 """
@@ -22,14 +25,14 @@ CASES = [(12, 4), (40, 3), (100, 3), (16, 16)]
 
 
 def incremental_lp(X: np.ndarray, budget: float) -> tuple[np.ndarray | None, int, int]:
-    """Naive incremental enumeration, one LP per candidate pattern.
+    """Naive incremental enumeration, one feasibility check per candidate pattern.
 
     Args:
         X: (n, d) float64 data.
         budget: seconds after which it gives up (<= 0: no limit).
 
     Returns:
-        (P, n) bool patterns, or None if stopped; points finished; LPs solved.
+        (P, n) bool patterns, or None if stopped; points finished; is_feasible calls.
     """
     start = time.perf_counter()
     patterns = np.zeros((1, 0), dtype=bool)
@@ -63,7 +66,7 @@ def run_case(n: int, d: int, budget: float, seed: int) -> None:
         verdict, bound = ("same set" if same else "SETS DIFFER"), ""
     print(
         f"n={n:3d} d={d:2d}  patterns={len(P):6d} (Cover {cover_count(n, d):6d})  "
-        f"enumerate={fast:8.4f}s  baseline={slow:8.2f}s ({lps} LPs, {verdict})  "
+        f"enumerate={fast:8.4f}s  baseline={slow:8.2f}s ({lps} checks, {verdict})  "
         f"ratio {bound}{slow / fast:,.0f}x"
     )
 

@@ -8,7 +8,7 @@ from service import problems
 from service.config import get_settings
 from service.deps import require_token
 from service.middleware import BodyLimit, Metrics
-from service.routes import experiments, health
+from service.routes import experiments, health, reports
 
 
 def create_app() -> FastAPI:
@@ -22,6 +22,7 @@ def create_app() -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     app.include_router(experiments.router, dependencies=[Depends(require_token)])
+    app.include_router(reports.router, dependencies=[Depends(require_token)])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Metrics)
     return app

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     requeue_after: float = Field(default=120.0, gt=0)
     reaper_interval: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
+    checkpoint_interval: float = Field(default=30.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from service.config import get_settings
 from service.models import Run
 
 
@@ -145,6 +146,7 @@ def training_job(ctx: Context) -> Outcome:
     ][start:stop]
     runs = [training.RunSpec(w, a, run_seed(spec["seed"], w, s)) for w, a, s in grid]
     state = training.SweepState.from_bytes(ctx.checkpoint) if ctx.checkpoint else None
+    resumed_from = state.global_epoch if state is not None else 0
     opt = spec["optimizer"]
 
     def checkpoint(sweep_state: Any, done: int, _total: int) -> bool:
@@ -166,7 +168,7 @@ def training_job(ctx: Context) -> Outcome:
             optimum=optimum,
             device=training.resolve_device(spec["device"], allow_cuda=ctx.queue == "gpu"),
             state=state,
-            checkpoint_every=CHECKPOINT_SECONDS,
+            checkpoint_every=get_settings().checkpoint_interval,
             on_checkpoint=checkpoint,
         )
     except training.SweepCancelled as exc:
@@ -175,10 +177,7 @@ def training_job(ctx: Context) -> Outcome:
         X, y, float(spec["weight_decay"]), optimum=optimum, tolerance=float(spec["tolerance"])
     )
     updates = [_run_update(start + i, out, judge) for i, out in enumerate(outcomes)]
-    return Outcome(output={"runs": [start, stop]}, runs=updates)
-
-
-CHECKPOINT_SECONDS = 30.0
+    return Outcome(output={"runs": [start, stop], "resumed_from": resumed_from}, runs=updates)
 
 
 def _run_update(index: int, out: Any, judge: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ FAST = {
     "REQUEUE_AFTER": "3",
     "REAPER_INTERVAL": "0.5",
     "MAX_ATTEMPTS": "3",
+    "CHECKPOINT_INTERVAL": "0.5",
     "API_TOKENS": "",
 }
 

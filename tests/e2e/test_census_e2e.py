@@ -50,3 +50,11 @@ def test_census_end_to_end(api, start_worker):
         f"/v1/experiments/{exp['id']}/cones", params={"verdict": "global", "limit": 1000}
     ).json()["items"]
     assert len(spurious) == round(sum(r["p_global"] * 12 for r in res["rows"]))
+
+    fig = api.get(f"/v1/experiments/{exp['id']}/figure.png")
+    assert fig.status_code == 200 and fig.content[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = api.get(f"/v1/experiments/{exp['id']}/figure.svg")
+    assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
+    export = api.get(f"/v1/experiments/{exp['id']}/export.csv")
+    header, *lines = export.text.strip().splitlines()
+    assert "p_global" in header and len(lines) == 3

@@ -213,7 +213,6 @@ def api(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Te
     """A test client and a session on one connection, rolled back at the end."""
     from service.app import create_app
     from service.db import get_session
-    from service.routes import reports as reports_routes
 
     use_settings(monkeypatch, DATABASE_URL=PG_URL, BROKER_URL=BROKER, API_TOKENS="")
     conn = pg_engine.connect()
@@ -225,8 +224,6 @@ def api(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Te
             yield s
 
     app = create_app()
-    if not any(getattr(r, "path", "").endswith("/figure.{fmt}") for r in app.routes):
-        app.include_router(reports_routes.router)  # until create_app includes it
     app.dependency_overrides[get_session] = session
     with TestClient(app) as client, Session(bind=conn, **mode) as db:  # type: ignore[arg-type]
         yield client, db

@@ -12,15 +12,19 @@ without the full program ever being built.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .certificate import Pricing, price
+from .certificate import pattern_sums, signed_values
 from .convex import ProgramSolution, residual_of, solve_program
 
 #: Safety cap on restricted solves.
 MAX_ROUNDS = 500
 #: Clarabel settings of the cheap rounds, before the final tight solves.
 LOOSE_SOLVER_OPTS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
+#: The slack eps never goes below this times weight_decay (Clarabel's noise level).
+EPS_RTOL = 1e-11
 #: Cheap rounds drop working cones with ||u|| below this times the largest ||u||.
 PRUNE_RTOL = 1e-6
 
@@ -46,9 +50,9 @@ def column_generation(
     nothing is violated.
 
     A cone is violated when its value exceeds 2 weight_decay + eps with
-    eps = min(tol, gap_tol * value / sum_i ||u_i||). To first order the
-    optimality gap is at most max violation * sum_i ||u_i||, so gap_tol bounds
-    the relative gap.
+    eps = min(tol, max(gap_tol * value / sum_i ||u_i||, 1e-11 weight_decay)).
+    To first order the optimality gap is at most max violation * sum_i ||u_i||,
+    so gap_tol bounds the relative gap.
 
     Args:
         X: (n, d) float64 data.
@@ -57,7 +61,7 @@ def column_generation(
         patterns: (P, n) bool, the patterns to price (normally all of them).
         tol: absolute slack on the dual check, >= 0.
         gap_tol: relative target for the optimality gap, > 0.
-        batch: signed cones added per round; default max(8, 2 d).
+        batch: signed cones added per round; default max(16, 2 d).
         **solver_opts: passed to ``solve_program`` in the tight rounds.
 
     Returns:
@@ -71,13 +75,14 @@ def column_generation(
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
-    batch = batch or max(8, 2 * X.shape[1])
+    batch = batch or max(16, 2 * X.shape[1])
+    pricer = Pricer(X, patterns)
     rows, cols = np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
     opts = LOOSE_SOLVER_OPTS
     solution = _solve(X, y, weight_decay, patterns, rows, cols, opts)
     rounds = 0
     while rounds < MAX_ROUNDS:
-        pricing = _price(X, y, weight_decay, patterns, solution, rows, cols, tol, gap_tol, batch)
+        pricing = _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch)
         if len(pricing.rows) == 0 and opts is not LOOSE_SOLVER_OPTS:
             return solution, rounds, pricing.max_value
         if len(pricing.rows) == 0:
@@ -92,15 +97,17 @@ def column_generation(
     return solution, rounds, None
 
 
-def _price(X, y, weight_decay, patterns, solution, rows, cols, tol, gap_tol, batch) -> Pricing:
+def _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch) -> Pricing:
     total = float(np.sum(np.linalg.norm(solution.U, axis=1)))
-    eps = min(tol, gap_tol * solution.value / total) if total > 0 else tol
-    in_working = np.zeros((len(patterns), 2), dtype=bool)
+    eps = tol
+    if total > 0:
+        eps = min(tol, max(gap_tol * solution.value / total, EPS_RTOL * weight_decay))
+    in_working = np.zeros((len(pricer.patterns), 2), dtype=bool)
     in_working[rows, cols] = True
     residual = residual_of(solution.prediction, y)
     threshold = 2.0 * weight_decay + eps
     floor = 2.0 * weight_decay
-    return price(X, residual, patterns, threshold, limit=batch, floor=floor, exclude=in_working)
+    return pricer.price(residual, threshold, limit=batch, floor=floor, exclude=in_working)
 
 
 def _prune(U, rows, cols) -> tuple[np.ndarray, np.ndarray]:
@@ -112,3 +119,104 @@ def _prune(U, rows, cols) -> tuple[np.ndarray, np.ndarray]:
 def _solve(X, y, weight_decay, patterns, rows, cols, solver_opts) -> ProgramSolution:
     signs = np.where(cols == 0, 1, -1).astype(np.int8)
     return solve_program(X, y, weight_decay, patterns[rows], signs, **solver_opts)
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """Result of ``Pricer.price``.
+
+    Attributes:
+        rows: (k,) pattern indices of the violators found, by decreasing value.
+        cols: (k,) 0 for s = +1, 1 for s = -1.
+        values: (k,) their values, all > threshold.
+        complete: True when every signed cone was examined (then k = 0
+            certifies that no non-excluded value exceeds the threshold).
+        max_value: when complete, the largest value over all signed cones
+            (excluded ones too) if it exceeds ``floor``, else a number <= floor.
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    complete: bool
+    max_value: float
+
+
+class Pricer:
+    """Prices all signed cones of fixed data at a sequence of residuals.
+
+    It keeps an upper bound on every signed cone's value. The value is
+    1-Lipschitz in g = -s X^T D r, so when the residual moves by dr a bound
+    grows by at most ||X^T D dr||; cones whose bound stays at or below the
+    floor are not looked at again. Late rounds, where r barely moves, then
+    touch few cones.
+
+    Args:
+        X: (n, d) float64 data.
+        patterns: (P, n) bool.
+    """
+
+    def __init__(self, X: np.ndarray, patterns: np.ndarray) -> None:
+        self.X = np.asarray(X, dtype=np.float64)
+        self.patterns = np.asarray(patterns, dtype=bool).reshape(-1, self.X.shape[0])
+        self._weights = self.patterns.astype(np.float64)
+        self._bound: np.ndarray | None = None  # (P, 2), valid where G was self._G
+        self._G: np.ndarray | None = None
+
+    def price(
+        self,
+        residual: np.ndarray,
+        threshold: float,
+        *,
+        limit: int,
+        floor: float | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> Pricing:
+        """Find up to ``limit`` signed cones with value > threshold, most promising first.
+
+        Cones are examined in blocks in decreasing order of their bound, and
+        the search stops after the block in which ``limit`` violators were
+        found. Values above ``floor`` (default and at most: threshold) are
+        exact; a cone found to be at most the floor keeps an upper bound.
+
+        Args:
+            residual: (n,) float64, r = (2/n)(prediction - y).
+            threshold: values above it are violations (2 weight_decay + eps).
+            limit: the most violators returned, >= 1.
+            floor: see above.
+            exclude: (P, 2) bool, signed cones never returned (the working set).
+
+        Returns:
+            Pricing.
+        """
+        r = np.asarray(residual, dtype=np.float64).reshape(-1)
+        floor = threshold if floor is None else min(floor, threshold)
+        G = pattern_sums(self._weights, r[:, None] * self.X)
+        bound = np.repeat(np.linalg.norm(G, axis=1)[:, None], 2, axis=1)
+        if self._bound is not None:  # X^T D (r - r_old) = G - G_old
+            drift = np.linalg.norm(G - self._G, axis=1)[:, None]
+            bound = np.minimum(bound, self._bound + drift)
+        top = bound.max(axis=1)
+        todo = np.flatnonzero(top > floor)
+        todo = todo[np.argsort(-top[todo], kind="stable")]
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        count, start, block = 0, 0, max(8 * limit, 256)
+        while start < len(todo) and count < limit:
+            idx = todo[start : start + block]
+            values = signed_values(self.X, self.patterns[idx], G[idx], floor)
+            bound[idx] = values
+            if exclude is not None:
+                values = np.where(exclude[idx], -np.inf, values)
+            hit_rows, hit_cols = np.nonzero(values > threshold)
+            found.append((idx[hit_rows], hit_cols, values[hit_rows, hit_cols]))
+            count += len(hit_rows)
+            start, block = start + block, 2 * block
+        self._bound, self._G = bound, G
+        rows = np.concatenate([np.zeros(0, dtype=np.intp), *(f[0] for f in found)])
+        cols = np.concatenate([np.zeros(0, dtype=np.intp), *(f[1] for f in found)])
+        values = np.concatenate([np.zeros(0), *(f[2] for f in found)])
+        order = np.argsort(-values, kind="stable")[:limit]
+        complete = start >= len(todo)
+        return Pricing(
+            rows[order], cols[order], values[order], complete, float(bound.max(initial=0.0))
+        )

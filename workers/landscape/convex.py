@@ -17,12 +17,13 @@ see ``colgen.py``), and certifies the result with the dual check of
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import cvxpy as cp
 import numpy as np
 
-from .certificate import dual_violations
+from .certificate import dual_violations, gap_bound
 from .network import recover_network
 
 #: Clarabel settings used unless the caller overrides them. Tight, so that the
@@ -37,9 +38,10 @@ DEFAULT_SOLVER_OPTS = {
 #: Looser settings for a second attempt when Clarabel stalls at the tight ones.
 FALLBACK_SOLVER_OPTS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
 #: Pattern counts above which ``method="auto"`` uses column generation.
-AUTO_COLGEN_MIN_PATTERNS = 256
-#: A signed cone is in the support when ||u|| exceeds this.
-SUPPORT_THRESHOLD = 1e-9
+AUTO_COLGEN_MIN_PATTERNS = 128
+#: A signed cone is in the support when ||u|| exceeds this times max_i ||u_i||
+#: (interior-point solutions carry ~1e-9 noise on the other cones).
+SUPPORT_RTOL = 1e-8
 
 
 @dataclass(frozen=True)
@@ -166,10 +168,12 @@ def _solve_cvxpy(X, y, weight_decay, patterns, signs, solver_opts) -> tuple[np.n
     orient = np.where(patterns.T, 1.0, -1.0)[nonzero]  # 2 D_i - I on the nonzero rows
     constraints = [cp.multiply(orient, X[nonzero] @ V) >= 0]
     problem = cp.Problem(cp.Minimize(objective), constraints)
-    try:
-        problem.solve(solver=cp.CLARABEL, **{**DEFAULT_SOLVER_OPTS, **solver_opts})
-    except cp.error.SolverError:
-        problem.solve(solver=cp.CLARABEL, **{**FALLBACK_SOLVER_OPTS, **solver_opts})
+    with warnings.catch_warnings():  # "optimal_inaccurate" is reported in the status
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            problem.solve(solver=cp.CLARABEL, **{**DEFAULT_SOLVER_OPTS, **solver_opts})
+        except cp.error.SolverError:
+            problem.solve(solver=cp.CLARABEL, **{**FALLBACK_SOLVER_OPTS, **solver_opts})
     if V.value is None or problem.status not in ("optimal", "optimal_inaccurate"):
         raise cp.error.SolverError(f"Clarabel ended with status {problem.status}")
     return np.asarray(V.value).T, str(problem.status)
@@ -184,15 +188,19 @@ class Optimum:
         W: (m, d) float64 inner weights of the recovered network.
         a: (m,) float64 outer weights; loss(X, y, W, a, weight_decay) equals
             ``value`` to solver tolerance.
-        num_patterns: P, the number of patterns priced (all-zero included).
+        num_patterns: P, the number of patterns priced (as given or enumerated).
         num_signed_cones: 2 P.
         max_dual_violation: max(0, max over all signed cones of the projection
             norm - 2 weight_decay); 0 up to solver tolerance certifies optimality.
         method: "full" or "colgen".
         prediction: (n,) float64, the optimal fitted values.
-        support_patterns: (k, n) bool, signed cones with ||u|| > 1e-9.
+        support_patterns: (k, n) bool, signed cones with
+            ||u|| > SUPPORT_RTOL max_i ||u_i|| (one neuron each, in W and a).
         support_signs: (k,) int8 in {+1, -1}.
         iterations: number of restricted solves (1 for "full").
+        gap_bound: a certified upper bound on value - (global minimum), from
+            weak duality at the dual point r / (1 + max_dual_violation / (2 lambda));
+            it includes Clarabel's own duality gap.
         U: (k, d) float64, the program's u for each support signed cone.
         working_set_size: signed cones in the final program solved.
         seconds: wall time.
@@ -209,6 +217,7 @@ class Optimum:
     support_patterns: np.ndarray
     support_signs: np.ndarray
     iterations: int
+    gap_bound: float
     U: np.ndarray
     working_set_size: int
     seconds: float
@@ -222,6 +231,7 @@ def global_optimum(
     patterns: np.ndarray | None = None,
     method: str = "auto",
     tol: float = 1e-7,
+    gap_tol: float = 1e-9,
 ) -> Optimum:
     """The global minimum of L over all widths, with its dual certificate.
 
@@ -235,7 +245,10 @@ def global_optimum(
             (column generation, never builds the full program) or "auto"
             ("colgen" when P > AUTO_COLGEN_MIN_PATTERNS).
         tol: column generation stops when no signed cone's value exceeds
-            2 weight_decay + tol (absolute).
+            2 weight_decay + tol (absolute) ...
+        gap_tol: ... and, tighter when needed, 2 weight_decay + eps with
+            eps = gap_tol * value / sum_i ||u_i||, so that the optimality gap is
+            at most ~gap_tol relative (see ``colgen.column_generation``).
 
     Returns:
         Optimum. ``max_dual_violation`` is computed exactly over all signed
@@ -264,17 +277,19 @@ def global_optimum(
     else:
         raise ValueError(f"unknown method {method!r}")
     floor = 2.0 * weight_decay
+    residual = residual_of(solution.prediction, y)
     if max_value is None:
-        residual = residual_of(solution.prediction, y)
         max_value = float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
     violation = max(0.0, max_value - floor)
-    return _optimum(solution, patterns, violation, method, iterations, start)
+    gap = gap_bound(solution.value, residual, y, violation / floor)
+    return _optimum(solution, patterns, violation, gap, method, iterations, start)
 
 
-def _optimum(solution, patterns, violation, method, iterations, start) -> Optimum:
-    support = np.linalg.norm(solution.U, axis=1) > SUPPORT_THRESHOLD
+def _optimum(solution, patterns, violation, gap, method, iterations, start) -> Optimum:
+    norms = np.linalg.norm(solution.U, axis=1)
+    support = norms > max(SUPPORT_RTOL * norms.max(initial=0.0), 1e-15)
     U = solution.U[support]
-    W, a = recover_network(U, solution.signs[support], threshold=SUPPORT_THRESHOLD)
+    W, a = recover_network(U, solution.signs[support], threshold=0.0)
     return Optimum(
         value=solution.value,
         W=W,
@@ -287,6 +302,7 @@ def _optimum(solution, patterns, violation, method, iterations, start) -> Optimu
         support_patterns=solution.patterns[support],
         support_signs=solution.signs[support],
         iterations=iterations,
+        gap_bound=gap,
         U=U,
         working_set_size=len(solution.signs),
         seconds=time.perf_counter() - start,

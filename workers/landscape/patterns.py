@@ -1,29 +1,40 @@
 """Activation patterns of a dataset (SCIENCE.md section 2).
 
-A pattern is D(u) = 1[X u > 0] for some u in R^d. Because the inequality is
-strict, a pattern S is realisable iff some u has x_k . u > 0 for k in S and
-x_k . u <= 0 otherwise; points on the hyperplane x_k . u = 0 count as inactive.
+Convention. A pattern is D(u) = 1[X u > 0] for a **generic** direction u,
+i.e. u in an open region (chamber) of the arrangement of the hyperplanes
+{u : x_k . u = 0} of the nonzero rows: x_k . u != 0 for every nonzero row.
+Patterns reached only on lower-dimensional faces (including u = 0) are not
+counted: their cones add nothing to the convex program (a vector on a face
+lies in the closure of an adjacent chamber's cone with the same D X u, so
+merging it into that chamber's variable never increases the objective), and
+random initialisations never produce them. In general position this gives
+exactly 2^n when d >= n and Cover's count when d < n. The all-zero pattern
+is counted exactly when some u has x_k . u < 0 for every nonzero row (always
+when the nonzero rows are linearly independent, e.g. d >= n in general
+position). Zero rows are never active.
 
 Enumeration works on the central hyperplane arrangement of the rows:
 
-1. Zero rows are never active and are set aside. The other rows are
+1. Zero rows are set aside (their bit is always 0). The other rows are
    normalised, projected onto their row space (dimension r = rank X) and
-   grouped into lines: rows that are parallel up to sign. Rows on one line
-   have equal bits when they point the same way; a line holding both
-   orientations ("double" line) has three states: +, 0 (both bits off), -.
-2. If the L lines are linearly independent (L = r), every state combination
-   occurs, and the patterns are built directly (2^n for generic d >= n).
-3. Otherwise every nonzero face of the arrangement has an extreme ray in its
-   closure. At a ray rho the lines off rho have fixed signs, and the lines
-   through rho (the set Z) can take every sign vector of their own
-   arrangement, which lives in rho's orthogonal complement (rank r - 1).
+   grouped into lines: rows that are parallel up to sign. In a chamber every
+   line has a sign, + or -, and the rows of a line are active exactly when
+   they point the line's way, so chambers and patterns correspond one to one
+   (a line holding both orientations never has all its rows off).
+2. If the L lines are linearly independent (L = r), every sign vector is a
+   chamber (2^n for generic d >= n).
+3. Otherwise (L > r >= 2) the closure of every chamber is a pointed cone with
+   an extreme ray rho of the arrangement. The lines off rho have fixed signs
+   on the chamber, and the lines through rho (the set Z) take the signs of a
+   chamber of their own arrangement, which lives in rho's orthogonal
+   complement (rank r - 1); conversely each such combination is a chamber.
    Rays are null spaces of independent (r - 1)-subsets of lines. A generic
-   ray (|Z| = r - 1) contributes all 2^(r - 1) combinations, vectorised; a
-   degenerate ray recurses into its (r - 1)-dimensional local arrangement.
-   The union over rays, plus the zero pattern, is every pattern, exactly.
+   ray (|Z| = r - 1) contributes all 2^(r - 1) sign vectors of Z,
+   vectorised; a degenerate ray recurses into its local arrangement. The
+   union over rays +-rho is every chamber, exactly.
 
-No linear program is needed for enumeration; :func:`is_feasible` is an LP
-check of a single pattern (scipy HiGHS).
+No linear program is needed for enumeration; :func:`is_feasible` checks a
+single pattern (a cheap witness first, else one scipy HiGHS LP).
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from scipy.optimize import linprog
 
 __all__ = ["count_patterns", "cover_count", "enumerate_patterns", "is_feasible", "theory_bound"]
 
-_CHUNK_ELEMENTS = 1 << 22  # int8 entries of candidate patterns materialised per chunk
+_CHUNK_ELEMENTS = 1 << 22  # int8 entries of candidate sign vectors materialised per chunk
 
 
 def _as_data(X: np.ndarray, tol: float) -> np.ndarray:
@@ -92,18 +103,11 @@ def _group_lines(U: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     return line, sign
 
 
-def _product_states(double: np.ndarray) -> np.ndarray:
-    """All state vectors of independent lines: (P, L) int8, states {1, 0} or {1, 0, -1}."""
-    if double.size == 0:
+def _all_signs(k: int) -> np.ndarray:
+    """(2^k, k) int8, every vector in {1, -1}^k (lexicographic, 1 first)."""
+    if k == 0:
         return np.zeros((1, 0), dtype=np.int8)
-    shape = tuple(3 if dbl else 2 for dbl in double)
-    return (1 - np.indices(shape).reshape(len(shape), -1).T).astype(np.int8)
-
-
-def _collapse(states: np.ndarray, double: np.ndarray) -> np.ndarray:
-    """Map sign vectors (N, L) in {-1, 0, 1} to line states: a single line's - becomes 0."""
-    states[:, ~double] = np.maximum(states[:, ~double], 0)
-    return states
+    return (1 - 2 * np.indices((2,) * k).reshape(k, -1).T).astype(np.int8)
 
 
 def _subset_chunks(L: int, k: int, size: int) -> Iterator[np.ndarray]:
@@ -134,97 +138,90 @@ def _rays(E: np.ndarray, subsets: np.ndarray, tol: float) -> tuple[np.ndarray, n
     return vt[keep, -1, :], subsets[keep]
 
 
-def _generic_candidates(signs: np.ndarray, subsets: np.ndarray, double: np.ndarray) -> np.ndarray:
-    """Patterns near generic rays +-rho, whose Z is an independent set of single lines.
+def _generic_chambers(signs: np.ndarray, subsets: np.ndarray) -> np.ndarray:
+    """Chambers around generic rays +-rho, whose Z is an independent set of k lines.
 
     Args:
         signs: (R, L) int8 sign of each line at rho (0 exactly on Z).
         subsets: (R, k) the lines of Z.
-        double: (L,) bool, lines holding both orientations.
 
     Returns:
-        (2 R 2^k, L) int8 line states, with repeats.
+        (2 R 2^k, L) int8 sign vectors, with repeats.
     """
     base = np.concatenate([signs, -signs])
     zidx = np.concatenate([subsets, subsets])
-    combos = 2 * _product_states(np.zeros(subsets.shape[1], dtype=bool)) - 1
+    combos = _all_signs(subsets.shape[1])
     cand = np.repeat(base[:, None, :], combos.shape[0], axis=1)
     rows = np.arange(base.shape[0])[:, None, None]
     cols = np.arange(combos.shape[0])[None, :, None]
     cand[rows, cols, zidx[:, None, :]] = combos[None, :, :]
-    return _collapse(cand.reshape(-1, base.shape[1]), double)
+    return cand.reshape(-1, base.shape[1])
 
 
-def _ray_candidates(
-    E: np.ndarray, double: np.ndarray, ray: np.ndarray, zero: np.ndarray, tol: float
-) -> np.ndarray:
-    """Patterns near +-rho for any ray, by recursion into its local arrangement.
+def _ray_chambers(E: np.ndarray, ray: np.ndarray, zero: np.ndarray, tol: float) -> np.ndarray:
+    """Chambers around +-rho for any ray, by recursion into its local arrangement.
 
     Args:
         E: (L, r) unit line representatives.
-        double: (L,) bool.
         ray: (r,) unit vector rho.
-        zero: (L,) bool, the lines Z through rho.
+        zero: (L,) bool, the lines Z through rho (at least r - 1 of rank r - 1).
         tol: geometric tolerance.
 
     Returns:
-        (N, L) int8 line states, with repeats.
+        (N, L) int8 sign vectors, with repeats.
     """
     signs = np.sign(E @ ray).astype(np.int8)
     signs[zero] = 0
     complement = np.linalg.svd(ray[None, :], full_matrices=True)[2][1:]  # (r - 1, r)
     local_E = E[zero] @ complement.T
     local_E /= np.linalg.norm(local_E, axis=1, keepdims=True)
-    local = _line_states(local_E, double[zero], tol)
+    local = _chambers(local_E, tol)
     blocks = []
     for base in (signs, -signs):
         cand = np.repeat(base[None, :], local.shape[0], axis=0)
         cand[:, zero] = local
-        blocks.append(_collapse(cand, double))
+        blocks.append(cand)
     return np.concatenate(blocks)
 
 
-def _line_states(E: np.ndarray, double: np.ndarray, tol: float) -> np.ndarray:
-    """Every state vector of an arrangement of distinct lines of full rank.
+def _chambers(E: np.ndarray, tol: float) -> np.ndarray:
+    """Sign vectors of the chambers of an essential central arrangement.
 
     Args:
-        E: (L, r) unit line representatives, pairwise non-parallel, rank r.
-        double: (L,) bool, lines whose states are {1, 0, -1} rather than {1, 0}.
+        E: (L, r) unit normals of the hyperplanes, pairwise non-parallel, rank r >= 1.
         tol: geometric tolerance (unit-scale).
 
     Returns:
-        (P, L) int8 unique state vectors, including the zero vector.
+        (P, L) int8 unique vectors in {1, -1}^L, sorted bytewise.
     """
     L, r = E.shape
-    if r == 1:  # u > 0, u < 0, u = 0
-        signs = np.sign(E[:, 0]).astype(np.int8)
-        states = np.stack([signs, -signs, np.zeros_like(signs)])
-        return _unique_rows(_collapse(states, double))
-    if r == E.shape[0]:  # independent lines: every combination occurs
-        return _product_states(double)
-    blocks = [np.zeros((1, L), dtype=np.int8)]
+    if r == L:  # independent normals (also r = 1): every sign vector is a chamber
+        return _unique_rows(_all_signs(L))
+    blocks = []
     degenerate: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
     size = max(1, _CHUNK_ELEMENTS // (L << r))
     for subsets in _subset_chunks(L, r - 1, size):
         rays, subsets = _rays(E, subsets, tol)
         values = rays @ E.T  # (R, L)
         zero = np.abs(values) <= tol
-        generic = (zero.sum(axis=1) == r - 1) & ~double[subsets].any(axis=1)
+        generic = zero.sum(axis=1) == r - 1
         signs = np.where(zero, 0, np.sign(values)).astype(np.int8)
-        blocks.append(_unique_rows(_generic_candidates(signs[generic], subsets[generic], double)))
+        blocks.append(_unique_rows(_generic_chambers(signs[generic], subsets[generic])))
         for ray, mask in zip(rays[~generic], zero[~generic], strict=True):
             degenerate.setdefault(mask.tobytes(), (ray, mask))
-    blocks += [_ray_candidates(E, double, ray, mask, tol) for ray, mask in degenerate.values()]
+    blocks += [_ray_chambers(E, ray, mask, tol) for ray, mask in degenerate.values()]
     return _unique_rows(np.concatenate(blocks))
 
 
 def enumerate_patterns(X: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
-    """All distinct activation patterns D(u) = 1[X u > 0], u in R^d.
+    """All distinct patterns D(u) = 1[X u > 0] of generic directions u (chambers).
 
-    Exact for any data, including repeated, parallel or antiparallel points,
-    zero rows and points in a lower-dimensional subspace, with these
-    tolerance semantics (all relative, so the result is invariant to scaling
-    X or any of its rows):
+    A direction is generic when x_k . u != 0 for every nonzero row; patterns
+    of lower-dimensional faces only (e.g. u = 0) are not included, see the
+    module docstring. Exact for any data, including repeated, parallel or
+    antiparallel points, zero rows and points in a lower-dimensional
+    subspace, with these tolerance semantics (all relative, so the result is
+    invariant to scaling X or any of its rows):
 
     - a row with norm <= tol * (largest row norm) is a zero row (never active);
     - the rank of X counts singular values of the row-normalised X above
@@ -236,9 +233,9 @@ def enumerate_patterns(X: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
 
     Data whose non-degeneracies are all well above tol (e.g. Gaussian data,
     or exact degenerate constructions perturbed only by rounding) is handled
-    exactly. Every pattern u = 0 realises is included, so the all-zero
-    pattern is always present, also when no open cell has X u < 0 (then the
-    count of Gaussian data with d < n is Cover's count plus one).
+    exactly. In general position the count is 2^n for d >= n and Cover's
+    count for d < n. The all-zero pattern is present iff some u has
+    x_k . u < 0 for every nonzero row (or X has no nonzero row).
 
     Cost: for L distinct lines of rank r < L, about C(L, r - 1) 2^r candidate
     rows of length L, processed in chunks; for L = r it is the output size.
@@ -250,7 +247,7 @@ def enumerate_patterns(X: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
     Returns:
         (P, n) bool, the distinct patterns as unique rows, sorted
         lexicographically (False < True, column 0 most significant), so the
-        first row is the all-zero pattern.
+        all-zero pattern, when present, is the first row.
     """
     X = _as_data(X, tol)
     n = X.shape[0]
@@ -263,9 +260,7 @@ def enumerate_patterns(X: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
     V /= np.linalg.norm(V, axis=1, keepdims=True)
     line, sign = _group_lines(V, tol)
     first = np.unique(line, return_index=True)[1]
-    double = np.zeros(first.size, dtype=bool)
-    double[line[sign < 0]] = True
-    states = _line_states(V[first], double, tol)
+    states = _chambers(V[first], tol)
     bits = np.zeros((states.shape[0], n), dtype=bool)
     bits[:, active] = states[:, line] * sign == 1
     packed = _unique_rows(np.packbits(bits, axis=1))
@@ -295,13 +290,17 @@ def theory_bound(n: int, d: int) -> int:
 
 
 def is_feasible(X: np.ndarray, pattern: np.ndarray, *, tol: float = 1e-9) -> bool:
-    """Whether a 0/1 vector is an activation pattern of X, by one LP.
+    """Whether a 0/1 vector is the pattern of a generic direction (a chamber) of X.
 
-    Rows are normalised and u is confined to the box [-1, 1]^d; the LP
-    maximises a margin t <= 1 with x_k . u >= t for k in the pattern and
-    x_k . u <= 0 otherwise (scipy HiGHS, feasibility tolerances 1e-10). The
-    pattern is realisable iff the optimal margin exceeds tol. Zero rows (norm
-    <= tol times the largest) can only be inactive.
+    Rows are normalised and u is confined to the box [-1, 1]^d; with
+    s_k = +1 for k in the pattern and -1 otherwise, the margin of u is
+    min_k s_k x_k . u over the nonzero rows. The pattern is a chamber iff the
+    largest margin (capped at 1) exceeds tol. A least-squares witness u is
+    tried first; if its margin does not exceed tol, one LP decides (scipy
+    HiGHS, feasibility tolerances 1e-10). Zero rows (norm <= tol times the
+    largest) must be inactive; with no nonzero row only the all-zero vector
+    is a pattern. Agrees with :func:`enumerate_patterns` away from tol-scale
+    degeneracies.
 
     Args:
         X: (n, d) float64 data.
@@ -309,7 +308,8 @@ def is_feasible(X: np.ndarray, pattern: np.ndarray, *, tol: float = 1e-9) -> boo
         tol: margin threshold, and relative norm threshold for zero rows.
 
     Returns:
-        True iff some u has 1[X u > 0] == pattern (margin > tol).
+        True iff some u with x_k . u != 0 on every nonzero row has
+        1[X u > 0] == pattern (margin > tol).
     """
     X = _as_data(X, tol)
     on = np.asarray(pattern).astype(bool).reshape(-1)
@@ -318,14 +318,19 @@ def is_feasible(X: np.ndarray, pattern: np.ndarray, *, tol: float = 1e-9) -> boo
     active = _nonzero_rows(X, tol)
     if (on & ~active).any():
         return False
-    if not on.any():
+    if not active.any():
         return True
     U = X[active] / np.linalg.norm(X[active], axis=1, keepdims=True)
-    on = on[active]
-    A = np.hstack([np.where(on[:, None], -U, U), on[:, None].astype(float)])
-    c = np.zeros(X.shape[1] + 1)
+    s = np.where(on[active], 1.0, -1.0)
+    witness = np.linalg.lstsq(U, s, rcond=None)[0]
+    scale = np.abs(witness).max()
+    if scale > 0 and (s * (U @ witness)).min() > tol * scale:
+        return True
+    d = X.shape[1]
+    A = np.hstack([-s[:, None] * U, np.ones((len(U), 1))])  # t - s_k x_k . u <= 0
+    c = np.zeros(d + 1)
     c[-1] = -1.0
-    bounds = [(-1.0, 1.0)] * X.shape[1] + [(0.0, 1.0)]
+    bounds = [(-1.0, 1.0)] * d + [(0.0, 1.0)]
     options = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
     res = linprog(c, A_ub=A, b_ub=np.zeros(len(U)), bounds=bounds, method="highs", options=options)
     return bool(res.status == 0 and -res.fun > tol)

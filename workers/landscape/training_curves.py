@@ -28,6 +28,7 @@ STAT_COLUMNS = ("mse", "reg_loss", "grad_norm_sq", "param_norm_sq", "effective_r
 
 NEURON_THRESHOLD = 1e-6
 _BITS_PER_WORD = 52
+_TABLE_BITS = 10
 
 
 def next_record_epoch(previous: int, log_growth: float) -> int:
@@ -39,7 +40,12 @@ def next_record_epoch(previous: int, log_growth: float) -> int:
     return max(previous + 1, math.ceil(previous * log_growth))
 
 
-def effective_rank(W: Tensor) -> Tensor:
+def gram(W: Tensor) -> Tensor:
+    """(R, d, d) Gram matrices ``W Wᵀ`` of the (R, d, m) transposed inner weights."""
+    return W @ W.transpose(1, 2)
+
+
+def effective_rank(grams: Tensor) -> Tensor:
     """exp of the entropy of the normalised singular values of each run's W.
 
     The singular values are the square roots of the eigenvalues of the d×d Gram
@@ -48,28 +54,82 @@ def effective_rank(W: Tensor) -> Tensor:
     effective rank 0, a non-finite W gives NaN.
 
     Args:
-        W: (R, d, m) inner weights, transposed.
+        grams: (..., d, d) Gram matrices (see ``gram``).
 
     Returns:
-        (R,) float64.
+        (...,) float64.
     """
-    gram = W @ W.transpose(1, 2)  # (R, d, d)
-    finite = torch.isfinite(gram).all(2).all(1)
-    gram = torch.where(finite.view(-1, 1, 1), gram, 0.0)
-    sigma = torch.linalg.eigvalsh(gram).clamp_min(0.0).sqrt()
-    total = sigma.sum(1, keepdim=True)
+    finite = torch.isfinite(grams).all(-1).all(-1)
+    grams = torch.where(finite[..., None, None], grams, 0.0)
+    sigma = torch.linalg.eigvalsh(grams).clamp_min(0.0).sqrt()
+    total = sigma.sum(-1, keepdim=True)
     p = sigma / torch.where(total > 0, total, 1.0)
-    entropy = -(torch.where(p > 0, p * torch.log(torch.where(p > 0, p, 1.0)), 0.0)).sum(1)
-    rank = torch.where(total.squeeze(1) > 0, torch.exp(entropy), 0.0)
+    entropy = -(torch.where(p > 0, p * torch.log(torch.where(p > 0, p, 1.0)), 0.0)).sum(-1)
+    rank = torch.where(total.squeeze(-1) > 0, torch.exp(entropy), 0.0)
     return torch.where(finite, rank, torch.nan)
+
+
+def cone_codes(Z: Tensor, W: Tensor, a: Tensor) -> Tensor:
+    """Integer codes of the signed cones of the neurons, -1 for negligible neurons.
+
+    Bit k < n of neuron j is ``1[x_k . w_j > 0]`` and bit n is ``1[a_j < 0]``; the
+    n + 1 bits are packed into float64 words of 52 bits (exact integers). A neuron
+    is negligible when ``|a_j| ||w_j|| <= 1e-6``.
+
+    Args:
+        Z: (R, n, m) pre-activations ``x_k . w_j``.
+        W: (R, d, m) inner weights, transposed.
+        a: (R, m) outer weights.
+
+    Returns:
+        (R, m, words) float64, words = ceil((n + 1) / 52).
+    """
+    big = a * a * (W * W).sum(1) > NEURON_THRESHOLD**2  # (R, m)
+    n = Z.shape[1]
+    if n < _BITS_PER_WORD:  # one word, written out: fuses into the step kernel
+        code = torch.where(a < 0, 2.0**n, 0.0)
+        for k in range(n):
+            code = code + torch.where(Z[:, k] > 0, 2.0**k, 0.0)
+        return torch.where(big, code, -1.0).unsqueeze(2)
+    bits = torch.cat([Z > 0, (a < 0).unsqueeze(1)], dim=1).to(W.dtype)  # (R, n+1, m)
+    words = []
+    for start in range(0, n + 1, _BITS_PER_WORD):
+        chunk = bits[:, start : start + _BITS_PER_WORD]
+        powers = torch.exp2(torch.arange(chunk.shape[1], device=W.device, dtype=W.dtype))
+        words.append(torch.where(big, (chunk * powers.view(1, -1, 1)).sum(1), -1.0))
+    return torch.stack(words, dim=2)
+
+
+def count_cones(codes: Tensor, n_bits: int) -> Tensor:
+    """Number of distinct codes >= 0 in each row (see ``cone_codes``).
+
+    With at most 10 bits the codes are marked in a table of all 2^n_bits values;
+    otherwise they are counted by a lexicographic sort per row. Exact.
+
+    Args:
+        codes: (B, m, words) float64.
+        n_bits: n + 1.
+
+    Returns:
+        (B,) float64 counts.
+    """
+    B, m, _ = codes.shape
+    if n_bits <= _TABLE_BITS:
+        index = torch.where(codes[:, :, 0] >= 0, codes[:, :, 0], 2.0**n_bits).to(torch.int64)
+        table = torch.zeros((B, 2**n_bits + 1), dtype=torch.bool, device=codes.device)
+        table.scatter_(1, index, True)
+        return table[:, :-1].sum(1).to(codes.dtype)
+    order = torch.sort(codes[:, :, -1], dim=1, stable=True).indices
+    for w in reversed(range(codes.shape[2] - 1)):
+        key = codes[:, :, w].gather(1, order)
+        order = order.gather(1, torch.sort(key, dim=1, stable=True).indices)
+    ranked = codes.gather(1, order.unsqueeze(2).expand_as(codes))
+    distinct = 1 + (ranked[:, 1:] != ranked[:, :-1]).any(2).sum(1)
+    return (distinct - (codes[:, :, 0] < 0).any(1).to(distinct.dtype)).to(codes.dtype)
 
 
 def num_neurons(W: Tensor, a: Tensor, X: Tensor) -> Tensor:
     """Distinct signed cones among the neurons with ``|a_j| ||w_j|| > 1e-6``.
-
-    The signed cone of neuron j is its pattern ``1[X w_j > 0]`` with the sign of
-    ``a_j``. Each is packed into float64 words of 52 bits (exact integers) and
-    counted exactly by a lexicographic sort per run, for any n.
 
     Args:
         W: (R, d, m) inner weights, transposed.
@@ -79,22 +139,7 @@ def num_neurons(W: Tensor, a: Tensor, X: Tensor) -> Tensor:
     Returns:
         (R,) float64 counts.
     """
-    bits = torch.cat([(X @ W > 0), (a < 0).unsqueeze(1)], dim=1).to(W.dtype)  # (R, n+1, m)
-    powers = torch.exp2(torch.arange(_BITS_PER_WORD, device=W.device, dtype=W.dtype))
-    big = a * a * (W * W).sum(1) > NEURON_THRESHOLD**2  # (R, m)
-    codes = []
-    for start in range(0, bits.shape[1], _BITS_PER_WORD):
-        chunk = bits[:, start : start + _BITS_PER_WORD]
-        codes.append(torch.where(big, powers[: chunk.shape[1]] @ chunk, -1.0))  # (R, m)
-    order = torch.sort(codes[-1], dim=1, stable=True).indices
-    for code in reversed(codes[:-1]):
-        order = order.gather(1, torch.sort(code.gather(1, order), dim=1, stable=True).indices)
-    same = torch.ones((a.shape[0], a.shape[1] - 1), dtype=torch.bool, device=W.device)
-    for code in codes:
-        ranked = code.gather(1, order)
-        same &= ranked[:, 1:] == ranked[:, :-1]
-    distinct = 1 + (~same).sum(1) - (~big).any(1).to(torch.int64)
-    return distinct.to(W.dtype)
+    return count_cones(cone_codes(X @ W, W, a), X.shape[0] + 1)
 
 
 def point_stats(
@@ -110,7 +155,7 @@ def point_stats(
     Returns:
         (R, 6) float64.
     """
-    return torch.stack([*metrics, effective_rank(W), num_neurons(W, a, X)], dim=1)
+    return torch.stack([*metrics, effective_rank(gram(W)), num_neurons(W, a, X)], dim=1)
 
 
 def shuffle_permutations(keys: np.ndarray, epoch: int, n: int) -> np.ndarray:

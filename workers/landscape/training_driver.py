@@ -16,6 +16,8 @@ import torch
 
 from workers.landscape import training_kernels as kernels
 from workers.landscape.training_curves import (
+    count_cones,
+    effective_rank,
     next_record_epoch,
     point_stats,
     shuffle_permutations,
@@ -80,7 +82,11 @@ class Sweep:
         )
         self.max_epochs = scalar(config.max_epochs, torch.int64)
         self.gd_step = kernels.Kernel(kernels.gd_step, batched=4, compiled=compiled)
+        self.gd_step_record = kernels.Kernel(kernels.gd_step_record, batched=4, compiled=compiled)
         self.evaluate = kernels.Kernel(kernels.full_evaluation, batched=4, compiled=compiled)
+        self.evaluate_record = kernels.Kernel(
+            kernels.full_evaluation_record, batched=4, compiled=compiled
+        )
         self.update = kernels.Kernel(kernels.minibatch_update, batched=5, compiled=compiled)
         self._load_batch(np.flatnonzero(state.status == RUNNING))
 
@@ -107,28 +113,38 @@ class Sweep:
         st, cfg = self.state, self.config
         start = st.global_epoch
         steps = min(CHUNK - start % CHUNK, cfg.max_epochs + 1 - start)
-        records: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        records: list[tuple[torch.Tensor, ...]] = []
+        epochs: list[int] = []
         metrics: tuple[torch.Tensor, ...] = ()
         for epoch in range(start, start + steps):
-            W, a, active = self.W, self.a, self.active
-            metrics = self._step(epoch)
-            if epoch == st.next_record:
-                records.append((epoch, active, point_stats(W, a, self.X, metrics)))
+            active = self.active
+            record = epoch == st.next_record
+            metrics = self._step(epoch, record)
+            if record:
+                records.append((active, *metrics))
+                epochs.append(epoch)
                 st.next_record = next_record_epoch(epoch, cfg.log_growth)
         st.global_epoch = start + steps
-        self._store_records(records)
-        self._finalise(metrics)
+        self._store_records(epochs, records)
+        self._finalise(metrics[:4])
 
-    def _step(self, epoch: int) -> tuple[torch.Tensor, ...]:
-        """One epoch of every active run; returns (mse, loss, gns, pns) before it."""
+    def _step(self, epoch: int, record: bool) -> tuple[torch.Tensor, ...]:
+        """One epoch of every active run.
+
+        Returns:
+            (mse, loss, gns, pns) at the weights before the step, followed, when
+            ``record``, by their Gram matrices and cone codes.
+        """
         if self.config.optimizer == "gd":
-            out = self.gd_step(
+            step = self.gd_step_record if record else self.gd_step
+            out = step(
                 self.W, self.a, self.active, self.epoch, self.X, self.y,
                 self.lam, self.lr, self.tol, self.max_epochs,
             )  # fmt: skip
             self.W, self.a, self.active, self.epoch = out[:4]
             return tuple(out[4:])
-        alive, *metrics = self.evaluate(
+        evaluate = self.evaluate_record if record else self.evaluate
+        alive, *metrics = evaluate(
             self.W, self.a, self.active, self.epoch, self.X, self.y,
             self.lam, self.tol, self.max_epochs,
         )  # fmt: skip
@@ -143,14 +159,16 @@ class Sweep:
         self.epoch = self.epoch + alive.to(torch.int64)
         return tuple(metrics)
 
-    def _store_records(self, records: list[tuple[int, torch.Tensor, torch.Tensor]]) -> None:
+    def _store_records(self, epochs: list[int], records: list[tuple[torch.Tensor, ...]]) -> None:
+        """Move a chunk's curve points to the state (one transfer per chunk)."""
         if not records:
             return
-        masks = torch.stack([r[1] for r in records]).cpu().numpy()  # (k, R)
-        stats = torch.stack([r[2] for r in records]).cpu().numpy()  # (k, R, 6)
-        epochs = np.array([r[0] for r in records], dtype=np.int64)
+        active, mse, loss, gns, pns, grams, codes = (torch.stack(c) for c in zip(*records))
+        neurons = count_cones(codes.flatten(0, 1), self.X.shape[0] + 1).view(active.shape)
+        stats = torch.stack([mse, loss, gns, pns, effective_rank(grams), neurons], dim=2)
+        masks, stats = active.cpu().numpy(), stats.cpu().numpy()  # (k, R), (k, R, 6)
         rows, cols = np.nonzero(masks)
-        self.state.add_points(self.ids[cols], epochs[rows], stats[rows, cols])
+        self.state.add_points(self.ids[cols], np.asarray(epochs)[rows], stats[rows, cols])
 
     def _finalise(self, metrics: tuple[torch.Tensor, ...]) -> None:
         """Record runs that stopped during the chunk, then drop them from the batch.

@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 
+from workers.landscape.training_curves import cone_codes, gram
+
 Tensor = torch.Tensor
 
 
 def evaluate(
     W: Tensor, a: Tensor, X: Tensor, y: Tensor, lam: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Loss, gradient and norms of every run at its current weights.
 
     Args:
@@ -35,9 +37,9 @@ def evaluate(
         lam: () weight decay.
 
     Returns:
-        ``(mse, loss, grad_norm_sq, param_norm_sq, grad_W, grad_a)``: the first
-        four are (R,), ``grad_W`` is (R, d, m) and ``grad_a`` is (R, m). The
-        gradient of relu at 0 is taken as 0.
+        ``(mse, loss, grad_norm_sq, param_norm_sq, grad_W, grad_a, Z)``: the
+        first four are (R,), ``grad_W`` is (R, d, m), ``grad_a`` is (R, m) and
+        ``Z = x_k . w_j`` is (R, n, m). The gradient of relu at 0 is taken as 0.
     """
     n = X.shape[-2]
     Xe = X.unsqueeze(-1)  # (.., n, d, 1)
@@ -52,7 +54,7 @@ def evaluate(
     G = torch.where(Z > 0, a.unsqueeze(1) * r.unsqueeze(2), 0.0)  # (R, n, m)
     grad_W = (G.unsqueeze(2) * Xe).sum(1) + (2.0 * lam) * W  # (R, d, m)
     grad_norm_sq = (grad_W * grad_W).sum((1, 2)) + (grad_a * grad_a).sum(1)
-    return mse, loss, grad_norm_sq, param_norm_sq, grad_W, grad_a
+    return mse, loss, grad_norm_sq, param_norm_sq, grad_W, grad_a, Z
 
 
 def still_running(
@@ -67,7 +69,7 @@ def still_running(
     return active & finite & (grad_norm_sq >= tol) & (epoch < max_epochs)
 
 
-def gd_step(
+def _gd(
     W: Tensor,
     a: Tensor,
     active: Tensor,
@@ -79,9 +81,17 @@ def gd_step(
     tol: Tensor,
     max_epochs: Tensor,
 ) -> tuple[Tensor, ...]:
+    mse, loss, gns, pns, gW, ga, Z = evaluate(W, a, X, y, lam)
+    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
+    W_new = torch.where(alive.view(-1, 1, 1), W - lr * gW, W)
+    a_new = torch.where(alive.view(-1, 1), a - lr * ga, a)
+    return W_new, a_new, alive, epoch + alive.to(epoch.dtype), mse, loss, gns, pns, Z
+
+
+def gd_step(*args: Tensor) -> tuple[Tensor, ...]:
     """One full-batch GD step of every active run; stopped runs stay frozen.
 
-    Args:
+    Args (positional):
         W: (R, d, m), a: (R, m): weights at each run's ``epoch``.
         active: (R,) bool, runs still training.
         epoch: (R,) int64, updates applied so far.
@@ -93,14 +103,18 @@ def gd_step(
         ``(W, a, active, epoch, mse, loss, grad_norm_sq, param_norm_sq)``: the new
         weights, mask and epochs, and the (R,) metrics at the weights passed in.
     """
-    mse, loss, gns, pns, gW, ga = evaluate(W, a, X, y, lam)
-    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
-    W = torch.where(alive.view(-1, 1, 1), W - lr * gW, W)
-    a = torch.where(alive.view(-1, 1), a - lr * ga, a)
-    return W, a, alive, epoch + alive.to(epoch.dtype), mse, loss, gns, pns
+    return _gd(*args)[:8]
 
 
-def full_evaluation(
+def gd_step_record(*args: Tensor) -> tuple[Tensor, ...]:
+    """``gd_step`` plus, at the weights passed in, what a curve point needs: the
+    (R, d, d) Gram matrices and the (R, m, words) cone codes."""
+    W, a = args[0], args[1]
+    out = _gd(*args)
+    return (*out[:8], gram(W), cone_codes(out[8], W, a))
+
+
+def _full(
     W: Tensor,
     a: Tensor,
     active: Tensor,
@@ -111,14 +125,27 @@ def full_evaluation(
     tol: Tensor,
     max_epochs: Tensor,
 ) -> tuple[Tensor, ...]:
+    mse, loss, gns, pns, _, _, Z = evaluate(W, a, X, y, lam)
+    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
+    return alive, mse, loss, gns, pns, Z
+
+
+def full_evaluation(*args: Tensor) -> tuple[Tensor, ...]:
     """Metrics on the full data and the stopping rule, without an update (SGD).
+
+    Args (positional): W, a, active, epoch, X, y, lam, tol, max_epochs (see gd_step).
 
     Returns:
         ``(alive, mse, loss, grad_norm_sq, param_norm_sq)``, each (R,).
     """
-    mse, loss, gns, pns, _, _ = evaluate(W, a, X, y, lam)
-    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
-    return alive, mse, loss, gns, pns
+    return _full(*args)[:5]
+
+
+def full_evaluation_record(*args: Tensor) -> tuple[Tensor, ...]:
+    """``full_evaluation`` plus the Gram matrices and cone codes (see gd_step_record)."""
+    W, a = args[0], args[1]
+    out = _full(*args)
+    return (*out[:5], gram(W), cone_codes(out[5], W, a))
 
 
 def minibatch_update(
@@ -135,7 +162,7 @@ def minibatch_update(
     Returns:
         The updated ``(W, a)``.
     """
-    _, _, _, _, gW, ga = evaluate(W, a, Xb, yb, lam)
+    _, _, _, _, gW, ga, _ = evaluate(W, a, Xb, yb, lam)
     W = torch.where(alive.view(-1, 1, 1), W - lr * gW, W)
     a = torch.where(alive.view(-1, 1), a - lr * ga, a)
     return W, a

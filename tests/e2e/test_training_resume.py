@@ -1,0 +1,63 @@
+"""A training sweep whose worker is killed mid-sweep resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import WorkItem
+from tests.e2e.conftest import wait_for
+
+SPEC = {
+    "kind": "training",
+    "dataset": {"generator": "theorem2", "d": 4, "seed": 0},
+    "weight_decay": 1e-4,
+    "widths": [20],
+    "init_scales": [1e-3, 0.5],
+    "seeds": 2,
+    "optimizer": {"name": "gd", "lr": 0.05},
+    "max_epochs": 40000,
+    "device": "cpu",
+}
+
+
+def batch_item(pg_engine, experiment_id: str) -> WorkItem:
+    with Session(pg_engine) as s:
+        query = select(WorkItem).where(
+            WorkItem.experiment_id == experiment_id, WorkItem.task == "training_batch"
+        )
+        return s.scalars(query).one()
+
+
+def finals(api, experiment_id: str) -> list[tuple]:
+    runs = api.get(f"/v1/experiments/{experiment_id}/runs").json()["items"]
+    return [(r["params"], r["verdict"], r["final"]) for r in runs]
+
+
+def test_killed_sweep_resumes_from_checkpoint_with_identical_results(
+    api, start_worker, pg_engine
+):
+    worker = start_worker()
+    exp = api.post("/v1/experiments", json=SPEC).json()
+    deadline = time.monotonic() + 120
+    while batch_item(pg_engine, exp["id"]).checkpoint is None:
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        status = api.get(f"/v1/experiments/{exp['id']}").json()
+        assert status["status"] in ("queued", "running"), status
+        time.sleep(0.05)
+    worker.kill()
+    assert batch_item(pg_engine, exp["id"]).status == "running"
+    start_worker()
+    done = wait_for(api, exp["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    item = batch_item(pg_engine, exp["id"])
+    assert item.attempts == 2 and item.output["resumed_from"] > 0
+
+    again = api.post("/v1/experiments", json=SPEC).json()
+    clean = wait_for(api, again["id"], timeout=300)
+    assert clean["status"] == "succeeded", clean
+    assert batch_item(pg_engine, again["id"]).output["resumed_from"] == 0
+    assert finals(api, exp["id"]) == finals(api, again["id"])
+    assert done["result"]["groups"] == clean["result"]["groups"]
