@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     api_tokens: str = ""
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
-    max_patterns: int = Field(default=20_000, gt=0)
+    max_patterns: int = Field(default=150_000, gt=0)
     max_runs: int = Field(default=16_384, gt=0)
     max_census_cones: int = Field(default=200_000, gt=0)
     max_custom_points: int = Field(default=2_000, gt=0)

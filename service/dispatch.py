@@ -48,6 +48,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            "polling_interval": 0.05,
         }
     return conf
 

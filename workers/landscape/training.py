@@ -122,6 +122,7 @@ def train_sweep(
     checkpoint_every: float = 30.0,
     on_checkpoint: Callable[[SweepState, int, int], bool] | None = None,
     compiled: bool = True,
+    cpu_threads: int = 1,
 ) -> list[RunOutcome]:
     """Train all runs together with full-batch GD or mini-batch SGD, in float64.
 
@@ -148,6 +149,9 @@ def train_sweep(
             checkpoint_every seconds and at the end; returning False cancels.
         compiled: run the step through torch.compile (falls back to eager
             with a warning when compiling fails).
+        cpu_threads: OpenMP threads of the compiled CPU kernel (inductor's
+            cpp.threads for this compilation only; -1: torch's thread count).
+            One suits a worker with one process per core or a shared machine.
 
     Returns:
         One RunOutcome per run, in the order of ``runs``.
@@ -174,7 +178,7 @@ def train_sweep(
     elif state.fingerprint != fingerprint:
         raise ValueError("the state belongs to another sweep (data, runs or settings differ)")
     dev = torch.device(resolve_device(device, allow_cuda=True) if device == "auto" else device)
-    sweep = Sweep(X, y, state, config, dev, compiled=compiled)
+    sweep = Sweep(X, y, state, config, dev, compiled=compiled, cpu_threads=cpu_threads)
     last = time.monotonic()
     while sweep.has_running():
         sweep.advance_chunk()

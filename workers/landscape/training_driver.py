@@ -9,7 +9,9 @@ where stopped runs are finalised and dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +58,7 @@ class Sweep:
         config: optimisation settings.
         device: torch device.
         compiled: use torch.compile for the steps.
+        cpu_threads: OpenMP threads of the compiled CPU kernels (see Kernel).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Sweep:
         device: torch.device,
         *,
         compiled: bool,
+        cpu_threads: int = 1,
     ) -> None:
         self.state, self.config, self.device = state, config, device
         self.X = torch.tensor(X, dtype=torch.float64, device=device)
@@ -81,13 +85,14 @@ class Sweep:
             scalar(config.grad_tol),
         )
         self.max_epochs = scalar(config.max_epochs, torch.int64)
-        self.gd_step = kernels.Kernel(kernels.gd_step, batched=4, compiled=compiled)
-        self.gd_step_record = kernels.Kernel(kernels.gd_step_record, batched=4, compiled=compiled)
-        self.evaluate = kernels.Kernel(kernels.full_evaluation, batched=4, compiled=compiled)
-        self.evaluate_record = kernels.Kernel(
-            kernels.full_evaluation_record, batched=4, compiled=compiled
-        )
-        self.update = kernels.Kernel(kernels.minibatch_update, batched=5, compiled=compiled)
+        def kernel(fn: Callable[..., Any], batched: int = 4) -> kernels.Kernel:
+            return kernels.Kernel(fn, batched, compiled, device, cpu_threads)
+
+        self.gd_step = kernel(kernels.gd_step)
+        self.gd_step_record = kernel(kernels.gd_step_record)
+        self.evaluate = kernel(kernels.full_evaluation)
+        self.evaluate_record = kernel(kernels.full_evaluation_record)
+        self.update = kernel(kernels.minibatch_update, batched=5)
         self._load_batch(np.flatnonzero(state.status == RUNNING))
 
     def has_running(self) -> bool:

@@ -171,24 +171,43 @@ def minibatch_update(
 class Kernel:
     """A step function run through ``torch.compile``, with an eager fallback.
 
-    The run axis (dim 0 of every tensor argument with a leading run axis) is
-    marked dynamic so that shrinking the batch does not recompile. Batches are
-    kept at two rows or more (see the sweep driver), which avoids the size-1
-    specialisation. If compiling fails (no C++ compiler, no Triton on a GPU,
-    a daemonic worker process that cannot spawn compile workers), the kernel
-    warns once and runs eagerly: slower, same numbers up to rounding.
+    The run axis (dim 0 of the leading ``batched`` arguments) is marked dynamic
+    so that shrinking the batch does not recompile. Batches are kept at two rows
+    or more (see the sweep driver), which avoids the size-1 specialisation. If
+    compiling fails (no C++ compiler, no Triton on a GPU, a daemonic worker
+    process that cannot spawn compile workers), the kernel warns once and runs
+    eagerly: slower, same numbers up to rounding.
+
+    On CPU the generated kernel uses ``cpu_threads`` OpenMP threads (inductor's
+    ``cpp.threads``, set for this compilation only; -1: torch's thread count).
+    One thread is the default: the kernels are small, and on a machine shared
+    with other processes a two-thread parallel region was measured 10-100x
+    slower than one thread (the threads wait on each other).
 
     Args:
         fn: the step function.
         batched: how many leading arguments carry the run axis.
         compiled: False to run eagerly from the start.
+        device: where the arguments live.
+        cpu_threads: OpenMP threads of a compiled CPU kernel.
     """
 
-    def __init__(self, fn: Callable[..., Any], batched: int, compiled: bool) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        batched: int,
+        compiled: bool,
+        device: torch.device,
+        cpu_threads: int = 1,
+    ) -> None:
         self._eager = fn
         self._batched = batched
-        self._fn: Callable[..., Any] = torch.compile(fn, dynamic=False) if compiled else fn
         self._compiled = compiled
+        self._fn: Callable[..., Any] = fn
+        self._marked = False
+        if compiled:
+            options = {"cpp.threads": cpu_threads} if device.type == "cpu" else None
+            self._fn = torch.compile(fn, dynamic=False, options=options)
 
     @property
     def compiled(self) -> bool:
@@ -198,8 +217,10 @@ class Kernel:
     def __call__(self, *args: Tensor) -> Any:
         if not self._compiled:
             return self._fn(*args)
-        for t in args[: self._batched]:
-            torch._dynamo.maybe_mark_dynamic(t, 0)
+        if not self._marked:  # later batch sizes match the symbolic size
+            for t in args[: self._batched]:
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+            self._marked = True
         try:
             return self._fn(*args)
         except Exception as exc:  # any compiler failure: run eagerly

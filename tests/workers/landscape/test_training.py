@@ -148,9 +148,10 @@ def test_theorem2_small_init_converges_to_the_same_spurious_point() -> None:
     X, y = theorem2_data(seed=0)
     optimum = convex_optimum(X, y, 1e-4)
     runs = [RunSpec(100, 1e-4, seed) for seed in range(3)]
-    # grad_tol 1e-12: reaching 1e-16 takes over 2e5 epochs, too slow for a unit test.
+    # grad_tol 1e-11 (reached near epoch 26,350): 1e-16 takes over 2e5 epochs, too slow
+    # for a unit test; by then the loss has settled to ~1e-11.
     outcomes = train_sweep(
-        X, y, 1e-4, runs, lr=0.05, max_epochs=60_000, grad_tol=1e-12, optimum=optimum
+        X, y, 1e-4, runs, lr=0.05, max_epochs=40_000, grad_tol=1e-11, optimum=optimum
     )
     losses = np.array([o.reg_loss for o in outcomes])
     assert all(o.status == "converged" for o in outcomes)
@@ -184,20 +185,17 @@ def test_curves_follow_the_spacing_rule() -> None:
 
 @pytest.mark.parametrize("optimizer", ["gd", "sgd"])
 def test_resume_after_cancel_matches_uninterrupted(optimizer: str) -> None:
-    rng = np.random.default_rng(7)
-    X, y = rng.standard_normal((5, 3)), rng.standard_normal(5)
-    runs = [RunSpec(width, alpha, seed) for width, alpha, seed in
-            [(4, 0.5, 0), (12, 0.7, 1), (8, 0.01, 2), (2, 0.3, 3)]]  # fmt: skip
+    if optimizer == "gd":  # runs stop at different epochs, so the batch shrinks
+        X, y, lam, batch_size = X1, Y1, LAM1, None
+        runs = [RunSpec(6, 1e-3, 0), RunSpec(6, 1.0, 3), RunSpec(4, 0.5, 5), RunSpec(2, 1.0, 1)]
+    else:
+        rng = np.random.default_rng(7)
+        X, y, lam, batch_size = rng.standard_normal((5, 3)), rng.standard_normal(5), 0.05, 2
+        runs = [RunSpec(4, 0.5, 0), RunSpec(12, 0.7, 1), RunSpec(8, 0.01, 2)]
     settings = dict(
-        optimizer=optimizer,
-        lr=0.02,
-        batch_size=2 if optimizer == "sgd" else None,
-        max_epochs=3_000,
-        grad_tol=1e-14,
-        optimum=0.0,
-        compiled=optimizer == "gd",
+        optimizer=optimizer, lr=0.02, batch_size=batch_size, max_epochs=3_000, optimum=0.0
     )
-    reference = train_sweep(X, y, 0.05, runs, **settings)
+    reference = train_sweep(X, y, lam, runs, **settings)
     saved: list[bytes] = []
 
     def cancel_on_third(state: SweepState, done: int, total: int) -> bool:
@@ -207,12 +205,14 @@ def test_resume_after_cancel_matches_uninterrupted(optimizer: str) -> None:
 
     with pytest.raises(SweepCancelled):
         train_sweep(
-            X, y, 0.05, runs, **settings, checkpoint_every=0.0, on_checkpoint=cancel_on_third
+            X, y, lam, runs, **settings, checkpoint_every=0.0, on_checkpoint=cancel_on_third
         )
     state = SweepState.from_bytes(saved[-1])
     assert 0 < state.global_epoch < 3_000
-    resumed = train_sweep(X, y, 0.05, runs, **settings, state=state)
-    assert {o.status for o in reference} >= {"converged"}
+    resumed = train_sweep(X, y, lam, runs, **settings, state=state)
+    if optimizer == "gd":
+        assert "converged" in {o.status for o in reference}
+        assert len({o.epoch for o in reference}) > 1
     for ref, res in zip(reference, resumed, strict=True):
         assert (ref.status, ref.epoch, ref.reg_loss, ref.num_neurons) == (
             res.status,
