@@ -35,6 +35,7 @@ __all__ = [
     "train_sweep",
 ]
 
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of a sweep: its width, initial scale α and per-run seed."""

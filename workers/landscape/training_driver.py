@@ -85,6 +85,7 @@ class Sweep:
             scalar(config.grad_tol),
         )
         self.max_epochs = scalar(config.max_epochs, torch.int64)
+
         def kernel(fn: Callable[..., Any], batched: int = 4) -> kernels.Kernel:
             return kernels.Kernel(fn, batched, compiled, device, cpu_threads)
 
@@ -168,7 +169,9 @@ class Sweep:
         """Move a chunk's curve points to the state (one transfer per chunk)."""
         if not records:
             return
-        active, mse, loss, gns, pns, grams, codes = (torch.stack(c) for c in zip(*records))
+        active, mse, loss, gns, pns, grams, codes = (
+            torch.stack(c) for c in zip(*records, strict=True)
+        )
         neurons = count_cones(codes.flatten(0, 1), self.X.shape[0] + 1).view(active.shape)
         stats = torch.stack([mse, loss, gns, pns, effective_rank(grams), neurons], dim=2)
         masks, stats = active.cpu().numpy(), stats.cpu().numpy()  # (k, R), (k, R, 6)

@@ -58,7 +58,12 @@ def evaluate(
 
 
 def still_running(
-    active: Tensor, epoch: Tensor, loss: Tensor, grad_norm_sq: Tensor, tol: Tensor, max_epochs: Tensor
+    active: Tensor,
+    epoch: Tensor,
+    loss: Tensor,
+    grad_norm_sq: Tensor,
+    tol: Tensor,
+    max_epochs: Tensor,
 ) -> Tensor:
     """(R,) bool: runs that take another step after being evaluated at ``epoch``.
 
