@@ -89,8 +89,8 @@ def main() -> None:
     print(f"{args.runs} runs, width {WIDTH}, n = d = {D}, {args.epochs} epochs, float64 GD")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     t = time.perf_counter()
-    first = time_engine(X, y, runs[:8], 300, compiled=True)
-    print(f"first compiled call (compile + 8 runs x 300 epochs): {time.perf_counter() - t:.1f} s")
+    first = time_engine(X, y, runs[:8], 1000, compiled=True)
+    print(f"first compiled call (compile + 8 runs x 1000 epochs): {time.perf_counter() - t:.1f} s")
     del first
     rates: dict[str, list[float]] = {"numpy": [], "engine": [], "engine eager": []}
     for _ in range(args.repeats):

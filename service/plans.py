@@ -71,7 +71,8 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
 
 def census_chunk_size(width: int, samples: int) -> int:
     """Cones per work item: a few seconds of work, so a lost worker loses little."""
-    return max(1, min(samples, 200, 16000 // max(width, 1)))
+    size = max(1, min(50, 4000 // max(width, 1)))
+    return min(size, max(1, -(-samples // 2)))  # at least two chunks, so two workers share
 
 
 def _census_chunks(spec: CensusSpec) -> list[dict[str, Any]]:

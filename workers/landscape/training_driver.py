@@ -90,6 +90,7 @@ class Sweep:
             return kernels.Kernel(fn, batched, compiled, device, cpu_threads)
 
         self.gd_step = kernel(kernels.gd_step)
+        self.gd_steps = kernel(kernels.gd_steps)
         self.gd_step_record = kernel(kernels.gd_step_record)
         self.evaluate = kernel(kernels.full_evaluation)
         self.evaluate_record = kernel(kernels.full_evaluation_record)
@@ -122,7 +123,13 @@ class Sweep:
         records: list[tuple[torch.Tensor, ...]] = []
         epochs: list[int] = []
         metrics: tuple[torch.Tensor, ...] = ()
-        for epoch in range(start, start + steps):
+        epoch, end = start, start + steps
+        while epoch < end:
+            multi = kernels.STEPS_PER_CALL
+            if cfg.optimizer == "gd" and min(end, st.next_record) - epoch >= multi:
+                metrics = self._gd_steps()
+                epoch += multi
+                continue
             active = self.active
             record = epoch == st.next_record
             metrics = self._step(epoch, record)
@@ -130,9 +137,19 @@ class Sweep:
                 records.append((active, *metrics))
                 epochs.append(epoch)
                 st.next_record = next_record_epoch(epoch, cfg.log_growth)
-        st.global_epoch = start + steps
+            epoch += 1
+        st.global_epoch = end
         self._store_records(epochs, records)
         self._finalise(metrics[:4])
+
+    def _gd_steps(self) -> tuple[torch.Tensor, ...]:
+        """``STEPS_PER_CALL`` GD epochs in one call; returns the last step's metrics."""
+        out = self.gd_steps(
+            self.W, self.a, self.active, self.epoch, self.X, self.y,
+            self.lam, self.lr, self.tol, self.max_epochs,
+        )  # fmt: skip
+        self.W, self.a, self.active, self.epoch = out[:4]
+        return tuple(out[4:])
 
     def _step(self, epoch: int, record: bool) -> tuple[torch.Tensor, ...]:
         """One epoch of every active run.
@@ -174,9 +191,9 @@ class Sweep:
         )
         neurons = count_cones(codes.flatten(0, 1), self.X.shape[0] + 1).view(active.shape)
         stats = torch.stack([mse, loss, gns, pns, effective_rank(grams), neurons], dim=2)
-        masks, stats = active.cpu().numpy(), stats.cpu().numpy()  # (k, R), (k, R, 6)
+        masks, values = active.cpu().numpy(), stats.cpu().numpy()  # (k, R), (k, R, 6)
         rows, cols = np.nonzero(masks)
-        self.state.add_points(self.ids[cols], np.asarray(epochs)[rows], stats[rows, cols])
+        self.state.add_points(self.ids[cols], np.asarray(epochs)[rows], values[rows, cols])
 
     def _finalise(self, metrics: tuple[torch.Tensor, ...]) -> None:
         """Record runs that stopped during the chunk, then drop them from the batch.
@@ -191,7 +208,8 @@ class Sweep:
             return
         rows = torch.tensor(stopped, device=self.device)
         W, a = self.W[rows], self.a[rows]
-        stats = point_stats(W, a, self.X, tuple(m[rows] for m in metrics)).cpu().numpy()
+        mse, loss, gns, pns = (m[rows] for m in metrics)
+        stats = point_stats(W, a, self.X, (mse, loss, gns, pns)).cpu().numpy()
         ids = self.ids[stopped]
         st.epoch[ids] = self.epoch[rows].cpu().numpy()
         st.W[ids] = W.transpose(1, 2).cpu().numpy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,8 @@ class SweepState:
     def to_bytes(self) -> bytes:
         """Serialise to npz bytes (plain arrays only, loadable without pickle)."""
         buffer = io.BytesIO()
-        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
-        np.savez(buffer, **arrays)
+        arrays: dict[str, Any] = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
+        np.savez(buffer, allow_pickle=False, **arrays)
         return buffer.getvalue()
 
     @classmethod
