@@ -324,6 +324,17 @@ def complete_item(
     return True, (exp if remaining == 0 else None)
 
 
+def stop_item(session: Session, *, item: Claimed) -> None:
+    """running -> cancelled for an item whose experiment ended while it ran (lease kept)."""
+    session.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running"
+        )
+        .values(status="cancelled")
+    )
+
+
 def update_runs(session: Session, *, experiment_id: str, updates: Sequence[dict[str, Any]]) -> None:
     """Write run results, each dict naming its run by `index`."""
     for upd in updates:

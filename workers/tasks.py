@@ -99,6 +99,8 @@ def execute(item_id: str) -> str:
     try:
         outcome = jobs.run(item.task, Context(item, beat))
     except jobs.Stopped:
+        with session_scope() as session:
+            crud.stop_item(session, item=item)
         return "stopped"
     except Exception as exc:  # noqa: BLE001 - the core's errors are the experiment's errors
         log.exception("work item %s (%s) failed", item_id, item.task)

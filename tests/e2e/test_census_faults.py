@@ -1,0 +1,70 @@
+"""A census survives a killed worker (only the running chunk is redone) and can be cancelled."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.models import WorkItem
+from tests.e2e.conftest import wait_for
+
+SPEC = {
+    "kind": "census",
+    "dataset": {"generator": "teacher", "n": 6, "d": 10, "seed": 4},
+    "weight_decay": 0.01,
+    "widths": [40, 80],
+    "samples_per_width": 200,
+}
+
+
+def chunks(pg_engine, experiment_id: str) -> list[WorkItem]:
+    with Session(pg_engine) as s:
+        query = select(WorkItem).where(
+            WorkItem.experiment_id == experiment_id, WorkItem.task == "census_chunk"
+        )
+        return list(s.scalars(query))
+
+
+def test_killed_worker_loses_only_its_chunk(api, start_worker, pg_engine):
+    worker = start_worker()
+    exp = api.post("/v1/experiments", json=SPEC).json()
+    deadline = time.monotonic() + 120
+    while True:
+        items = chunks(pg_engine, exp["id"])
+        states = [i.status for i in items]
+        if "done" in states and "running" in states:
+            break
+        assert time.monotonic() < deadline and "failed" not in states, states
+        time.sleep(0.02)
+    worker.kill()
+    before = {i.id: i.status for i in chunks(pg_engine, exp["id"])}
+    start_worker()
+    done = wait_for(api, exp["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    after = {i.id: i for i in chunks(pg_engine, exp["id"])}
+    for item_id, status in before.items():
+        redone = after[item_id].attempts > 1
+        assert redone == (status == "running"), (status, after[item_id].attempts)
+    cones = api.get(f"/v1/experiments/{exp['id']}/cones", params={"limit": 1000}).json()
+    assert len(cones["items"]) == 400  # nothing lost, nothing stored twice
+
+    clean = wait_for(api, api.post("/v1/experiments", json=SPEC).json()["id"], timeout=300)
+    assert clean["result"]["rows"] == done["result"]["rows"]
+
+
+def test_cancel_stops_a_running_census(api, start_worker, pg_engine):
+    start_worker()
+    exp = api.post("/v1/experiments", json={**SPEC, "samples_per_width": 400}).json()
+    deadline = time.monotonic() + 120
+    while "running" not in [i.status for i in chunks(pg_engine, exp["id"])]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert api.post(f"/v1/experiments/{exp['id']}/cancel").status_code == 202
+    time.sleep(2)  # past a heartbeat (0.5 s), before the reaper could step in (3 s)
+    states = [i.status for i in chunks(pg_engine, exp["id"])]
+    assert "running" not in states and "queued" not in states, states
+    assert states.count("done") < len(states)
+    final = api.get(f"/v1/experiments/{exp['id']}").json()
+    assert final["status"] == "cancelled" and final["result"] is None
