@@ -6,6 +6,7 @@ Runs on the embedded defaults (SQLite, filesystem broker) in a temporary
 BENIGNITY_HOME; no server needed.
 
     .venv/bin/python bench/census_workers.py [--samples 40]
+    .venv/bin/python bench/census_workers.py --scale   # > 10^5 patterns, random_vector
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ SPEC = {
 }
 
 
-def run_census(processes: int, samples: int) -> tuple[float, dict]:
+SCALE = {
+    "kind": "census",
+    "dataset": {"generator": "teacher", "n": 70, "d": 4, "seed": 0},
+    "weight_decay": 0.01,
+    "sampling": "random_vector",
+    "widths": [50, 200, 1000],
+}
+
+
+def run_census(processes: int, samples: int, spec: dict = SPEC) -> tuple[float, dict]:
     home = Path(tempfile.mkdtemp(prefix=f"bench-census-{processes}-"))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL")}
     env["BENIGNITY_HOME"] = str(home)
@@ -47,7 +57,7 @@ def run_census(processes: int, samples: int) -> tuple[float, dict]:
         while b" ready." not in (home / "worker.log").read_bytes():
             time.sleep(0.2)
         with TestClient(create_app()) as api:
-            exp = api.post("/v1/experiments", json={**SPEC, "samples_per_width": samples}).json()
+            exp = api.post("/v1/experiments", json={**spec, "samples_per_width": samples}).json()
             start = time.perf_counter()
             while exp["status"] in ("queued", "running"):
                 time.sleep(0.1)
@@ -61,7 +71,18 @@ def run_census(processes: int, samples: int) -> tuple[float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--scale", action="store_true", help="the > 10^5-pattern census")
     args = parser.parse_args()
+    if args.scale:
+        seconds, exp = run_census(2, args.samples, SCALE)
+        res = exp["result"]
+        print(f"teacher n=70 d=4: {res['num_patterns']} patterns, {res['num_signed_cones']} "
+              f"signed cones, random_vector sampling, {exp['progress']['total']} cones")
+        print(f"status {exp['status']}, wall time {seconds:.1f} s with 2 worker processes")
+        for row in res["rows"]:
+            print(f"  width {row['width']:5d}: p_global {row['p_global']:.2f} "
+                  f"p_spurious {row['p_spurious']:.2f} p_covered {row['p_covered']:.5f}")
+        return
     one, exp1 = run_census(1, args.samples)
     two, exp2 = run_census(2, args.samples)
     assert exp1["status"] == exp2["status"] == "succeeded", (exp1["error"], exp2["error"])

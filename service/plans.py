@@ -115,8 +115,19 @@ def _training_plan(spec: TrainingSpec, settings: Settings, optimum: dict[str, An
     return Plan(items=[optimum, *items], runs=runs)
 
 
+MIN_REJECTION_RATE = 1e-3
+
+
 def _check_patterns(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
     count, how = pattern_bound(spec)
+    if isinstance(spec, CensusSpec) and spec.sampling == "rejection":
+        rate = count / 2**spec.dataset.n
+        if rate < MIN_REJECTION_RATE:
+            raise SpecRejected(
+                ("body", "sampling"),
+                f"rejection sampling would keep about {rate:.1e} of random bit vectors "
+                f"({count} patterns of 2^{spec.dataset.n}); use random_vector",
+            )
     limit = settings.max_patterns
     if isinstance(spec, CensusSpec) and spec.sampling == "uniform":
         limit = min(limit, settings.max_uniform_patterns)

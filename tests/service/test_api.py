@@ -159,6 +159,10 @@ def test_pattern_limit_message_gives_count_and_limit(client):
     uniform = {**SPEC, "kind": "census", "widths": [10], "samples_per_width": 2,
                "dataset": {"generator": "teacher", "n": 60, "d": 4}}
     assert_problem(client.post("/v1/experiments", json=uniform), 422, "68560", "20000")
+    rejection = {**uniform, "sampling": "rejection"}
+    assert_problem(client.post("/v1/experiments", json=rejection), 422, "use random_vector")
+    random_vector = {**uniform, "sampling": "random_vector"}
+    assert client.post("/v1/experiments", json=random_vector).status_code == 202
 
 
 def test_run_and_cone_budgets(client):

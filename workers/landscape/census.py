@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .census_classify import STATIONARITY_TOL, Classification, classify
+from .census_columns import ColumnSolver
 from .census_sampling import SAMPLINGS, cone_keys, distinct_cones, sample_cones
 from .census_screen import GlobalScreen
 from .census_solver import RestrictedSolver
@@ -163,6 +164,7 @@ def certify_samples(
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     solver = RestrictedSolver(X, y, weight_decay, tol=SOLVER_TOL)
     screen = _screen(X, y, weight_decay, solver, support, optimum=optimum, tolerance=tolerance)
+    columns = ColumnSolver(solver, screen.residual)
     records: list[ConeRecord] = []
     for done, sample in enumerate(samples, start=1):
         rng = np.random.default_rng([seed, width, sample])
@@ -174,7 +176,8 @@ def certify_samples(
             "signs": signs,
             "covered": len(signs) / num_signed_cones,
         }
-        if screen.holds_global(cones, signs, cone_keys(cones, signs)):
+        keys = cone_keys(cones, signs)
+        if screen.holds_global(cones, signs, keys):
             record = ConeRecord(
                 **header,
                 value=optimum,
@@ -189,9 +192,10 @@ def certify_samples(
                 X,
                 y,
                 weight_decay,
-                solver,
+                columns,
                 cones,
                 signs,
+                keys,
                 header,
                 optimum=optimum,
                 tolerance=tolerance,
@@ -221,11 +225,13 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
     )
 
 
-def _solve_and_classify(X, y, weight_decay, solver, cones, signs, header, *, optimum, tolerance):
+def _solve_and_classify(
+    X, y, weight_decay, columns, cones, signs, keys, header, *, optimum, tolerance
+):
     """Solve the restricted program on the cones that can carry a neuron, then classify."""
     useful = np.any(cones & np.any(X != 0.0, axis=1)[None, :], axis=1)
     if useful.any():
-        solution = solver.solve(cones[useful], signs[useful])
+        solution = columns.solve(cones[useful], signs[useful], keys[useful])
         value, U = solution.value, solution.U
     else:
         value, U = float(y @ y) / len(y), np.zeros((0, X.shape[1]))

@@ -1,10 +1,14 @@
 """Batched training sweeps of two-layer ReLU networks with weight decay (SCIENCE §1, §6).
 
-A sweep trains many runs (width, init_scale, seed) on one dataset as one tensor
-program: every step updates all runs still training, runs that stop are frozen
-by a mask and dropped from the batch at the next chunk boundary. The step is a
-hand-fused closed-form forward/backward pass (training_kernels) compiled with
-``torch.compile``; the host synchronises once per chunk of ``CHUNK`` epochs.
+A sweep trains many runs (width, init_scale, seed) on one dataset as one batched
+computation. Full-batch GD on the CPU runs on a small C kernel (training_native,
+compiled with the system C compiler at first use) that takes each run through a
+chunk of epochs with exact per-run stopping and the curve statistics computed in
+place. Otherwise (SGD, CUDA, no C compiler, or ``compiled=False``) it is one
+tensor program (training_driver): every step updates all runs still training,
+runs that stop are frozen by a mask and dropped from the batch at the next chunk
+boundary; the step is a hand-fused closed-form forward/backward pass
+(training_kernels) compiled with ``torch.compile``, or eager.
 
 Loss: L(W, a) = (1/n) sum_k (f(x_k) - y_k)^2 + weight_decay (||W||_F^2 + ||a||^2).
 """
@@ -22,6 +26,7 @@ import torch
 
 from workers.landscape.training_curves import CURVE_COLUMNS, assemble_curves
 from workers.landscape.training_driver import Sweep, SweepConfig
+from workers.landscape.training_native import NativeSweep, load_library, supported
 from workers.landscape.training_state import RUNNING, STATUS_NAMES, SweepState
 
 __all__ = [
@@ -148,11 +153,14 @@ def train_sweep(
         checkpoint_every: seconds of wall time between ``on_checkpoint`` calls.
         on_checkpoint: called as (state, runs_done, runs_total) every
             checkpoint_every seconds and at the end; returning False cancels.
-        compiled: run the step through torch.compile (falls back to eager
-            with a warning when compiling fails).
-        cpu_threads: OpenMP threads of the compiled CPU kernel (inductor's
-            cpp.threads for this compilation only; -1: torch's thread count).
-            One suits a worker with one process per core or a shared machine.
+        compiled: use compiled kernels: the native C kernel for GD on the CPU
+            (environment BENIGNITY_TRAINING_NATIVE=0 disables it), else
+            torch.compile (falls back to eager with a warning when compiling
+            fails). False: eager torch.
+        cpu_threads: threads of the CPU kernels (the native kernel splits the
+            runs over threads; torch.compile gets inductor's cpp.threads for
+            this compilation only; -1: torch's thread count). One suits a
+            worker with one process per core or a shared machine.
 
     Returns:
         One RunOutcome per run, in the order of ``runs``.
@@ -179,7 +187,12 @@ def train_sweep(
     elif state.fingerprint != fingerprint:
         raise ValueError("the state belongs to another sweep (data, runs or settings differ)")
     dev = torch.device(resolve_device(device, allow_cuda=True) if device == "auto" else device)
-    sweep = Sweep(X, y, state, config, dev, compiled=compiled, cpu_threads=cpu_threads)
+    sweep: Sweep | NativeSweep
+    lib = load_library() if compiled and supported(X.shape[0], optimizer, dev) else None
+    if lib is not None:
+        sweep = NativeSweep(lib, X, y, state, config, cpu_threads=cpu_threads)
+    else:
+        sweep = Sweep(X, y, state, config, dev, compiled=compiled, cpu_threads=cpu_threads)
     last = time.monotonic()
     while sweep.has_running():
         sweep.advance_chunk()

@@ -1,0 +1,418 @@
+"""A compiled C kernel for full-batch GD sweeps on the CPU (SCIENCE §1, §6).
+
+The kernel takes one run at a time through a whole chunk of epochs: its weights
+(a few KiB) stay in L1 cache, every epoch is the closed-form forward/backward
+pass, the stopping rule is checked at every epoch (exact per-run stopping), and
+at curve-point epochs it also returns the statistics of the point: mse, loss,
+grad_norm_sq, param_norm_sq, the number of distinct signed cones, and the d×d
+Gram matrix ``W Wᵀ`` whose eigenvalues give the effective rank (computed here
+in torch, batched over a chunk's points, with ``training_curves.effective_rank``).
+
+The C source is compiled with the system C compiler at first use (about 0.3 s)
+into a per-user cache directory keyed by the source, the flags and the CPU, and
+loaded with ctypes; ctypes releases the GIL, so ``cpu_threads > 1`` splits the
+runs over Python threads. Without a compiler ``load_library`` returns None and
+the sweep uses the torch path (training_driver.Sweep).
+
+Reductions over neurons are written with eight fixed accumulators, so the order
+of every sum is fixed: results are bitwise reproducible on one machine (resume),
+and equal the plain numpy loop to rounding (no -ffast-math).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import getpass
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from workers.landscape.training_curves import NEURON_THRESHOLD, effective_rank, next_record_epoch
+from workers.landscape.training_driver import SweepConfig
+from workers.landscape.training_state import RUNNING, SweepState
+
+# Largest n for which cone codes fit one uint64 (n bits of x_k . w_j > 0, one sign bit).
+MAX_N = 63
+CHUNK = 256
+# Bytes of curve-point buffers per chunk; a chunk ends early to stay under it.
+_RECORD_BYTES = 64 << 20
+
+_SOURCE = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define LANES 8
+/* s = sum over j < m of EXPR (j), in a fixed order: 8 lane accumulators, then the tail. */
+#define REDUCE(s, m, EXPR)                                                         \
+    do {                                                                           \
+        double acc_[LANES] = {0, 0, 0, 0, 0, 0, 0, 0};                             \
+        int64_t b_ = 0;                                                            \
+        for (; b_ + LANES <= (m); b_ += LANES)                                     \
+            for (int l_ = 0; l_ < LANES; ++l_) {                                   \
+                const int64_t j = b_ + l_;                                         \
+                acc_[l_] += (EXPR);                                                \
+            }                                                                      \
+        s = ((acc_[0] + acc_[4]) + (acc_[1] + acc_[5]))                            \
+            + ((acc_[2] + acc_[6]) + (acc_[3] + acc_[7]));                         \
+        for (int64_t j = b_; j < (m); ++j) s += (EXPR);                            \
+    } while (0)
+
+typedef struct {
+    int64_t m, n, d;
+    const double *X, *y;
+    double lam, lr, tol, threshold;
+    int64_t max_epochs;
+} Problem;
+
+/* Loss, gradient and norms at (W, a); W is (d, m), Z (n, m), gW (d, m), ga (m). */
+static void evaluate(const Problem *p, const double *W, const double *a, double *Z,
+                     double *G, double *gW, double *ga, double *out4) {
+    const int64_t m = p->m, n = p->n, d = p->d;
+    const double twolam = 2.0 * p->lam;
+    double sq = 0.0;
+    for (int64_t j = 0; j < m; ++j) ga[j] = twolam * a[j];
+    for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = 0; j < m; ++j) gW[i * m + j] = twolam * W[i * m + j];
+    double res[n > 0 ? n : 1];
+    for (int64_t k = 0; k < n; ++k) {
+        double *z = Z + k * m;
+        const double *x = p->X + k * d;
+        for (int64_t j = 0; j < m; ++j) z[j] = x[0] * W[j];
+        for (int64_t i = 1; i < d; ++i)
+            for (int64_t j = 0; j < m; ++j) z[j] += x[i] * W[i * m + j];
+        double f;
+        REDUCE(f, m, a[j] * (z[j] > 0.0 ? z[j] : 0.0));
+        res[k] = f - p->y[k];
+        sq += res[k] * res[k];
+    }
+    for (int64_t k = 0; k < n; ++k) {
+        const double *z = Z + k * m;
+        const double *x = p->X + k * d;
+        const double r = (2.0 / (double)n) * res[k];
+        for (int64_t j = 0; j < m; ++j) {
+            const double h = z[j] > 0.0 ? z[j] : 0.0;
+            ga[j] += h * r;
+            G[j] = z[j] > 0.0 ? a[j] * r : 0.0;
+        }
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t j = 0; j < m; ++j) gW[i * m + j] += G[j] * x[i];
+    }
+    double wsq, asq, gwsq, gasq;
+    REDUCE(wsq, d * m, W[j] * W[j]);
+    REDUCE(asq, m, a[j] * a[j]);
+    REDUCE(gwsq, d * m, gW[j] * gW[j]);
+    REDUCE(gasq, m, ga[j] * ga[j]);
+    const double mse = sq / (double)n, pns = wsq + asq;
+    out4[0] = mse;
+    out4[1] = mse + p->lam * pns;
+    out4[2] = gwsq + gasq;
+    out4[3] = pns;
+}
+
+static int cmp_u64(const void *x, const void *y) {
+    const uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Curve statistics at (W, a) after evaluate: neuron count into stats[4], Gram (d, d). */
+static void point(const Problem *p, const double *W, const double *a, const double *Z,
+                  uint64_t *codes, double *stats, double *gram) {
+    const int64_t m = p->m, n = p->n, d = p->d;
+    int64_t count = 0;
+    for (int64_t j = 0; j < m; ++j) {
+        double w2 = 0.0;
+        for (int64_t i = 0; i < d; ++i) w2 += W[i * m + j] * W[i * m + j];
+        if (!(a[j] * a[j] * w2 > p->threshold)) continue;
+        uint64_t code = a[j] < 0.0 ? (uint64_t)1 << n : 0;
+        for (int64_t k = 0; k < n; ++k)
+            if (Z[k * m + j] > 0.0) code |= (uint64_t)1 << k;
+        codes[count++] = code;
+    }
+    qsort(codes, (size_t)count, sizeof(uint64_t), cmp_u64);
+    int64_t distinct = count > 0;
+    for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
+    stats[4] = (double)distinct;
+    for (int64_t i1 = 0; i1 < d; ++i1)
+        for (int64_t i2 = 0; i2 <= i1; ++i2) {
+            const double *u = W + i1 * m, *v = W + i2 * m;
+            double s;
+            REDUCE(s, m, u[j] * v[j]);
+            gram[i1 * d + i2] = gram[i2 * d + i1] = s;
+        }
+}
+
+/*
+ * Runs r in [r0, r1) with status[r] == 0 (running) take epochs start..end-1.
+ * At each epoch e: evaluate; if e == rec_epochs[q], write point q of run r;
+ * stop (status 1 converged, 2 max_epochs, 3 diverged; final stats and Gram
+ * written) when the loss or gradient is not finite, grad_norm_sq < tol or
+ * e == max_epochs; otherwise update. epoch[r] ends at the stop epoch or end.
+ * W (R, d, m), a (R, m), rec_stats (R, K, 5), rec_gram (R, K, d, d),
+ * final_stats (R, 5), final_gram (R, d, d). Returns 0, or -1 if out of memory.
+ */
+int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
+             const double *y, double lam, double lr, double tol, double threshold,
+             int64_t max_epochs, double *W, double *a, int64_t *epoch, int8_t *status,
+             int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
+             double *rec_stats, double *rec_gram, double *final_stats, double *final_gram) {
+    const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
+    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + 1));
+    uint64_t *codes = malloc(sizeof(uint64_t) * (size_t)(m + 1));
+    if (!work || !codes) { free(work); free(codes); return -1; }
+    double *Z = work, *gW = Z + n * m, *ga = gW + d * m, *G = ga + m;
+    for (int64_t r = r0; r < r1; ++r) {
+        if (status[r] != 0) continue;
+        double *Wr = W + r * d * m, *ar = a + r * m;
+        int64_t q = 0, e = start;
+        while (q < K && rec_epochs[q] < start) ++q;
+        for (; e < end; ++e) {
+            double s[5];
+            evaluate(&p, Wr, ar, Z, G, gW, ga, s);
+            const int finite = isfinite(s[1]) && isfinite(s[2]);
+            const int alive = finite && s[2] >= tol && e < max_epochs;
+            if (q < K && rec_epochs[q] == e) {
+                double *out = rec_stats + (r * K + q) * 5;
+                point(&p, Wr, ar, Z, codes, s, rec_gram + (r * K + q) * d * d);
+                for (int c = 0; c < 5; ++c) out[c] = s[c];
+                ++q;
+            } else if (!alive) {
+                point(&p, Wr, ar, Z, codes, s, final_gram + r * d * d);
+            }
+            if (!alive) {
+                double *out = final_stats + r * 5;
+                if (q > 0 && rec_epochs[q - 1] == e) {
+                    const double *g = rec_gram + (r * K + q - 1) * d * d;
+                    for (int64_t c = 0; c < d * d; ++c) final_gram[r * d * d + c] = g[c];
+                }
+                for (int c = 0; c < 5; ++c) out[c] = s[c];
+                status[r] = !finite ? 3 : (s[2] < tol ? 1 : 2);
+                break;
+            }
+            for (int64_t c = 0; c < d * m; ++c) Wr[c] = Wr[c] - lr * gW[c];
+            for (int64_t c = 0; c < m; ++c) ar[c] = ar[c] - lr * ga[c];
+        }
+        epoch[r] = e;
+    }
+    free(work);
+    free(codes);
+    return 0;
+}
+"""
+
+_FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c11"]
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_tried = False
+
+
+def _cpu_key() -> str:
+    """The CPU model and flags (the kernel is built for this CPU's instruction set)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
+        return "".join(lines)
+    except OSError:
+        return platform.processor()
+
+
+def _cache_dir() -> str:
+    root = os.environ.get("BENIGNITY_NATIVE_CACHE")
+    if root:
+        return root
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name (some containers)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    return os.path.join(tempfile.gettempdir(), f"benignity_native_{user}")
+
+
+def _build(compiler: str, path: str) -> None:
+    """Compile the kernel to ``path`` (atomically: concurrent workers may race)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
+        source = os.path.join(tmp, "kernel.c")
+        with open(source, "w") as f:
+            f.write(_SOURCE)
+        target = os.path.join(tmp, "kernel.so")
+        subprocess.run(
+            [compiler, *_FLAGS, source, "-o", target, "-lm"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        os.replace(target, path)
+
+
+def load_library() -> ctypes.CDLL | None:
+    """The compiled kernel, built at first use; None when it cannot be built or loaded."""
+    global _library, _tried
+    with _lock:
+        if _tried:
+            return _library
+        _tried = True
+        if os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
+            return None
+        compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+        if compiler is None:
+            return None
+        key = hashlib.sha256(
+            "\0".join([_SOURCE, compiler, *_FLAGS, _cpu_key(), platform.machine()]).encode()
+        ).hexdigest()[:24]
+        path = os.path.join(_cache_dir(), f"gd_{key}.so")
+        try:
+            if not os.path.exists(path):
+                _build(compiler, path)
+            lib = ctypes.CDLL(path)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+        lib.gd_chunk.restype = ctypes.c_int
+        lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] + [ptr] * 4
+        lib.gd_chunk.argtypes += [i64, i64, ptr, i64] + [ptr] * 4
+        _library = lib
+        return lib
+
+
+def supported(n: int, optimizer: str, device: torch.device) -> bool:
+    """Whether a sweep can run on the native kernel (CPU, full-batch GD, n <= 63)."""
+    return device.type == "cpu" and optimizer == "gd" and n <= MAX_N
+
+
+class NativeSweep:
+    """Full-batch GD sweep on the C kernel, with the interface of training_driver.Sweep.
+
+    The running runs' weights live in a (R, d, m) working copy; the state gets
+    them at ``sync_state`` and when a run stops. Curve points, final statistics
+    and the schedule are those of the torch path (chunks end at multiples of
+    ``CHUNK`` epochs, or earlier when a chunk's curve points would exceed
+    ``_RECORD_BYTES``); the results do not depend on where chunks end.
+
+    Args:
+        lib: from ``load_library``.
+        X: (n, d) float64 data. y: (n,) float64 labels.
+        state: the sweep state (fresh or resumed); updated in place.
+        config: a training_driver.SweepConfig with optimizer "gd".
+        cpu_threads: threads over which the runs are split (-1: torch's count).
+    """
+
+    def __init__(
+        self,
+        lib: ctypes.CDLL,
+        X: np.ndarray,
+        y: np.ndarray,
+        state: SweepState,
+        config: SweepConfig,
+        *,
+        cpu_threads: int = 1,
+    ) -> None:
+        self.lib, self.state, self.config = lib, state, config
+        self.X, self.y = np.ascontiguousarray(X), np.ascontiguousarray(y)
+        self.n, self.d = X.shape
+        self.m = state.W.shape[1]
+        self.W = np.ascontiguousarray(state.W.transpose(0, 2, 1))  # (R, d, m)
+        self.a = np.ascontiguousarray(state.a, dtype=np.float64).copy()
+        self.epoch = state.epoch.astype(np.int64).copy()
+        self.status = state.status.astype(np.int8).copy()
+        threads = torch.get_num_threads() if cpu_threads == -1 else max(1, cpu_threads)
+        self.threads = min(threads, len(self.status))
+
+    def has_running(self) -> bool:
+        """Whether any run is still training."""
+        return bool(np.any(self.status == RUNNING))
+
+    def advance_chunk(self) -> None:
+        """Step to the next chunk boundary, record curve points, finalise stopped runs."""
+        st, cfg = self.state, self.config
+        start = st.global_epoch
+        end = min(start + CHUNK - start % CHUNK, cfg.max_epochs + 1)
+        running = np.flatnonzero(self.status == RUNNING)
+        per_point = max(1, running.size) * (self.d * self.d + 5) * 8
+        limit = max(1, _RECORD_BYTES // per_point)
+        epochs: list[int] = []
+        e = st.next_record
+        while e < end:
+            if len(epochs) == limit:
+                end = e
+                break
+            epochs.append(e)
+            e = next_record_epoch(e, cfg.log_growth)
+        st.next_record = e
+        R, K, d = len(self.status), len(epochs), self.d
+        rec_epochs = np.array(epochs, dtype=np.int64)
+        rec_stats = np.empty((R, max(K, 1), 5))
+        rec_gram = np.empty((R, max(K, 1), d, d))
+        final_stats = np.full((R, 5), np.nan)
+        final_gram = np.zeros((R, d, d))
+        self._run(start, end, rec_epochs, rec_stats, rec_gram, final_stats, final_gram)
+        st.global_epoch = end
+        stopped = running[self.status[running] != RUNNING]
+        if K:
+            # run r has point q when it was running and had not stopped before epoch q
+            mask = rec_epochs[:, None] <= self.epoch[None, running]  # (K, running)
+            rows, cols = np.nonzero(mask)
+            ids = running[cols]
+            grams = torch.from_numpy(rec_gram[ids, rows])
+            stats = np.concatenate(
+                [rec_stats[ids, rows, :4], effective_rank(grams).numpy()[:, None],
+                 rec_stats[ids, rows, 4:]],
+                axis=1,
+            )  # fmt: skip
+            st.add_points(ids, rec_epochs[rows], stats)
+        if stopped.size:
+            self._finalise(stopped, final_stats, final_gram)
+
+    def _run(self, start: int, end: int, *buffers: np.ndarray) -> None:
+        cfg = self.config
+        fixed = (
+            self.m, self.n, self.d, self.X.ctypes.data, self.y.ctypes.data,
+            cfg.weight_decay, cfg.lr, cfg.grad_tol, NEURON_THRESHOLD**2,
+            cfg.max_epochs, self.W.ctypes.data, self.a.ctypes.data,
+            self.epoch.ctypes.data, self.status.ctypes.data, start, end,
+            buffers[0].ctypes.data, buffers[0].size,
+            *(b.ctypes.data for b in buffers[1:]),
+        )  # fmt: skip
+
+        def call(bounds: tuple[int, int]) -> int:
+            return int(self.lib.gd_chunk(*bounds, *fixed))
+
+        R = len(self.status)
+        if self.threads <= 1:
+            codes = [call((0, R))]
+        else:
+            cuts = np.linspace(0, R, self.threads + 1).astype(int)
+            with ThreadPoolExecutor(self.threads) as pool:
+                codes = list(pool.map(call, zip(cuts[:-1], cuts[1:], strict=True)))
+        if any(codes):
+            raise MemoryError("training kernel could not allocate its work buffers")
+
+    def _finalise(self, ids: np.ndarray, final_stats: np.ndarray, final_gram: np.ndarray) -> None:
+        st = self.state
+        fs = final_stats[ids]
+        rank = effective_rank(torch.from_numpy(final_gram[ids])).numpy()
+        stats = np.concatenate([fs[:, :4], rank[:, None], fs[:, 4:]], axis=1)
+        st.epoch[ids] = self.epoch[ids]
+        st.W[ids] = self.W[ids].transpose(0, 2, 1)
+        st.a[ids] = self.a[ids]
+        st.final[ids] = stats
+        st.status[ids] = self.status[ids]
+        new = st.last_point[ids] != st.epoch[ids]
+        st.add_points(ids[new], st.epoch[ids][new], stats[new])
+
+    def sync_state(self) -> SweepState:
+        """Copy the running runs' weights and epochs into the state and return it."""
+        st = self.state
+        ids = np.flatnonzero(self.status == RUNNING)
+        if ids.size:
+            st.W[ids] = self.W[ids].transpose(0, 2, 1)
+            st.a[ids] = self.a[ids]
+            st.epoch[ids] = self.epoch[ids]
+        return st
