@@ -103,19 +103,28 @@ def execute(item_id: str) -> str:
             crud.stop_item(session, item=item)
         return "stopped"
     except Exception as exc:  # noqa: BLE001 - the core's errors are the experiment's errors
-        log.exception("work item %s (%s) failed", item_id, item.task)
-        with session_scope() as session:
-            crud.fail_experiment(
-                session,
-                experiment_id=item.experiment_id,
-                error_type=type(exc).__name__,
-                detail=str(exc) or repr(exc),
-            )
-        return "failed"
+        return _fail(item, exc)
     finally:
         beat.stop()
-    _complete(item, outcome)
+    try:
+        _complete(item, outcome)
+    except OperationalError:
+        raise  # the database is away: the reaper hands the item out again
+    except Exception as exc:  # noqa: BLE001 - a fan-in error is the experiment's error
+        return _fail(item, exc)
     return "done"
+
+
+def _fail(item: crud.Claimed, exc: Exception) -> str:
+    log.exception("work item %s (%s) failed", item.item_id, item.task)
+    with session_scope() as session:
+        crud.fail_experiment(
+            session,
+            experiment_id=item.experiment_id,
+            error_type=type(exc).__name__,
+            detail=str(exc) or repr(exc),
+        )
+    return "failed"
 
 
 def _complete(item: crud.Claimed, outcome: jobs.Outcome) -> None:
