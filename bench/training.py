@@ -3,9 +3,11 @@
 Prints run-steps per second (one GD epoch of one run = one run-step) for a
 256-run sweep (width 100, n = d = 4, theorem2 data, float64 full-batch GD, a
 fixed number of epochs so that no run stops early) through the service's engine
-(``workers.landscape.training.train_sweep``: compiled and eager) and through the
-plain numpy loop a researcher would write, side by side in one process, and
-the ratio. Repeats alternate between the paths (the machine is shared) and the
+(``workers.landscape.training.train_sweep``: as the service runs it, which on the
+CPU is the native C kernel; the torch.compile path it falls back to without a C
+compiler, forced with BENIGNITY_TRAINING_NATIVE=0; and eager torch) and through
+the plain numpy loop a researcher would write, side by side in one process, and
+the ratios. Repeats alternate between the paths (the machine is shared) and the
 best and median of each are shown.
 
     .venv/bin/python bench/training.py [--runs 256] [--epochs 2000] [--repeats 3]
@@ -14,6 +16,7 @@ best and median of each are shown.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -64,10 +67,12 @@ def time_numpy(X, y, runs, epochs):
     return len(runs) * epochs / (time.perf_counter() - t)
 
 
-def time_engine(X, y, runs, epochs, compiled):
+def time_engine(X, y, runs, epochs, compiled, native=True):
+    os.environ["BENIGNITY_TRAINING_NATIVE"] = "1" if native else "0"
     t = time.perf_counter()
     out = train_sweep(X, y, LAM, runs, lr=LR, max_epochs=epochs, optimum=0.0, compiled=compiled)
     rate = len(runs) * epochs / (time.perf_counter() - t)
+    os.environ.pop("BENIGNITY_TRAINING_NATIVE")
     assert all(o.status == "not_converged" and o.epoch == epochs for o in out)
     return rate
 
@@ -88,20 +93,25 @@ def main() -> None:
     runs = [RunSpec(WIDTH, ALPHA, seed) for seed in range(args.runs)]
     print(f"{args.runs} runs, width {WIDTH}, n = d = {D}, {args.epochs} epochs, float64 GD")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    t = time.perf_counter()
-    first = time_engine(X, y, runs[:8], 1000, compiled=True)
-    print(f"first compiled call (compile + 8 runs x 1000 epochs): {time.perf_counter() - t:.1f} s")
-    del first
-    rates: dict[str, list[float]] = {"numpy": [], "engine": [], "engine eager": []}
+    for name, native in (("native kernel", True), ("torch.compile", False)):
+        t = time.perf_counter()
+        time_engine(X, y, runs[:8], 1000, compiled=True, native=native)
+        print(f"first {name} call (build + 8 runs x 1000 epochs): {time.perf_counter() - t:.1f} s")
+    paths = {
+        "engine": dict(compiled=True),
+        "engine compile": dict(compiled=True, native=False),
+        "engine eager": dict(compiled=False),
+    }
+    rates: dict[str, list[float]] = {"numpy": [], **{name: [] for name in paths}}
     for _ in range(args.repeats):
         rates["numpy"].append(time_numpy(X, y, runs[: args.numpy_runs], args.epochs))
-        rates["engine"].append(time_engine(X, y, runs, args.epochs, compiled=True))
-        rates["engine eager"].append(time_engine(X, y, runs, args.epochs, compiled=False))
-    print(f"{'path':<14}{'best run-steps/s':>18}{'median':>14}")
+        for name, kwargs in paths.items():
+            rates[name].append(time_engine(X, y, runs, args.epochs, **kwargs))
+    print(f"{'path':<16}{'best run-steps/s':>18}{'median':>14}")
     for name, values in rates.items():
-        print(f"{name:<14}{max(values):>18.4g}{statistics.median(values):>14.4g}")
+        print(f"{name:<16}{max(values):>18.4g}{statistics.median(values):>14.4g}")
     base_best, base_median = max(rates["numpy"]), statistics.median(rates["numpy"])
-    for name in ("engine", "engine eager"):
+    for name in paths:
         best = max(rates[name]) / base_best
         median = statistics.median(rates[name]) / base_median
         print(f"ratio {name} / numpy: best {best:.1f}x, median {median:.1f}x")

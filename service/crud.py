@@ -462,7 +462,10 @@ def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) ->
         )
         if res.rowcount:  # type: ignore[attr-defined]
             out.append(Envelope(item.id, item.queue))
-    waiting = session.scalars(select(WorkItem).where(WorkItem.status == "queued"))
+    oldest = now - timedelta(seconds=requeue_after)
+    waiting = session.scalars(
+        select(WorkItem).where(WorkItem.status == "queued", WorkItem.enqueued_at < oldest)
+    )
     for item in waiting:
         wait = requeue_after * 2 ** min(item.requeues, 6)
         if item.enqueued_at is not None and _aware(item.enqueued_at) > now - timedelta(

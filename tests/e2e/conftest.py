@@ -17,7 +17,7 @@ from tests.conftest import PG_URL, REDIS_URL, use_settings
 
 FAST = {
     "HEARTBEAT_INTERVAL": "0.5",
-    "HEARTBEAT_TIMEOUT": "3",
+    "HEARTBEAT_TIMEOUT": "5",
     "REQUEUE_AFTER": "3",
     "REAPER_INTERVAL": "0.5",
     "MAX_ATTEMPTS": "3",

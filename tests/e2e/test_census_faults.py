@@ -62,7 +62,7 @@ def test_cancel_stops_a_running_census(api, start_worker, pg_engine):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert api.post(f"/v1/experiments/{exp['id']}/cancel").status_code == 202
-    time.sleep(2)  # past a heartbeat (0.5 s), before the reaper could step in (3 s)
+    time.sleep(2)  # past a heartbeat (0.5 s), before the reaper could step in (5 s)
     states = [i.status for i in chunks(pg_engine, exp["id"])]
     assert "running" not in states and "queued" not in states, states
     assert states.count("done") < len(states)

@@ -73,7 +73,7 @@ def test_kill_minus_nine_mid_task_then_new_worker_finishes(api, start_worker, pg
         time.sleep(0.02)
     worker.kill()
     item = item_of(pg_engine, exp["id"])
-    assert item.status == "running" and item.attempts == 1  # killed mid-task
+    assert (item.status, item.attempts) == ("running", 1), "not killed mid-task"
     start_worker()
     done = wait_for(api, exp["id"], timeout=180)
     assert done["status"] == "succeeded", done

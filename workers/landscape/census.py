@@ -13,12 +13,20 @@ The fast path (:func:`certify_samples`):
 1. Screening, a sufficient test: a cone whose signed cones include the support of a known
    global solution holds that solution, so its value is the optimum and it is "global" with
    no solve (method "screened").
-2. Otherwise the restricted program is built directly for Clarabel (:mod:`.census_solver`:
-   row-space reduction, CSC assembly in one pass, single-threaded QDLDL), solved, and
-   classified by :func:`classify` (method "solved").
+2. Otherwise the restricted program is solved by column generation (:mod:`.census_columns`):
+   on a small working subset of the cone's signed cones first (guessed from the atoms at the
+   global optimal residual, which the screen caches per signed cone), then the dual check of
+   SCIENCE §3 restricted to the cone's members adds violators until there are none. Each
+   program is built directly for Clarabel (:mod:`.census_solver`: row-space reduction, CSC
+   values filled into a cached structure, single-threaded QDLDL). A working-set solution
+   that fails the complementarity check is replaced by one solve over all members.
+3. The minimiser is classified by :func:`classify` (method "solved").
 
 :func:`classify` is shared with the straightforward per-cone path (``convex.solve_program``),
 so the two differ only in how the restricted program is solved.
+
+Caches (the screen's atoms, the solver's matrix structure) hold deterministic functions of one
+signed cone or of k, never of the samples seen, so any chunk of samples gives the same records.
 
 Each sample draws from its own ``np.random.default_rng([seed, width, sample])`` and nothing
 is carried between samples, so any chunk of samples can be redone on another worker with
@@ -30,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -164,12 +173,12 @@ def certify_samples(
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     solver = RestrictedSolver(X, y, weight_decay, tol=SOLVER_TOL)
     screen = _screen(X, y, weight_decay, solver, support, optimum=optimum, tolerance=tolerance)
-    columns = ColumnSolver(solver, screen.residual)
+    columns = ColumnSolver(solver, screen.atom)
     records: list[ConeRecord] = []
     for done, sample in enumerate(samples, start=1):
         rng = np.random.default_rng([seed, width, sample])
         cones, signs = distinct_cones(*sample_cones(X, width, sampling, rng, patterns=patterns))
-        header = {
+        header: dict[str, Any] = {
             "width": width,
             "sample": int(sample),
             "patterns": cones,

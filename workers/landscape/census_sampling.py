@@ -94,8 +94,12 @@ def cone_keys(patterns: np.ndarray, signs: np.ndarray) -> np.ndarray:
     bits = np.concatenate(
         [np.asarray(patterns, dtype=bool), (np.asarray(signs) > 0)[:, None]], axis=1
     )
-    packed = np.packbits(bits, axis=1)
-    return np.array([row.tobytes() for row in packed], dtype=object)
+    packed = np.ascontiguousarray(np.packbits(bits, axis=1))
+    width = packed.shape[1]
+    buffer = packed.tobytes()
+    keys = np.empty(len(packed), dtype=object)
+    keys[:] = [buffer[i : i + width] for i in range(0, len(buffer), width)]
+    return keys
 
 
 def distinct_cones(patterns: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -56,7 +56,7 @@ class GlobalScreen:
         self.residual = (2.0 / len(y)) * (self.prediction - y)
         self.limit = optimum + margin
         self.support_keys = support_keys
-        self._tight: dict[bytes, np.ndarray | None] = {}
+        self._atoms: dict[bytes, tuple[np.ndarray, float]] = {}
 
     def holds_global(self, patterns: np.ndarray, signs: np.ndarray, keys: np.ndarray) -> bool:
         """True only if S = {(patterns[i], signs[i])} provably holds a global minimum.
@@ -68,10 +68,12 @@ class GlobalScreen:
         """
         if self.support_keys <= set(keys):
             return True
-        columns, costs = [], []
+        floor = 2.0 * self.weight_decay * (1.0 - TIGHT_RTOL)
+        columns = []
         for key, pattern, sign in zip(keys, patterns, signs, strict=True):
-            direction = self._direction(key, pattern, sign)
-            if direction is not None:
+            found = self._atoms.get(key)
+            direction, norm = self.atom(key, pattern, sign) if found is None else found
+            if norm >= floor:
                 columns.append(sign * pattern * (self.X @ direction))
         if not columns:
             return False
@@ -82,21 +84,20 @@ class GlobalScreen:
         value = float(err @ err) / len(self.y) + 2.0 * self.weight_decay * float(costs)
         return value <= self.limit
 
-    def _direction(self, key: bytes, pattern: np.ndarray, sign: int) -> np.ndarray | None:
-        """Unit direction e of a tight signed cone, None if not tight (cached per key)."""
-        if key in self._tight:
-            return self._tight[key]
-        floor = 2.0 * self.weight_decay * (1.0 - TIGHT_RTOL)
-        g = -sign * (self.X.T @ (pattern * self.residual))
-        direction = None
-        if np.linalg.norm(g) >= floor:
+    def atom(self, key: bytes, pattern: np.ndarray, sign: int) -> tuple[np.ndarray, float]:
+        """``(e, ||proj_K(g)||)`` with ``g = -s X^T D r*`` and ``e`` its unit direction.
+
+        Computed for one signed cone at a time and cached per key, so the answer never
+        depends on which other cones were seen.
+        """
+        found = self._atoms.get(key)
+        if found is None:
+            g = -sign * (self.X.T @ (pattern * self.residual))
             A = np.where(pattern, 1.0, -1.0)[:, None] * self.X
             A = A[np.any(A != 0.0, axis=1)]
             if len(A) and np.any(A @ g < 0):
                 mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
                 g = g + A.T @ mu
             norm = float(np.linalg.norm(g))
-            if norm >= floor:
-                direction = g / norm
-        self._tight[key] = direction
-        return direction
+            found = self._atoms[key] = (g / norm if norm > 0 else g, norm)
+        return found

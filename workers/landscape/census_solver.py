@@ -94,6 +94,7 @@ class RestrictedSolver:
         self.XQ = self.X @ self.Q  # (n, r)
         self.settings = _settings(tol)
         self._fallback = _settings(1e-8)
+        self._structure: dict[int, tuple] = {}
 
     def solve(self, patterns: np.ndarray, signs: np.ndarray) -> RestrictedSolution:
         """Minimise over the closure of the activation cone of the given signed cones.
@@ -133,23 +134,32 @@ class RestrictedSolver:
         equalities ``sum_i s_i D_i XQ v_i - e = y``, the k n inequalities
         ``(2 D_i - I) XQ v_i >= 0`` and k second-order cones ``(t_i, v_i)``. Every v column
         has the same 2n + 1 stored entries (zeros kept), so the structure depends on (n, r, k)
-        only.
+        only and is cached per k; each call fills in the values.
         """
         n, r = self.XQ.shape
         k = len(s)
-        block = r + 1
+        structure = self._structure.get(k)
+        if structure is None:
+            structure = self._structure[k] = self._build_structure(k)
+        indices, indptr, shape, P, q, b, cones = structure
         Df = D.astype(np.float64)
+        # Values of the r columns of v_i, each [s_i D_i XQ[:, c], -(2 D_i - 1) XQ[:, c], -1].
+        vals = np.empty((k, r + 1, 2 * n + 1))
+        vals[:, 0, 2 * n] = -1.0  # the t_i column: one entry, its other slots are dropped
+        vals[:, 1:, :n] = (s[:, None] * Df)[:, None, :] * self.XQ.T[None]
+        vals[:, 1:, n : 2 * n] = -(2.0 * Df - 1.0)[:, None, :] * self.XQ.T[None]
+        vals[:, 1:, 2 * n] = -1.0
+        flat = vals.reshape(k, -1)[:, 2 * n :]  # drop the t column's unused slots
+        data = np.concatenate([-np.ones(n), flat.ravel()])
+        A = sp.csc_matrix((data, indices, indptr), shape=shape)
+        return P, q, A, b, cones
+
+    def _build_structure(self, k: int):
+        """Index arrays, P, q, b and cones of :meth:`_matrices` for k signed cones."""
+        n, r = self.XQ.shape
+        block = r + 1
         soc0 = n + k * n  # first second-order-cone row
         cone = np.arange(k)
-        # Values and rows of the r columns of v_i: (k, r, 2n + 1).
-        vals = np.concatenate(
-            [
-                ((s[:, None] * Df)[:, :, None] * self.XQ[None]).transpose(0, 2, 1),
-                (-(2.0 * Df - 1.0)[:, :, None] * self.XQ[None]).transpose(0, 2, 1),
-                -np.ones((k, r, 1)),
-            ],
-            axis=2,
-        )
         rows = np.concatenate(
             [
                 np.broadcast_to(np.arange(n), (k, r, n)),
@@ -158,21 +168,12 @@ class RestrictedSolver:
             ],
             axis=2,
         )
-        # Each signed cone contributes the t_i column (one entry) then its r v columns.
-        blk_vals = np.concatenate([-np.ones((k, 1)), vals.reshape(k, -1)], axis=1)
         blk_rows = np.concatenate([(soc0 + cone * block)[:, None], rows.reshape(k, -1)], axis=1)
         counts = np.concatenate([np.ones(n, np.int64), np.tile(np.r_[1, np.full(r, 2 * n + 1)], k)])
         indptr = np.concatenate([[0], np.cumsum(counts)])
+        indices = np.concatenate([np.arange(n), blk_rows.ravel()])
         num_vars = n + k * block
         num_rows = soc0 + k * block
-        A = sp.csc_matrix(
-            (
-                np.concatenate([-np.ones(n), blk_vals.ravel()]),
-                np.concatenate([np.arange(n), blk_rows.ravel()]),
-                indptr,
-            ),
-            shape=(num_rows, num_vars),
-        )
         p_indptr = np.concatenate([np.arange(n + 1), np.full(k * block, n)])
         P = sp.csc_matrix((np.full(n, 2.0 / n), np.arange(n), p_indptr), shape=(num_vars,) * 2)
         q = np.zeros(num_vars)
@@ -181,4 +182,4 @@ class RestrictedSolver:
         b[:n] = self.y
         cones = [clarabel.ZeroConeT(n), clarabel.NonnegativeConeT(k * n)]
         cones += [clarabel.SecondOrderConeT(block)] * k
-        return P, q, A, b, cones
+        return indices, indptr, (num_rows, num_vars), P, q, b, cones

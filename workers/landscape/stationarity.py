@@ -148,6 +148,11 @@ def _min_block_norm_sq(base: np.ndarray, directions: np.ndarray) -> float:
         base: (d,) gradient of one neuron's ``w`` with every kink derivative set to 0.
         directions: (K, d) the change ``a_j r_k x_k`` per unit of kink derivative.
     """
+    # The unconstrained least-squares minimiser, when it lies in the box, is the box's.
+    theta = np.linalg.lstsq(directions.T, -base, rcond=None)[0]
+    if np.all((theta >= 0.0) & (theta <= 1.0)):
+        rest = base + directions.T @ theta
+        return float(rest @ rest)
     fit = lsq_linear(directions.T, -base, bounds=(0.0, 1.0), method="bvls", tol=1e-12)
     rest = base + directions.T @ fit.x
     return float(rest @ rest)

@@ -188,7 +188,9 @@ def train_sweep(
         raise ValueError("the state belongs to another sweep (data, runs or settings differ)")
     dev = torch.device(resolve_device(device, allow_cuda=True) if device == "auto" else device)
     sweep: Sweep | NativeSweep
-    lib = load_library() if compiled and supported(X.shape[0], optimizer, dev) else None
+    lib = None
+    if compiled and supported(X.shape[0], optimizer, dev):
+        lib = load_library(X.shape[0], X.shape[1], state.W.shape[1])
     if lib is not None:
         sweep = NativeSweep(lib, X, y, state, config, cpu_threads=cpu_threads)
     else:
@@ -204,7 +206,9 @@ def train_sweep(
     return _outcomes(state, runs, optimum)
 
 
-def _checkpoint(sweep: Sweep, callback: Callable[[SweepState, int, int], bool]) -> None:
+def _checkpoint(
+    sweep: Sweep | NativeSweep, callback: Callable[[SweepState, int, int], bool]
+) -> None:
     state = sweep.sync_state()
     if callback(state, state.runs_done, len(state.status)) is False:
         raise SweepCancelled(f"cancelled at epoch {state.global_epoch}")

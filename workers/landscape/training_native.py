@@ -4,9 +4,10 @@ The kernel takes one run at a time through a whole chunk of epochs: its weights
 (a few KiB) stay in L1 cache, every epoch is the closed-form forward/backward
 pass, the stopping rule is checked at every epoch (exact per-run stopping), and
 at curve-point epochs it also returns the statistics of the point: mse, loss,
-grad_norm_sq, param_norm_sq, the number of distinct signed cones, and the d×d
-Gram matrix ``W Wᵀ`` whose eigenvalues give the effective rank (computed here
-in torch, batched over a chunk's points, with ``training_curves.effective_rank``).
+grad_norm_sq, param_norm_sq, the effective rank (from the eigenvalues of the
+d×d Gram matrix ``W Wᵀ`` by cyclic Jacobi rotations, as in
+``training_curves.effective_rank``) and the number of distinct signed cones
+(cone codes sorted per point).
 
 The C source is compiled with the system C compiler at first use (about 0.3 s)
 into a per-user cache directory keyed by the source, the flags and the CPU, and
@@ -35,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from workers.landscape.training_curves import NEURON_THRESHOLD, effective_rank, next_record_epoch
+from workers.landscape.training_curves import NEURON_THRESHOLD, next_record_epoch
 from workers.landscape.training_driver import SweepConfig
 from workers.landscape.training_state import RUNNING, SweepState
 
@@ -49,6 +50,17 @@ _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+/* Shapes fixed at compile time when SHAPE_N/D/M are defined (fully unrolled loops). */
+#ifdef SHAPE_M
+#define M_(v) SHAPE_M
+#define N_(v) SHAPE_N
+#define D_(v) SHAPE_D
+#else
+#define M_(v) (v)
+#define N_(v) (v)
+#define D_(v) (v)
+#endif
 
 #define LANES 8
 /* s = sum over j < m of EXPR (j), in a fixed order: 8 lane accumulators, then the tail. */
@@ -76,7 +88,7 @@ typedef struct {
 /* Loss, gradient and norms at (W, a); W is (d, m), Z (n, m), gW (d, m), ga (m). */
 static void evaluate(const Problem *p, const double *W, const double *a, double *Z,
                      double *G, double *gW, double *ga, double *out4) {
-    const int64_t m = p->m, n = p->n, d = p->d;
+    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
     const double twolam = 2.0 * p->lam;
     double sq = 0.0;
     for (int64_t j = 0; j < m; ++j) ga[j] = twolam * a[j];
@@ -123,10 +135,60 @@ static int cmp_u64(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* Curve statistics at (W, a) after evaluate: neuron count into stats[4], Gram (d, d). */
+/* exp of the entropy of the normalised singular values of W, from the Gram matrix
+ * g = W Wᵀ (d, d; destroyed) by cyclic Jacobi rotations; 0 for W = 0, NaN if not finite. */
+static double effective_rank(double *g, int64_t d) {
+    double top = 0.0; /* the rank is scale-invariant: normalise by max |g| */
+    for (int64_t c = 0; c < d * d; ++c) {
+        if (!isfinite(g[c])) return NAN;
+        top = fabs(g[c]) > top ? fabs(g[c]) : top;
+    }
+    if (!(top > 0.0)) return 0.0;
+    for (int64_t c = 0; c < d * d; ++c) g[c] /= top;
+    for (int sweep = 0; sweep < 64; ++sweep) {
+        int rotated = 0;
+        for (int64_t p = 0; p < d; ++p)
+            for (int64_t q = p + 1; q < d; ++q) {
+                const double apq = g[p * d + q], app = g[p * d + p], aqq = g[q * d + q];
+                /* negligible against the diagonal: (relative accuracy, PSD input) */
+                if (fabs(apq) <= 1e-17 * sqrt(fabs(app * aqq)) || fabs(apq) < 1e-300) {
+                    g[p * d + q] = g[q * d + p] = 0.0;
+                    continue;
+                }
+                rotated = 1;
+                const double theta = (aqq - app) / (2.0 * apq);
+                const double t =
+                    (theta >= 0.0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                const double c = 1.0 / sqrt(t * t + 1.0), sn = t * c;
+                for (int64_t k = 0; k < d; ++k) { /* columns p, q */
+                    const double gkp = g[k * d + p], gkq = g[k * d + q];
+                    g[k * d + p] = c * gkp - sn * gkq;
+                    g[k * d + q] = sn * gkp + c * gkq;
+                }
+                for (int64_t k = 0; k < d; ++k) { /* rows p, q */
+                    const double gpk = g[p * d + k], gqk = g[q * d + k];
+                    g[p * d + k] = c * gpk - sn * gqk;
+                    g[q * d + k] = sn * gpk + c * gqk;
+                }
+            }
+        if (!rotated) break;
+    }
+    double total = 0.0;
+    for (int64_t k = 0; k < d; ++k) total += sqrt(g[k * d + k] > 0.0 ? g[k * d + k] : 0.0);
+    if (!(total > 0.0)) return 0.0;
+    double entropy = 0.0;
+    for (int64_t k = 0; k < d; ++k) {
+        const double pk = sqrt(g[k * d + k] > 0.0 ? g[k * d + k] : 0.0) / total;
+        if (pk > 0.0) entropy -= pk * log(pk);
+    }
+    return exp(entropy);
+}
+
+/* Curve statistics at (W, a) after evaluate: effective rank into stats[4], the
+ * number of distinct signed cones into stats[5]; codes (m) and g (d, d) are scratch. */
 static void point(const Problem *p, const double *W, const double *a, const double *Z,
-                  uint64_t *codes, double *stats, double *gram) {
-    const int64_t m = p->m, n = p->n, d = p->d;
+                  uint64_t *codes, double *g, double *stats) {
+    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
     int64_t count = 0;
     for (int64_t j = 0; j < m; ++j) {
         double w2 = 0.0;
@@ -137,63 +199,66 @@ static void point(const Problem *p, const double *W, const double *a, const doub
             if (Z[k * m + j] > 0.0) code |= (uint64_t)1 << k;
         codes[count++] = code;
     }
-    qsort(codes, (size_t)count, sizeof(uint64_t), cmp_u64);
-    int64_t distinct = count > 0;
-    for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
-    stats[4] = (double)distinct;
+    int64_t distinct = 0;
+    if (n + 1 <= 12) { /* a table of all 2^(n+1) codes */
+        uint64_t table[64] = {0};
+        for (int64_t c = 0; c < count; ++c) table[codes[c] >> 6] |= (uint64_t)1 << (codes[c] & 63);
+        for (int w = 0; w < 64; ++w) distinct += __builtin_popcountll(table[w]);
+    } else {
+        qsort(codes, (size_t)count, sizeof(uint64_t), cmp_u64);
+        distinct = count > 0;
+        for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
+    }
+    stats[5] = (double)distinct;
     for (int64_t i1 = 0; i1 < d; ++i1)
         for (int64_t i2 = 0; i2 <= i1; ++i2) {
             const double *u = W + i1 * m, *v = W + i2 * m;
             double s;
             REDUCE(s, m, u[j] * v[j]);
-            gram[i1 * d + i2] = gram[i2 * d + i1] = s;
+            g[i1 * d + i2] = g[i2 * d + i1] = s;
         }
+    stats[4] = effective_rank(g, d);
 }
 
 /*
  * Runs r in [r0, r1) with status[r] == 0 (running) take epochs start..end-1.
  * At each epoch e: evaluate; if e == rec_epochs[q], write point q of run r;
- * stop (status 1 converged, 2 max_epochs, 3 diverged; final stats and Gram
+ * stop (status 1 converged, 2 max_epochs, 3 diverged; final statistics
  * written) when the loss or gradient is not finite, grad_norm_sq < tol or
  * e == max_epochs; otherwise update. epoch[r] ends at the stop epoch or end.
- * W (R, d, m), a (R, m), rec_stats (R, K, 5), rec_gram (R, K, d, d),
- * final_stats (R, 5), final_gram (R, d, d). Returns 0, or -1 if out of memory.
+ * W (R, d, m), a (R, m); statistics (mse, loss, grad_norm_sq, param_norm_sq,
+ * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6).
+ * Returns 0, or -1 if out of memory.
  */
 int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
              const double *y, double lam, double lr, double tol, double threshold,
              int64_t max_epochs, double *W, double *a, int64_t *epoch, int8_t *status,
              int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
-             double *rec_stats, double *rec_gram, double *final_stats, double *final_gram) {
+             double *rec_stats, double *final_stats) {
+    m = M_(m), n = N_(n), d = D_(d);
     const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
-    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + 1));
+    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + d * d + 1));
     uint64_t *codes = malloc(sizeof(uint64_t) * (size_t)(m + 1));
     if (!work || !codes) { free(work); free(codes); return -1; }
-    double *Z = work, *gW = Z + n * m, *ga = gW + d * m, *G = ga + m;
+    double *Z = work, *gW = Z + n * m, *ga = gW + d * m, *G = ga + m, *g = G + m;
     for (int64_t r = r0; r < r1; ++r) {
         if (status[r] != 0) continue;
         double *Wr = W + r * d * m, *ar = a + r * m;
         int64_t q = 0, e = start;
         while (q < K && rec_epochs[q] < start) ++q;
         for (; e < end; ++e) {
-            double s[5];
+            double s[6];
             evaluate(&p, Wr, ar, Z, G, gW, ga, s);
             const int finite = isfinite(s[1]) && isfinite(s[2]);
             const int alive = finite && s[2] >= tol && e < max_epochs;
-            if (q < K && rec_epochs[q] == e) {
-                double *out = rec_stats + (r * K + q) * 5;
-                point(&p, Wr, ar, Z, codes, s, rec_gram + (r * K + q) * d * d);
-                for (int c = 0; c < 5; ++c) out[c] = s[c];
+            const int record = q < K && rec_epochs[q] == e;
+            if (record || !alive) point(&p, Wr, ar, Z, codes, g, s);
+            if (record) {
+                for (int c = 0; c < 6; ++c) rec_stats[(r * K + q) * 6 + c] = s[c];
                 ++q;
-            } else if (!alive) {
-                point(&p, Wr, ar, Z, codes, s, final_gram + r * d * d);
             }
             if (!alive) {
-                double *out = final_stats + r * 5;
-                if (q > 0 && rec_epochs[q - 1] == e) {
-                    const double *g = rec_gram + (r * K + q - 1) * d * d;
-                    for (int64_t c = 0; c < d * d; ++c) final_gram[r * d * d + c] = g[c];
-                }
-                for (int c = 0; c < 5; ++c) out[c] = s[c];
+                for (int c = 0; c < 6; ++c) final_stats[r * 6 + c] = s[c];
                 status[r] = !finite ? 3 : (s[2] < tol ? 1 : 2);
                 break;
             }
@@ -208,10 +273,9 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
 }
 """
 
-_FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c11"]
+_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
 _lock = threading.Lock()
-_library: ctypes.CDLL | None = None
-_tried = False
+_libraries: dict[tuple[int, int, int], ctypes.CDLL | None] = {}
 
 
 def _cpu_key() -> str:
@@ -235,7 +299,7 @@ def _cache_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"benignity_native_{user}")
 
 
-def _build(compiler: str, path: str) -> None:
+def _build(command: list[str], path: str) -> None:
     """Compile the kernel to ``path`` (atomically: concurrent workers may race)."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(path)) as tmp:
@@ -244,41 +308,38 @@ def _build(compiler: str, path: str) -> None:
             f.write(_SOURCE)
         target = os.path.join(tmp, "kernel.so")
         subprocess.run(
-            [compiler, *_FLAGS, source, "-o", target, "-lm"],
-            check=True,
-            capture_output=True,
-            timeout=120,
+            [*command, source, "-o", target, "-lm"], check=True, capture_output=True, timeout=120
         )
         os.replace(target, path)
 
 
-def load_library() -> ctypes.CDLL | None:
-    """The compiled kernel, built at first use; None when it cannot be built or loaded."""
-    global _library, _tried
+def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
+    """The kernel compiled for data (n, d) and width m, built at first use (cached
+    on disk); None when it cannot be built or loaded, or when the environment sets
+    BENIGNITY_TRAINING_NATIVE=0."""
+    if os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
+        return None
     with _lock:
-        if _tried:
-            return _library
-        _tried = True
-        if os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
-            return None
+        if (n, d, m) in _libraries:
+            return _libraries[(n, d, m)]
+        _libraries[(n, d, m)] = None
         compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
         if compiler is None:
             return None
-        key = hashlib.sha256(
-            "\0".join([_SOURCE, compiler, *_FLAGS, _cpu_key(), platform.machine()]).encode()
-        ).hexdigest()[:24]
-        path = os.path.join(_cache_dir(), f"gd_{key}.so")
+        command = [compiler, *_FLAGS, f"-DSHAPE_N={n}", f"-DSHAPE_D={d}", f"-DSHAPE_M={m}"]
+        key = "\0".join([_SOURCE, *command, _cpu_key(), platform.machine()])
+        path = os.path.join(_cache_dir(), f"gd_{hashlib.sha256(key.encode()).hexdigest()[:24]}.so")
         try:
             if not os.path.exists(path):
-                _build(compiler, path)
+                _build(command, path)
             lib = ctypes.CDLL(path)
         except (OSError, subprocess.SubprocessError):
             return None
         i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
         lib.gd_chunk.restype = ctypes.c_int
         lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] + [ptr] * 4
-        lib.gd_chunk.argtypes += [i64, i64, ptr, i64] + [ptr] * 4
-        _library = lib
+        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr]
+        _libraries[(n, d, m)] = lib
         return lib
 
 
@@ -335,7 +396,7 @@ class NativeSweep:
         start = st.global_epoch
         end = min(start + CHUNK - start % CHUNK, cfg.max_epochs + 1)
         running = np.flatnonzero(self.status == RUNNING)
-        per_point = max(1, running.size) * (self.d * self.d + 5) * 8
+        per_point = max(1, running.size) * 6 * 8
         limit = max(1, _RECORD_BYTES // per_point)
         epochs: list[int] = []
         e = st.next_record
@@ -346,29 +407,21 @@ class NativeSweep:
             epochs.append(e)
             e = next_record_epoch(e, cfg.log_growth)
         st.next_record = e
-        R, K, d = len(self.status), len(epochs), self.d
+        R, K = len(self.status), len(epochs)
         rec_epochs = np.array(epochs, dtype=np.int64)
-        rec_stats = np.empty((R, max(K, 1), 5))
-        rec_gram = np.empty((R, max(K, 1), d, d))
-        final_stats = np.full((R, 5), np.nan)
-        final_gram = np.zeros((R, d, d))
-        self._run(start, end, rec_epochs, rec_stats, rec_gram, final_stats, final_gram)
+        rec_stats = np.empty((R, max(K, 1), 6))
+        final_stats = np.full((R, 6), np.nan)
+        self._run(start, end, rec_epochs, rec_stats, final_stats)
         st.global_epoch = end
-        stopped = running[self.status[running] != RUNNING]
         if K:
             # run r has point q when it was running and had not stopped before epoch q
             mask = rec_epochs[:, None] <= self.epoch[None, running]  # (K, running)
             rows, cols = np.nonzero(mask)
             ids = running[cols]
-            grams = torch.from_numpy(rec_gram[ids, rows])
-            stats = np.concatenate(
-                [rec_stats[ids, rows, :4], effective_rank(grams).numpy()[:, None],
-                 rec_stats[ids, rows, 4:]],
-                axis=1,
-            )  # fmt: skip
-            st.add_points(ids, rec_epochs[rows], stats)
+            st.add_points(ids, rec_epochs[rows], rec_stats[ids, rows])
+        stopped = running[self.status[running] != RUNNING]
         if stopped.size:
-            self._finalise(stopped, final_stats, final_gram)
+            self._finalise(stopped, final_stats[stopped])
 
     def _run(self, start: int, end: int, *buffers: np.ndarray) -> None:
         cfg = self.config
@@ -394,11 +447,8 @@ class NativeSweep:
         if any(codes):
             raise MemoryError("training kernel could not allocate its work buffers")
 
-    def _finalise(self, ids: np.ndarray, final_stats: np.ndarray, final_gram: np.ndarray) -> None:
+    def _finalise(self, ids: np.ndarray, stats: np.ndarray) -> None:
         st = self.state
-        fs = final_stats[ids]
-        rank = effective_rank(torch.from_numpy(final_gram[ids])).numpy()
-        stats = np.concatenate([fs[:, :4], rank[:, None], fs[:, 4:]], axis=1)
         st.epoch[ids] = self.epoch[ids]
         st.W[ids] = self.W[ids].transpose(0, 2, 1)
         st.a[ids] = self.a[ids]

@@ -5,8 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from workers.landscape import census, convex, datasets
-from workers.landscape.census_sampling import distinct_cones
+from workers.landscape import census, census_columns, convex, datasets
+from workers.landscape.census_columns import ColumnSolver
+from workers.landscape.census_sampling import cone_keys, distinct_cones
+from workers.landscape.census_screen import GlobalScreen
 from workers.landscape.census_solver import RestrictedSolver
 from workers.landscape.patterns import enumerate_patterns
 
@@ -64,6 +66,43 @@ def test_restricted_values_all_cones_and_random_subsets(teacher48):
     for _ in range(15):
         subset = rng.choice(len(signs), size=rng.integers(1, 20), replace=False)
         assert solver.solve(cones[subset], signs[subset]).value >= optimum.value - 1e-9
+
+
+def test_column_generation_matches_the_full_restricted_program():
+    """Solving on a working subset and adding dual violators reaches the full set's value."""
+    rng = np.random.default_rng(2)
+    solved = 0
+    for X, y in (datasets.teacher(5, 8, 3, 1), datasets.orthogonal(5, 8, 3, 2)):
+        patterns, optimum = problem(X, y)
+        solver = RestrictedSolver(X, y, LAM, tol=1e-10)
+        support = solver.solve(optimum.support_patterns, optimum.support_signs)
+        screen = GlobalScreen(
+            X, y, LAM, prediction=support.prediction, optimum=optimum.value, margin=5e-8,
+            support_keys=set(cone_keys(optimum.support_patterns, optimum.support_signs)),
+        )  # fmt: skip
+        columns = ColumnSolver(solver, screen.atom)
+        for size in (3, 8, 20, 40):
+            picks = rng.integers(0, len(patterns), size)
+            signs = np.where(rng.random(size) < 0.5, 1, -1).astype(np.int8)
+            cones, signs = distinct_cones(patterns[picks], signs)
+            useful = cones.any(axis=1)
+            cones, signs = cones[useful], signs[useful]
+            full = solver.solve(cones, signs)
+            found = columns.solve(cones, signs, cone_keys(cones, signs))
+            assert found.value == pytest.approx(full.value, abs=1e-8)
+            assert found.U.shape == full.U.shape
+            np.testing.assert_allclose(found.prediction, full.prediction, atol=1e-5)
+            solved += 1
+    assert solved == 8
+
+
+def test_column_generation_falls_back_to_the_full_program(teacher48, monkeypatch):
+    X, y, patterns, optimum = teacher48
+    whole = run(X, y, patterns, optimum, 12, range(4))
+    monkeypatch.setattr(census_columns, "COMPLEMENTARITY_RTOL", -1.0)  # never converged
+    again = run(X, y, patterns, optimum, 12, range(4))
+    for a, b in zip(whole, again, strict=True):
+        assert a.verdict == b.verdict and a.value == pytest.approx(b.value, abs=1e-8)
 
 
 def datasets_for_agreement():

@@ -9,6 +9,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
+from workers.landscape import training_native
 from workers.landscape.training import (
     CURVE_COLUMNS,
     RunOutcome,
@@ -20,6 +21,18 @@ from workers.landscape.training import (
     train_sweep,
 )
 from workers.landscape.training_curves import next_record_epoch
+
+
+@pytest.fixture(params=["native", "compiled", "eager"])
+def compiled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The three CPU paths of GD: the native C kernel (default when a C compiler is
+    present), torch.compile (the path without a compiler, and of CUDA) and eager."""
+    if request.param == "native" and training_native.load_library(4, 4, 100) is None:
+        pytest.skip("no C compiler: the native kernel is not available")
+    if request.param != "native":
+        monkeypatch.setenv("BENIGNITY_TRAINING_NATIVE", "0")
+    return bool(request.param != "eager")
+
 
 # n = 1 known answer (SCIENCE §8): x = (0.6, 0.8, 0), y = 1.5, λ = 0.1 gives 0.29.
 X1, Y1, LAM1, OPT1 = np.array([[0.6, 0.8, 0.0]]), np.array([1.5]), 0.1, 0.29
@@ -97,7 +110,6 @@ def test_resolve_device() -> None:
         resolve_device("cuda", allow_cuda=False)
 
 
-@pytest.mark.parametrize("compiled", [True, False])
 def test_trajectories_equal_plain_numpy_loop(compiled: bool) -> None:
     # n = d = 4 and max width 100, the shapes of the theorem2 test: kernels compile once.
     rng = np.random.default_rng(3)
@@ -185,8 +197,13 @@ def test_curves_follow_the_spacing_rule() -> None:
     assert_not_below_optimum(outcomes, OPT1)
 
 
-@pytest.mark.parametrize("optimizer", ["gd", "sgd"])
-def test_resume_after_cancel_matches_uninterrupted(optimizer: str) -> None:
+@pytest.mark.parametrize("optimizer", ["gd", "gd-torch", "sgd"])
+def test_resume_after_cancel_matches_uninterrupted(
+    optimizer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if optimizer == "gd-torch":  # the torch.compile path (no C compiler, or CUDA)
+        monkeypatch.setenv("BENIGNITY_TRAINING_NATIVE", "0")
+        optimizer = "gd"
     if optimizer == "gd":  # runs stop at different epochs, so the batch shrinks
         X, y, lam, batch_size = X1, Y1, LAM1, None
         runs = [RunSpec(6, 1e-3, 0), RunSpec(6, 1.0, 3), RunSpec(4, 0.5, 5), RunSpec(2, 1.0, 1)]
@@ -241,3 +258,51 @@ def test_resume_rejects_a_state_from_another_sweep() -> None:
     train_sweep(X1, Y1, LAM1, runs, lr=0.05, max_epochs=10, optimum=OPT1, on_checkpoint=keep)
     with pytest.raises(ValueError, match="another sweep"):
         train_sweep(X1, Y1, LAM1, runs, lr=0.01, max_epochs=10, optimum=OPT1, state=saved[0])
+
+
+def test_native_kernel_matches_the_torch_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same stopping epochs, verdict statuses, curve epochs and cone counts, and the
+    same curve values up to rounding, with runs converging, diverging and running out."""
+    if training_native.load_library(1, 3, 6) is None:
+        pytest.skip("no C compiler: the native kernel is not available")
+    runs = [RunSpec(6, 1e-3, 0), RunSpec(6, 1.0, 3), RunSpec(4, 0.5, 5), RunSpec(2, 1.0, 1)]
+    settings: dict[str, Any] = dict(lr=0.02, max_epochs=3_000, optimum=OPT1, log_growth=1.02)
+    for lr in (0.02, 20.0):
+        settings["lr"] = lr
+        native = train_sweep(X1, Y1, LAM1, runs, **settings)
+        with monkeypatch.context() as patch:
+            patch.setenv("BENIGNITY_TRAINING_NATIVE", "0")
+            reference = train_sweep(X1, Y1, LAM1, runs, **settings)
+        statuses = {o.status for o in native}
+        assert statuses == ({"converged", "not_converged"} if lr < 1 else {"diverged"})
+        for nat, ref in zip(native, reference, strict=True):
+            assert (nat.status, nat.epoch, nat.num_neurons) == (
+                ref.status,
+                ref.epoch,
+                ref.num_neurons,
+            )
+            np.testing.assert_array_equal(nat.curve["epoch"], ref.curve["epoch"])
+            np.testing.assert_array_equal(nat.curve["num_neurons"], ref.curve["num_neurons"])
+            for key in ("mse", "reg_loss", "grad_norm_sq", "param_norm_sq"):
+                np.testing.assert_allclose(nat.curve[key], ref.curve[key], rtol=1e-9, atol=1e-300)
+            # eigenvalues below ~1e-8 of the largest are lost in either: ~1e-7 on the rank
+            np.testing.assert_allclose(
+                nat.curve["effective_rank"], ref.curve["effective_rank"], atol=1e-6
+            )
+            np.testing.assert_allclose(nat.W, ref.W, rtol=1e-9, atol=1e-12)
+
+
+def test_native_results_do_not_depend_on_chunks_or_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    if training_native.load_library(1, 3, 6) is None:
+        pytest.skip("no C compiler: the native kernel is not available")
+    runs = [RunSpec(6, 1e-3, 0), RunSpec(6, 1.0, 3), RunSpec(4, 0.5, 5), RunSpec(2, 1.0, 1)]
+    settings: dict[str, Any] = dict(lr=0.02, max_epochs=3_000, optimum=OPT1)
+    reference = train_sweep(X1, Y1, LAM1, runs, **settings)
+    monkeypatch.setattr(training_native, "_RECORD_BYTES", 7 * 6 * 8 * len(runs))
+    for threads in (1, 2):  # chunks cut at 7 curve points; runs split over threads
+        other = train_sweep(X1, Y1, LAM1, runs, **settings, cpu_threads=threads)
+        for ref, res in zip(reference, other, strict=True):
+            assert (ref.status, ref.epoch, ref.reg_loss) == (res.status, res.epoch, res.reg_loss)
+            np.testing.assert_array_equal(ref.W, res.W)
+            for key in CURVE_COLUMNS:
+                np.testing.assert_array_equal(ref.curve[key], res.curve[key])
