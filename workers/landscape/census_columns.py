@@ -16,9 +16,10 @@ satisfy it by optimality over W). Violators are added to W and the program is so
 - A violation counts when the norm exceeds ``2 λ (1 + VIOLATION_RTOL)``.
 - Clarabel occasionally reports "Solved" on a small W at a point whose value is ~1e-9 high;
   that is enough to flip a stationarity verdict. So before accepting, the members carrying a
-  neuron must satisfy complementarity ``g_i . u_i = 2 λ ||u_i||`` to ``COMPLEMENTARITY_RTOL``;
-  otherwise (2-5 % of solved cones in tests) the cone is solved over all its members, as
-  the path without column generation did. After ``MAX_ROUNDS`` rounds likewise.
+  neuron must satisfy complementarity ``g_i . u_i = 2 λ ||u_i||`` to ``COMPLEMENTARITY_RTOL``
+  and the idle members of W must pass the dual check; otherwise (1-5 % of solved cones in
+  tests) the cone is solved over all its members, as the path without column generation
+  did. After ``MAX_ROUNDS`` rounds likewise.
 - Everything depends only on the cone's own members and per-signed-cone caches, so records
   do not depend on how samples are chunked.
 """
@@ -33,9 +34,16 @@ from scipy.optimize import nnls
 from .census_solver import RestrictedSolution, RestrictedSolver
 from .certificate import cone_values
 
-__all__ = ["ColumnSolver", "INITIAL", "MAX_ROUNDS", "VIOLATION_RTOL"]
+__all__ = [
+    "CARRY_REL",
+    "COMPLEMENTARITY_RTOL",
+    "INITIAL",
+    "MAX_ROUNDS",
+    "VIOLATION_RTOL",
+    "ColumnSolver",
+]
 
-#: Members in the first working set.
+#: Members of largest norm at r* always put in the first working set (see _first_set).
 INITIAL = 2
 #: Relative excess over 2 λ above which an outside member is added to the working set.
 VIOLATION_RTOL = 1e-8
@@ -102,7 +110,7 @@ class ColumnSolver:
             solution = self.solver.solve(D[members], s[members])
             r = (2.0 / len(self.y)) * (solution.prediction - self.y)
             violators = self._violators(D, s, orient, np.flatnonzero(~inside), r)
-            if len(violators) == 0 and not self._converged(D[members], s[members], solution, r):
+            if len(violators) == 0 and not self._converged(D, s, orient, members, solution, r):
                 break
             if len(violators) == 0:
                 U = np.zeros((k, self.X.shape[1]))
@@ -115,19 +123,23 @@ class ColumnSolver:
         self.fallbacks += 1
         return self.solver.solve(patterns, signs)
 
-    def _converged(self, D, s, solution: RestrictedSolution, r: np.ndarray) -> bool:
-        """Complementarity of the working set's solution: ``g_i . u_i = 2 λ ||u_i||``.
+    def _converged(self, D, s, orient, members, solution: RestrictedSolution, r) -> bool:
+        """KKT conditions of the working set's solution, at the members of W.
 
         At the minimiser every member carrying a neuron has ``-s_i (X^T D_i r) . u_i / ||u_i||
-        = 2 λ`` exactly. Clarabel occasionally reports "Solved" at a point that misses it
-        by 1e-7 relative (value off by ~1e-9, enough to flip a stationarity verdict); those
-        cones are solved again over all members.
+        = 2 λ`` exactly (complementarity), and the idle members of W pass the dual check like
+        the members outside. Clarabel occasionally reports "Solved" at a point that misses
+        the first by 1e-7 relative (value off by ~1e-9, enough to flip a stationarity
+        verdict); those cones are solved again over all members.
         """
         norms = np.linalg.norm(solution.U, axis=1)
         big = norms > CARRY_REL * max(1.0, float(norms.max(initial=0.0)))
+        if len(self._violators(D, s, orient, members[~big], r)):
+            return False
         if not big.any():
             return True
-        g = -s[big, None] * ((D[big] * r) @ self.X)
+        carry = members[big]
+        g = -s[carry, None] * ((D[carry] * r) @ self.X)
         ratio = (
             np.einsum("ij,ij->i", g, solution.U[big])
             / norms[big]

@@ -1,4 +1,8 @@
-"""The host loop of a training sweep: chunks of steps, curve points, compaction.
+"""The host loop of a training sweep on torch: chunks of steps, curve points, compaction.
+
+This is the path of SGD, of CUDA, of ``compiled=False`` and of full-batch GD on a
+CPU without a C compiler; full-batch GD on the CPU otherwise runs on the native
+kernel of training_native, which follows the same chunks and curve schedule.
 
 The batch holds the runs still training, in ascending run order, plus zero
 "filler" rows (run index -1, never active) when fewer than two runs remain, so
