@@ -5,6 +5,9 @@ FROM python:3.11-slim AS base
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 BENIGNITY_HOME=/data
 WORKDIR /app
+# gcc builds the training engine's C kernel at first use (it falls back to torch without it)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip install --index-url "$TORCH_INDEX" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY service ./service
