@@ -76,12 +76,16 @@ def main() -> None:
     if args.scale:
         seconds, exp = run_census(2, args.samples, SCALE)
         res = exp["result"]
-        print(f"teacher n=70 d=4: {res['num_patterns']} patterns, {res['num_signed_cones']} "
-              f"signed cones, random_vector sampling, {exp['progress']['total']} cones")
+        print(
+            f"teacher n=70 d=4: {res['num_patterns']} patterns, {res['num_signed_cones']} "
+            f"signed cones, random_vector sampling, {exp['progress']['total']} cones"
+        )
         print(f"status {exp['status']}, wall time {seconds:.1f} s with 2 worker processes")
         for row in res["rows"]:
-            print(f"  width {row['width']:5d}: p_global {row['p_global']:.2f} "
-                  f"p_spurious {row['p_spurious']:.2f} p_covered {row['p_covered']:.5f}")
+            print(
+                f"  width {row['width']:5d}: p_global {row['p_global']:.2f} "
+                f"p_spurious {row['p_spurious']:.2f} p_covered {row['p_covered']:.5f}"
+            )
         return
     one, exp1 = run_census(1, args.samples)
     two, exp2 = run_census(2, args.samples)

@@ -52,8 +52,10 @@ def main() -> None:
     gpu, gpu_s = rate("cuda", args.runs, args.epochs)
     print(f"cuda: {args.runs} runs x {args.epochs} epochs in {gpu_s:.1f} s: {gpu:.3e} run-steps/s")
     cpu, cpu_s = rate("cpu", args.cpu_runs, args.cpu_epochs)
-    print(f"cpu : {args.cpu_runs} runs x {args.cpu_epochs} epochs in {cpu_s:.1f} s: "
-          f"{cpu:.3e} run-steps/s")
+    print(
+        f"cpu : {args.cpu_runs} runs x {args.cpu_epochs} epochs in {cpu_s:.1f} s: "
+        f"{cpu:.3e} run-steps/s"
+    )
     print(f"ratio cuda / cpu: {gpu / cpu:.1f}x")
 
 

@@ -43,15 +43,20 @@ def test_training_end_to_end(api, start_worker):
 
     curve = api.get(f"/v1/experiments/{exp['id']}/runs/{first['id']}/curve").json()
     assert curve["epoch"][0] == 0 and curve["epoch"][-1] == first["final"]["epoch"]
-    assert set(curve) >= {"mse", "reg_loss", "grad_norm_sq", "gap", "param_norm_sq",
-                          "effective_rank", "num_neurons"}
+    assert set(curve) >= {
+        "mse",
+        "reg_loss",
+        "grad_norm_sq",
+        "gap",
+        "param_norm_sq",
+        "effective_rank",
+        "num_neurons",
+    }
     short = api.get(
         f"/v1/experiments/{exp['id']}/runs/{first['id']}/curve", params={"max_points": 5}
     ).json()
     assert len(short["epoch"]) <= 5 and short["epoch"][-1] == curve["epoch"][-1]
-    csv = api.get(
-        f"/v1/experiments/{exp['id']}/runs/{first['id']}/curve", params={"format": "csv"}
-    )
+    csv = api.get(f"/v1/experiments/{exp['id']}/runs/{first['id']}/curve", params={"format": "csv"})
     assert csv.text.splitlines()[0].startswith("epoch,")
     assert api.get(f"/v1/experiments/{exp['id']}/figure.png").content[:4] == b"\x89PNG"
     parquet = api.get(f"/v1/experiments/{exp['id']}/export.parquet")

@@ -36,9 +36,7 @@ def finals(api, experiment_id: str) -> list[tuple]:
     return [(r["params"], r["verdict"], r["final"]) for r in runs]
 
 
-def test_killed_sweep_resumes_from_checkpoint_with_identical_results(
-    api, start_worker, pg_engine
-):
+def test_killed_sweep_resumes_from_checkpoint_with_identical_results(api, start_worker, pg_engine):
     worker = start_worker()
     exp = api.post("/v1/experiments", json=SPEC).json()
     deadline = time.monotonic() + 120

@@ -156,8 +156,13 @@ def test_malformed_json_is_422(client):
 def test_pattern_limit_message_gives_count_and_limit(client):
     body = {**SPEC, "dataset": {"generator": "teacher", "n": 18, "d": 18}}
     assert_problem(client.post("/v1/experiments", json=body), 422, "262144", "150000")
-    uniform = {**SPEC, "kind": "census", "widths": [10], "samples_per_width": 2,
-               "dataset": {"generator": "teacher", "n": 60, "d": 4}}
+    uniform = {
+        **SPEC,
+        "kind": "census",
+        "widths": [10],
+        "samples_per_width": 2,
+        "dataset": {"generator": "teacher", "n": 60, "d": 4},
+    }
     assert_problem(client.post("/v1/experiments", json=uniform), 422, "68560", "20000")
     rejection = {**uniform, "sampling": "rejection"}
     assert_problem(client.post("/v1/experiments", json=rejection), 422, "use random_vector")

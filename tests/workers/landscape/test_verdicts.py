@@ -84,8 +84,9 @@ def test_small_init_on_theorem2_data_is_a_spurious_minimum_with_one_gap_for_all_
     lam = 1e-4
     opt = convex.global_optimum(X, y, lam).value
     runs = [training.RunSpec(100, 1e-4, seed) for seed in (1, 2, 3)]
-    outs = training.train_sweep(X, y, lam, runs, lr=0.05, max_epochs=60_000, grad_tol=1e-11,
-                                optimum=opt)
+    outs = training.train_sweep(
+        X, y, lam, runs, lr=0.05, max_epochs=60_000, grad_tol=1e-11, optimum=opt
+    )
     judge = VerdictJudge(X, y, lam, optimum=opt, tolerance=TOL)
     verdicts = [judge.judge(o.status, o.reg_loss, o.W, o.a) for o in outs]
     assert [v.verdict for v in verdicts] == ["spurious_local_minimum"] * 3
