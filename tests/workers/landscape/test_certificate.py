@@ -2,25 +2,9 @@
 
 import numpy as np
 import pytest
-from scipy.optimize import nnls
 
+from tests.workers.landscape.reference import projection_norms as reference_values
 from workers.landscape.certificate import cone_values, dual_violations
-
-
-def reference_values(X: np.ndarray, r: np.ndarray, patterns: np.ndarray) -> np.ndarray:
-    """|| proj_K(-s X^T D r) || per signed cone, one NNLS each, KKT checked."""
-    out = np.empty((len(patterns), 2))
-    for i, D in enumerate(patterns):
-        A = np.where(D, 1.0, -1.0)[:, None] * X
-        for col, s in enumerate((1.0, -1.0)):
-            g = -s * X.T @ (D * r)
-            mu, _ = nnls(A.T, -g, maxiter=1000)
-            u = g + A.T @ mu
-            scale = 1e-10 * (1 + np.linalg.norm(g)) * (1 + np.linalg.norm(X))
-            assert np.all(A @ u >= -scale) and np.all(mu >= 0)
-            assert np.all(np.abs(mu * (A @ u)) <= scale)
-            out[i, col] = np.linalg.norm(u)
-    return out
 
 
 def random_patterns(X: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

@@ -2,26 +2,14 @@
 
 import numpy as np
 import pytest
-from scipy.optimize import nnls
 
+from tests.workers.landscape.reference import projection_norms as reference_values
 from workers.landscape import network
 from workers.landscape.colgen import Pricer, column_generation
 from workers.landscape.convex import global_optimum
 from workers.landscape.patterns import enumerate_patterns
 
 REL = 1e-7
-
-
-def reference_values(X: np.ndarray, r: np.ndarray, patterns: np.ndarray) -> np.ndarray:
-    """|| proj_K(-s X^T D r) || per signed cone, one NNLS each."""
-    out = np.empty((len(patterns), 2))
-    for i, D in enumerate(patterns):
-        A = np.where(D, 1.0, -1.0)[:, None] * X
-        for col, s in enumerate((1.0, -1.0)):
-            g = -s * X.T @ (D * r)
-            mu, _ = nnls(A.T, -g, maxiter=1000)
-            out[i, col] = np.linalg.norm(g + A.T @ mu)
-    return out
 
 
 def dataset(seed: int) -> tuple[np.ndarray, np.ndarray, float]:
