@@ -59,3 +59,18 @@ def test_killed_sweep_resumes_from_checkpoint_with_identical_results(api, start_
     assert batch_item(pg_engine, again["id"]).output["resumed_from"] == 0
     assert finals(api, exp["id"]) == finals(api, again["id"])
     assert done["result"]["groups"] == clean["result"]["groups"]
+
+
+def test_cancel_takes_effect_within_a_checkpoint_interval(api, start_worker, pg_engine):
+    start_worker()
+    spec = {**SPEC, "max_epochs": 10_000_000, "grad_tol": 1e-30}
+    exp = api.post("/v1/experiments", json=spec).json()
+    deadline = time.monotonic() + 120
+    while batch_item(pg_engine, exp["id"]).checkpoint is None:
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    assert api.post(f"/v1/experiments/{exp['id']}/cancel").status_code == 202
+    time.sleep(2)  # checkpoint interval 0.5 s; the reaper would need 5 s
+    assert batch_item(pg_engine, exp["id"]).status == "cancelled"
+    runs = api.get(f"/v1/experiments/{exp['id']}/runs").json()["items"]
+    assert {r["status"] for r in runs} == {"cancelled"}
