@@ -282,13 +282,51 @@ def global_optimum(
         max_value = float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
     violation = max(0.0, max_value - floor)
     gap = gap_bound(solution.value, residual, y, violation / floor)
-    return _optimum(solution, patterns, violation, gap, method, iterations, start)
+    return _optimum(X, solution, patterns, violation, gap, method, iterations, start)
 
 
-def _optimum(solution, patterns, violation, gap, method, iterations, start) -> Optimum:
+def caratheodory(
+    X: np.ndarray, U: np.ndarray, patterns: np.ndarray, signs: np.ndarray, *, rtol: float = 1e-10
+) -> np.ndarray:
+    """Rescale the u's of a solution so that at most n + 1 stay nonzero, at the same value.
+
+    Scaling u_i by t_i >= 0 keeps it in its cone. The prediction sum_i t_i s_i D_i X u_i
+    and the penalty sum_i t_i ||u_i|| are linear in t, so while the k columns
+    [s_i D_i X u_i; ||u_i||] (n + 1 rows) are dependent, moving t along a null
+    vector keeps both, hence the objective, until some t_i reaches 0 (SCIENCE.md
+    section 3: the minimum is reached by at most n + 1 neurons).
+
+    Args:
+        X: (n, d). U: (k, d) the u of each signed cone. patterns: (k, n) bool. signs: (k,).
+        rtol: singular values below rtol * the largest count as zero.
+
+    Returns:
+        (k, d) float64: the rescaled U, with at most rank([..]) <= n + 1 nonzero rows.
+    """
+    t = np.ones(len(U))
+    M = np.vstack([(signs[:, None] * patterns * (U @ X.T)).T, np.linalg.norm(U, axis=1)])
+    alive = np.flatnonzero(np.linalg.norm(U, axis=1) > 0)
+    while len(alive) > 1:
+        _, sv, Vt = np.linalg.svd(M[:, alive])
+        if len(sv) >= len(alive) and sv[-1] > rtol * sv[0]:
+            break
+        z = Vt[-1]
+        z = z if z.min() < 0 else -z
+        ratios = np.where(z < 0, t[alive] / np.where(z < 0, -z, 1.0), np.inf)
+        step = ratios.min()
+        t[alive] += step * z
+        t[alive[np.argmin(ratios)]] = 0.0
+        alive = alive[t[alive] > 0]
+    return U * np.clip(t, 0.0, None)[:, None]
+
+
+def _optimum(X, solution, patterns, violation, gap, method, iterations, start) -> Optimum:
     norms = np.linalg.norm(solution.U, axis=1)
     support = norms > max(SUPPORT_RTOL * norms.max(initial=0.0), 1e-15)
-    U = solution.U[support]
+    U = caratheodory(X, solution.U[support], solution.patterns[support], solution.signs[support])
+    kept = np.linalg.norm(U, axis=1) > 0
+    support[support] = kept
+    U = U[kept]
     W, a = recover_network(U, solution.signs[support], threshold=0.0)
     return Optimum(
         value=solution.value,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from workers.landscape import network
+from workers.landscape import datasets, network
 from workers.landscape.certificate import dual_violations
-from workers.landscape.convex import global_optimum, residual_of, solve_program
+from workers.landscape.convex import caratheodory, global_optimum, residual_of, solve_program
+from workers.landscape.network import loss
 
 REL = 1e-7
 
@@ -176,3 +177,29 @@ def test_solve_program_keeps_rows_for_repeats_and_the_zero_pattern():
     assert solution.value == pytest.approx(
         solve_program(X, y, 0.05, patterns, np.ones(len(patterns))).value, rel=REL
     )
+
+
+@pytest.mark.parametrize(("n", "d", "method"), [(30, 3, "full"), (8, 8, "full"), (40, 3, "colgen")])
+def test_recovered_network_has_at_most_n_plus_one_neurons(n, d, method):
+    X, y = datasets.teacher(n, d, 10, 1)
+    opt = global_optimum(X, y, 0.01, method=method)
+    assert 1 <= len(opt.a) <= n + 1
+    assert len(opt.support_signs) == len(opt.a)
+    assert loss(X, y, opt.W, opt.a, 0.01) == pytest.approx(opt.value, rel=1e-7)
+
+
+def test_caratheodory_keeps_prediction_and_penalty():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((4, 3))
+    patterns = rng.random((12, 4)) < 0.5
+    signs = np.where(rng.random(12) < 0.5, 1, -1)
+    U = rng.standard_normal((12, 3))
+    reduced = caratheodory(X, U, patterns, signs)
+
+    def terms(V):
+        pred = np.einsum("k,kn,kn->n", signs, patterns, V @ X.T)
+        return pred, np.linalg.norm(V, axis=1).sum()
+
+    assert np.count_nonzero(np.linalg.norm(reduced, axis=1)) <= 5
+    for before, after in zip(terms(U), terms(reduced), strict=True):
+        np.testing.assert_allclose(after, before, rtol=1e-9, atol=1e-9)
