@@ -336,14 +336,21 @@ def stop_item(session: Session, *, item: Claimed) -> None:
 
 
 def update_runs(session: Session, *, experiment_id: str, updates: Sequence[dict[str, Any]]) -> None:
-    """Write run results, each dict naming its run by `index`."""
-    for upd in updates:
-        values = {k: v for k, v in upd.items() if k != "index"}
+    """Write run results, each dict naming its run by `index` (one bulk UPDATE by key)."""
+    if not updates:
+        return
+    wanted = [u["index"] for u in updates]
+    ids = dict(
         session.execute(
-            update(Run)
-            .where(Run.experiment_id == experiment_id, Run.index == upd["index"])
-            .values(**values)
-        )
+            select(Run.index, Run.id).where(
+                Run.experiment_id == experiment_id, Run.index.in_(wanted)
+            )
+        ).all()
+    )
+    rows = [
+        {"id": ids[u["index"]], **{k: v for k, v in u.items() if k != "index"}} for u in updates
+    ]
+    session.execute(update(Run), rows)
 
 
 def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:
