@@ -69,18 +69,18 @@ def submit(
         plan = plans.plan(spec, settings)
     except plans.SpecRejected as exc:
         raise ProblemError(422, exc.msg, errors=[{"loc": list(exc.loc), "msg": exc.msg}]) from exc
-    row, envelopes = crud.create_experiment(
-        session,
-        kind=spec.kind,
-        spec=body,
-        spec_hash=digest,
-        idempotency_key=idempotency_key,
-        items=plan.items,
-        runs=plan.runs,
-    )
     try:
+        row, envelopes = crud.create_experiment(
+            session,
+            kind=spec.kind,
+            spec=body,
+            spec_hash=digest,
+            idempotency_key=idempotency_key,
+            items=plan.items,
+            runs=plan.runs,
+        )
         session.commit()
-    except IntegrityError:
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won
         session.rollback()
         found = crud.find_by_idempotency_key(session, key=idempotency_key or "")
         if found is None:
