@@ -68,3 +68,17 @@ def test_cancel_stops_a_running_census(api, start_worker, pg_engine):
     assert states.count("done") < len(states)
     final = api.get(f"/v1/experiments/{exp['id']}").json()
     assert final["status"] == "cancelled" and final["result"] is None
+
+
+def test_two_workers_share_a_census_and_fan_in_once(api, start_worker, pg_engine):
+    start_worker()
+    start_worker()
+    spec = {**SPEC, "widths": [20, 640], "samples_per_width": 60}
+    exp = api.post("/v1/experiments", json=spec).json()
+    done = wait_for(api, exp["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    items = chunks(pg_engine, exp["id"])
+    assert len(items) >= 4 and all(i.status == "done" and i.attempts == 1 for i in items)
+    assert sum(r["samples"] for r in done["result"]["rows"]) == 120
+    cones = api.get(f"/v1/experiments/{exp['id']}/cones", params={"limit": 1000}).json()
+    assert len(cones["items"]) == 120
