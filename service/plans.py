@@ -6,13 +6,14 @@ accepted that cannot run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from service.config import Settings
-from service.specs import CensusSpec, CustomDataset, OptimumSpec, TrainingSpec, cover_count
+from service.specs import CensusSpec, CustomDataset, OptimumSpec, TrainingSpec
 
 
 class SpecRejected(ValueError):
@@ -27,6 +28,13 @@ class SpecRejected(ValueError):
 class Plan:
     items: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def cover_count(n: int, rank: int) -> int:
+    """Activation patterns of n points in general position in R^rank (Cover's count)."""
+    if rank >= n:
+        return 2**n
+    return 2 * sum(math.comb(n - 1, i) for i in range(rank))
 
 
 def pattern_bound(spec: OptimumSpec | CensusSpec | TrainingSpec) -> tuple[int, str]:

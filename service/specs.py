@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -140,15 +139,3 @@ class TrainingSpec(_Common):
 
 ExperimentSpec = Annotated[OptimumSpec | CensusSpec | TrainingSpec, Field(discriminator="kind")]
 spec_adapter: TypeAdapter[OptimumSpec | CensusSpec | TrainingSpec] = TypeAdapter(ExperimentSpec)
-
-
-def cover_count(n: int, rank: int) -> int:
-    """Number of activation patterns of n points in general position in R^rank."""
-    if rank >= n:
-        return 2**n
-    return 2 * sum(math.comb(n - 1, i) for i in range(rank))
-
-
-def theory_bound(n: int, d: int) -> int:
-    """min(n^d, 2^n), exactly."""
-    return min(n**d, 2**n)
