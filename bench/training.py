@@ -23,24 +23,10 @@ import time
 import numpy as np
 import torch
 
+from workers.landscape.datasets import theorem2
 from workers.landscape.training import RunSpec, init_network, train_sweep
 
 WIDTH, D, LAM, LR, ALPHA = 100, 4, 1e-4, 0.05, 1e-3
-
-
-def theorem2_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """theorem2 data for d = 4 (SCIENCE §7), noise 1e-3, unit rows."""
-    X = np.array(
-        [
-            [1.0, 0.0, 0.0, 0.0],
-            [8 / 9, -4 / 9, 1 / 9, 0.0],
-            [8 / 9, 4 / 9, 1 / 9, 0.0],
-            [8 / 9, 0.0, 0.0, np.sqrt(17.0) / 9],
-        ]
-    )
-    X = X + 1e-3 * np.random.default_rng(seed).standard_normal(X.shape)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X, X @ np.array([0.8, 0.0, 0.6, 0.0])
 
 
 def numpy_run(X, y, W, a, epochs, grad_tol=1e-16):
@@ -89,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    X, y = theorem2_data()
+    X, y = theorem2(4, 1e-3, 0)
     runs = [RunSpec(WIDTH, ALPHA, seed) for seed in range(args.runs)]
     print(f"{args.runs} runs, width {WIDTH}, n = d = {D}, {args.epochs} epochs, float64 GD")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.models import CensusCone, Experiment, Run, WorkItem, new_id, utcnow
+from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, new_id, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -475,17 +475,10 @@ def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) ->
     )
     for item in waiting:
         wait = requeue_after * 2 ** min(item.requeues, 6)
-        if item.enqueued_at is not None and _aware(item.enqueued_at) > now - timedelta(
+        if item.enqueued_at is not None and as_utc(item.enqueued_at) > now - timedelta(
             seconds=wait
         ):
             continue
         item.enqueued_at, item.requeues = now, item.requeues + 1
         out.append(Envelope(item.id, item.queue))
     return out
-
-
-def _aware(ts: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they are UTC."""
-    from datetime import UTC
-
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from service.models import CensusCone as ConeRow
 from service.models import Experiment as ExperimentRow
 from service.models import Run as RunRow
+from service.models import as_utc
 
 
 class Progress(BaseModel):
@@ -45,17 +46,12 @@ class Experiment(BaseModel):
             status=row.status,  # type: ignore[arg-type]
             progress=Progress(done=min(done, total), total=total),
             spec=row.spec,
-            created_at=_utc(row.created_at),
-            started_at=_utc(row.started_at),
-            finished_at=_utc(row.finished_at),
+            created_at=as_utc(row.created_at),
+            started_at=row.started_at and as_utc(row.started_at),
+            finished_at=row.finished_at and as_utc(row.finished_at),
             error=ErrorInfo(**row.error) if row.error else None,
             result=row.result,
         )
-
-
-def _utc(ts: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every stored time is UTC."""
-    return ts.replace(tzinfo=UTC) if ts is not None and ts.tzinfo is None else ts
 
 
 class ExperimentPage(BaseModel):

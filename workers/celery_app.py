@@ -16,6 +16,7 @@ log = logging.getLogger("benignity.worker")
 
 app = Celery("benignity", include=["workers.tasks"])
 app.conf.update(celery_config(get_settings()))
+_reaper_stop = threading.Event()
 
 
 @signals.worker_process_init.connect
@@ -28,15 +29,11 @@ def _fresh_engine(**_: Any) -> None:
 def _start_reaper(**_: Any) -> None:
     from workers.reaper import reaper_loop
 
-    stop = threading.Event()
-    thread = threading.Thread(target=reaper_loop, args=(app, stop), name="reaper", daemon=True)
-    thread.start()
-    app.conf.reaper_stop = stop
+    args = (app, _reaper_stop)
+    threading.Thread(target=reaper_loop, args=args, name="reaper", daemon=True).start()
     log.info("reaper started")
 
 
 @signals.worker_shutdown.connect
 def _stop_reaper(**_: Any) -> None:
-    stop = app.conf.get("reaper_stop")
-    if stop is not None:
-        stop.set()
+    _reaper_stop.set()

@@ -29,26 +29,28 @@ class Heartbeat(threading.Thread):
         self.keep_going = threading.Event()
         self.keep_going.set()
         self._halt = threading.Event()
+        self._lock = threading.Lock()  # one beat at a time: a newer checkpoint never loses
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
             self.beat()
 
     def beat(self) -> None:
-        blob, self.checkpoint = self.checkpoint, None
-        try:
-            with session_scope() as session:
-                alive = crud.heartbeat(
-                    session,
-                    item_id=self.item.item_id,
-                    lease=self.item.lease,
-                    done=self.done,
-                    checkpoint=blob,
-                )
-        except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
-            log.exception("heartbeat failed for %s", self.item.item_id)
-            self.checkpoint = self.checkpoint or blob
-            return
+        with self._lock:
+            blob, self.checkpoint = self.checkpoint, None
+            try:
+                with session_scope() as session:
+                    alive = crud.heartbeat(
+                        session,
+                        item_id=self.item.item_id,
+                        lease=self.item.lease,
+                        done=self.done,
+                        checkpoint=blob,
+                    )
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                log.exception("heartbeat failed for %s", self.item.item_id)
+                self.checkpoint = self.checkpoint or blob
+                return
         if not alive:
             self.keep_going.clear()
 

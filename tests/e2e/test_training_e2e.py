@@ -43,7 +43,8 @@ def test_training_end_to_end(api, start_worker):
 
     curve = api.get(f"/v1/experiments/{exp['id']}/runs/{first['id']}/curve").json()
     assert curve["epoch"][0] == 0 and curve["epoch"][-1] == first["final"]["epoch"]
-    assert set(curve) >= {
+    assert set(curve) == {  # the columns of shared/API.md, spelled out independently
+        "epoch",
         "mse",
         "reg_loss",
         "grad_norm_sq",
@@ -52,6 +53,7 @@ def test_training_end_to_end(api, start_worker):
         "effective_rank",
         "num_neurons",
     }
+    assert len({len(column) for column in curve.values()}) == 1
     short = api.get(
         f"/v1/experiments/{exp['id']}/runs/{first['id']}/curve", params={"max_points": 5}
     ).json()

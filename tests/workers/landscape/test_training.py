@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from workers.landscape import training_native
+from workers.landscape.datasets import theorem2
 from workers.landscape.training import (
     CURVE_COLUMNS,
     RunOutcome,
@@ -55,20 +56,6 @@ def numpy_gd(X, y, lam, lr, W, a, steps):
         grad_W = ((Z > 0) * np.outer(a, r)) @ X + 2 * lam * W
         W, a = W - lr * grad_W, a - lr * grad_a
     return W, a
-
-
-def theorem2_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    X = np.array(
-        [
-            [1.0, 0.0, 0.0, 0.0],
-            [8 / 9, -4 / 9, 1 / 9, 0.0],
-            [8 / 9, 4 / 9, 1 / 9, 0.0],
-            [8 / 9, 0.0, 0.0, np.sqrt(17.0) / 9],
-        ]
-    )
-    X = X + 1e-3 * np.random.default_rng(seed).standard_normal(X.shape)
-    X /= np.linalg.norm(X, axis=1, keepdims=True)
-    return X, X @ np.array([0.8, 0.0, 0.6, 0.0])
 
 
 def convex_optimum(X: np.ndarray, y: np.ndarray, lam: float) -> float:
@@ -159,7 +146,7 @@ def test_unstable_learning_rate_diverges() -> None:
 
 
 def test_theorem2_small_init_converges_to_the_same_spurious_point() -> None:
-    X, y = theorem2_data(seed=0)
+    X, y = theorem2(4, 1e-3, 0)
     optimum = convex_optimum(X, y, 1e-4)
     runs = [RunSpec(100, 1e-4, seed) for seed in range(3)]
     # grad_tol 1e-11 (reached near epoch 26,350): 1e-16 takes over 2e5 epochs, too slow
