@@ -6,6 +6,8 @@ through the Context the task hands them.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -48,6 +50,20 @@ def _dataset(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return datasets.build(spec["dataset"])
 
 
+@functools.lru_cache(maxsize=4)
+def _all_patterns(dataset: str) -> np.ndarray:
+    """Every activation pattern of a dataset (given as canonical JSON), read-only.
+
+    Cached per worker process: each chunk of a uniform census would otherwise
+    enumerate the same (up to MAX_UNIFORM_PATTERNS, n) array again.
+    """
+    from workers.landscape import datasets, patterns
+
+    found = patterns.enumerate_patterns(datasets.build(json.loads(dataset))[0])
+    found.setflags(write=False)
+    return found
+
+
 def optimum_job(ctx: Context) -> Outcome:
     """The certified global optimum of the spec's dataset (SCIENCE.md section 3)."""
     from workers.landscape import convex, patterns
@@ -83,7 +99,7 @@ def _bits(rows: list[str], n: int) -> np.ndarray:
 
 def census_chunk_job(ctx: Context) -> Outcome:
     """Certify samples [start, stop) of one width (SCIENCE.md sections 4-5)."""
-    from workers.landscape import census, patterns
+    from workers.landscape import census
 
     X, y = _dataset(ctx.spec)
     opt = ctx.stage_outputs(0)[0]
@@ -93,7 +109,9 @@ def census_chunk_job(ctx: Context) -> Outcome:
         np.asarray(opt["support"]["signs"], dtype=np.int8),
     )
     sampling = ctx.spec["sampling"]
-    every = patterns.enumerate_patterns(X) if sampling == "uniform" else None
+    every = None
+    if sampling == "uniform":
+        every = _all_patterns(json.dumps(ctx.spec["dataset"], sort_keys=True))
     try:
         records = census.certify_samples(
             X,

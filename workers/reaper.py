@@ -7,7 +7,7 @@ import threading
 
 from celery import Celery
 
-from service import crud, dispatch
+from service import crud_work, dispatch
 from service.config import get_settings
 from service.db import session_scope
 
@@ -18,7 +18,7 @@ def reap_once(app: Celery | None = None) -> int:
     """One pass of the reaper; returns how many messages it sent."""
     settings = get_settings()
     with session_scope() as session:
-        envelopes = crud.reap(
+        envelopes = crud_work.reap(
             session,
             heartbeat_timeout=settings.heartbeat_timeout,
             requeue_after=settings.requeue_after,
@@ -36,4 +36,4 @@ def reaper_loop(app: Celery, stop: threading.Event) -> None:
         try:
             reap_once(app)
         except Exception:  # noqa: BLE001 - a broker or database hiccup must not kill the loop
-            log.exception("reaper pass failed; retrying in %.0f s", interval)
+            log.exception("reaper pass failed; retrying in %g s", interval)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
-from service import crud, dispatch
+from service import crud, crud_work, dispatch
 from service.config import get_settings
 from service.db import session_scope
 from service.models import new_id
@@ -21,7 +22,7 @@ log = logging.getLogger("benignity.worker")
 class Heartbeat(threading.Thread):
     """Refreshes a running item's heartbeat; notices a lost lease or a cancellation."""
 
-    def __init__(self, item: crud.Claimed, interval: float) -> None:
+    def __init__(self, item: crud_work.Claimed, interval: float) -> None:
         super().__init__(name=f"heartbeat-{item.item_id}", daemon=True)
         self.item, self.interval = item, interval
         self.done = 0
@@ -40,7 +41,7 @@ class Heartbeat(threading.Thread):
             blob, self.checkpoint = self.checkpoint, None
             try:
                 with session_scope() as session:
-                    alive = crud.heartbeat(
+                    alive = crud_work.heartbeat(
                         session,
                         item_id=self.item.item_id,
                         lease=self.item.lease,
@@ -61,7 +62,7 @@ class Heartbeat(threading.Thread):
 class Context(jobs.Context):
     """What a job sees: its spec and payload, plus progress and checkpoint hooks."""
 
-    def __init__(self, item: crud.Claimed, beat: Heartbeat) -> None:
+    def __init__(self, item: crud_work.Claimed, beat: Heartbeat) -> None:
         self.item, self._beat = item, beat
         self.spec, self.payload, self.checkpoint = item.spec, item.payload, item.checkpoint
         self.queue = item.queue
@@ -77,7 +78,9 @@ class Context(jobs.Context):
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         with session_scope() as session:
-            return crud.stage_outputs(session, experiment_id=self.item.experiment_id, stage=stage)
+            return crud_work.stage_outputs(
+                session, experiment_id=self.item.experiment_id, stage=stage
+            )
 
 
 @app.task(
@@ -91,7 +94,7 @@ def execute(item_id: str) -> str:
     """Run one work item, if this delivery wins it."""
     settings = get_settings()
     with session_scope() as session:
-        item = crud.claim_item(
+        item = crud_work.claim_item(
             session, item_id=item_id, lease=new_id(), max_attempts=settings.max_attempts
         )
     if item is None:
@@ -102,25 +105,42 @@ def execute(item_id: str) -> str:
         outcome = jobs.run(item.task, Context(item, beat))
     except jobs.Stopped:
         with session_scope() as session:
-            crud.stop_item(session, item=item)
+            crud_work.stop_item(session, item=item)
         return "stopped"
+    except OperationalError:
+        raise  # the database is away, not the experiment at fault: the reaper hands it out again
     except Exception as exc:  # noqa: BLE001 - the core's errors are the experiment's errors
         return _fail(item, exc)
     finally:
         beat.stop()
     try:
-        _complete(item, outcome)
+        _complete_patiently(item, outcome)
     except OperationalError:
-        raise  # the database is away: the reaper hands the item out again
+        raise  # still away: the reaper hands the item out again
     except Exception as exc:  # noqa: BLE001 - a fan-in error is the experiment's error
         return _fail(item, exc)
     return "done"
 
 
-def _fail(item: crud.Claimed, exc: Exception) -> str:
+#: Seconds between tries to store a finished item while the database is away (31 s in all),
+#: so that a short outage does not throw away the work; the lease guards against a double store.
+STORE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def _complete_patiently(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
+    for delay in STORE_RETRY_DELAYS:
+        try:
+            return _complete(item, outcome)
+        except OperationalError as exc:
+            log.warning("storing %s failed (%s); trying again in %g s", item.item_id, exc, delay)
+            time.sleep(delay)
+    _complete(item, outcome)
+
+
+def _fail(item: crud_work.Claimed, exc: Exception) -> str:
     log.exception("work item %s (%s) failed", item.item_id, item.task)
     with session_scope() as session:
-        crud.fail_experiment(
+        crud_work.fail_experiment(
             session,
             experiment_id=item.experiment_id,
             error_type=type(exc).__name__,
@@ -129,29 +149,29 @@ def _fail(item: crud.Claimed, exc: Exception) -> str:
     return "failed"
 
 
-def _complete(item: crud.Claimed, outcome: jobs.Outcome) -> None:
+def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
     """Store the outcome; the last item of a stage releases the next stage or finishes."""
     envelopes: list[crud.Envelope] = []
     with session_scope() as session:
-        won, exp = crud.complete_item(session, item=item, output=outcome.output)
+        won, exp = crud_work.complete_item(session, item=item, output=outcome.output)
         if not won:
             return
         if outcome.runs:
-            crud.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
+            crud_work.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
         if outcome.cones:
-            crud.insert_cones(session, experiment_id=item.experiment_id, cones=outcome.cones)
+            crud_work.insert_cones(session, experiment_id=item.experiment_id, cones=outcome.cones)
         if exp is None:
             return
         nxt = item.stage + 1
-        if crud.has_stage(session, experiment_id=exp.id, stage=nxt):
-            envelopes = crud.release_stage(session, experiment_id=exp.id, stage=nxt)
+        if crud_work.has_stage(session, experiment_id=exp.id, stage=nxt):
+            envelopes = crud_work.release_stage(session, experiment_id=exp.id, stage=nxt)
         else:
             outputs = {
-                s: crud.stage_outputs(session, experiment_id=exp.id, stage=s)
+                s: crud_work.stage_outputs(session, experiment_id=exp.id, stage=s)
                 for s in range(item.stage + 1)
             }
             runs = crud.all_runs(session, experiment_id=exp.id)
             final = jobs.finalize(exp.kind, exp.spec, outputs, runs)
-            crud.update_runs(session, experiment_id=exp.id, updates=final.runs)
-            crud.finish_experiment(session, experiment=exp, result=final.output)
+            crud_work.update_runs(session, experiment_id=exp.id, updates=final.runs)
+            crud_work.finish_experiment(session, experiment=exp, result=final.output)
     dispatch.send(envelopes, app)

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from service import crud_reports, curves, reports
+from service import crud_reports, curves, exports, reports
 from service.deps import SessionDep
 from service.models import Experiment
 from service.problems import ProblemError
@@ -120,8 +120,8 @@ def export(experiment_id: str, fmt: Literal["csv", "parquet"], session: SessionD
     """One row per run: params, status, verdict and final values."""
     exp = _found(session, experiment_id)
     runs = crud_reports.runs_without_curves(session, experiment_id=experiment_id)
-    rows = reports.run_rows(exp.kind, runs, result=exp.result)
-    body = reports.to_csv(rows) if fmt == "csv" else reports.to_parquet(rows)
+    rows = exports.run_rows(exp.kind, runs, result=exp.result)
+    body = exports.to_csv(rows) if fmt == "csv" else exports.to_parquet(rows)
     disposition = f'attachment; filename="{experiment_id}.{fmt}"'
     return Response(
         body, media_type=EXPORT_TYPES[fmt], headers={"Content-Disposition": disposition}

@@ -17,7 +17,7 @@ from matplotlib.image import imread
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service import reports
+from service import exports, reports
 from service.curves import FIELDS, decode_curve, encode_curve
 from service.models import Experiment, Run, new_id
 from tests.conftest import PG_URL, use_settings
@@ -169,31 +169,31 @@ TRAINING_COLUMNS = [
 
 
 def test_run_rows_flatten_params_and_final():
-    rows = reports.run_rows("training", TRAINING_RUNS)
+    rows = exports.run_rows("training", TRAINING_RUNS)
     assert list(rows[0]) == TRAINING_COLUMNS
     assert rows[1]["final_gap"] is None and rows[1]["verdict"] == "diverged"
     assert rows[2] == {"id": "r2", "index": 2, "status": "queued", "verdict": None, "width": 50,
                        "init_scale": 1.0, "seed": 1}  # fmt: skip
     census = [run_row(i, params={"width": w}) for i, w in enumerate((10, 640))]
-    crows = reports.run_rows("census", census, result=CENSUS_RESULT)
+    crows = exports.run_rows("census", census, result=CENSUS_RESULT)
     assert crows[1] == {"id": "r1", "index": 1, "status": "succeeded", "verdict": None,
                         "width": 640, "samples": 20, "p_global": 1.0, "p_spurious": 0.0,
                         "p_no_local_min": 0.0, "p_covered": 0.99}  # fmt: skip
 
 
 def test_csv_parses_back_to_the_rows():
-    rows = reports.run_rows("training", TRAINING_RUNS)
-    back = list(csv.DictReader(io.StringIO(reports.to_csv(rows).decode())))
+    rows = exports.run_rows("training", TRAINING_RUNS)
+    back = list(csv.DictReader(io.StringIO(exports.to_csv(rows).decode())))
     assert list(back[0]) == TRAINING_COLUMNS and len(back) == 3
     assert back[0]["final_grad_norm_sq"] == "1e-17" and float(back[0]["final_gap"]) == 1e-9
     assert back[1]["final_gap"] == "" and back[2]["verdict"] == "" and back[2]["final_mse"] == ""
     assert [r["id"] for r in back] == ["r0", "r1", "r2"]
-    assert reports.to_csv([]).decode() == "id,index,status,verdict\n"
+    assert exports.to_csv([]).decode() == "id,index,status,verdict\n"
 
 
 def test_parquet_reads_back_with_consistent_types():
-    rows = reports.run_rows("training", TRAINING_RUNS)
-    table = pq.read_table(io.BytesIO(reports.to_parquet(rows)))
+    rows = exports.run_rows("training", TRAINING_RUNS)
+    table = pq.read_table(io.BytesIO(exports.to_parquet(rows)))
     types = {f.name: str(f.type) for f in table.schema}
     assert types["index"] == "int64" and types["width"] == "int64" and types["verdict"] == "string"
     assert types["final_reg_loss"] == "double"  # 0.2345 and 2 share one float column
@@ -201,7 +201,7 @@ def test_parquet_reads_back_with_consistent_types():
     back = table.to_pylist()
     for got, want in zip(back, rows, strict=True):
         assert got == {c: want.get(c) for c in TRAINING_COLUMNS}
-    empty = pq.read_table(io.BytesIO(reports.to_parquet([])))
+    empty = pq.read_table(io.BytesIO(exports.to_parquet([])))
     assert empty.num_rows == 0 and str(empty.schema.field("index").type) == "int64"
 
 

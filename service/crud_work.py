@@ -1,0 +1,262 @@
+"""The work-item lifecycle that workers drive: claim, heartbeat, complete, fan-in, reap.
+
+Every transition is a compare-and-set on (status, lease), so a duplicate broker
+delivery or a worker that lost its lease changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from service.crud import TERMINAL, Envelope
+from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, utcnow
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A work item that this worker now holds under `lease`."""
+
+    item_id: str
+    experiment_id: str
+    task: str
+    queue: str
+    stage: int
+    payload: dict[str, Any]
+    spec: dict[str, Any]
+    checkpoint: bytes | None
+    lease: str
+    attempts: int
+
+
+def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int) -> Claimed | None:
+    """queued -> running by compare-and-set; None when another delivery got there first.
+
+    An item that has used up its attempts fails, and so does its experiment.
+    """
+    res = session.execute(
+        update(WorkItem)
+        .where(WorkItem.id == item_id, WorkItem.status == "queued")
+        .values(
+            status="running", lease=lease, heartbeat_at=utcnow(), attempts=WorkItem.attempts + 1
+        )
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        return None
+    item = session.get(WorkItem, item_id)
+    assert item is not None
+    exp = session.get(Experiment, item.experiment_id, with_for_update=True)
+    assert exp is not None
+    if exp.status in TERMINAL:
+        item.status = "cancelled" if exp.status == "cancelled" else "failed"
+        return None
+    if item.attempts > max_attempts:
+        msg = f"work item {item.task} failed {max_attempts} times (worker lost each time)"
+        fail_experiment(session, experiment_id=exp.id, error_type="WorkerLost", detail=msg)
+        return None
+    if exp.status == "queued":
+        exp.status, exp.started_at = "running", utcnow()
+    return Claimed(
+        item_id=item.id,
+        experiment_id=exp.id,
+        task=item.task,
+        queue=item.queue,
+        stage=item.stage,
+        payload=item.payload,
+        spec=exp.spec,
+        checkpoint=item.checkpoint,
+        lease=lease,
+        attempts=item.attempts,
+    )
+
+
+def heartbeat(
+    session: Session, *, item_id: str, lease: str, done: int, checkpoint: bytes | None = None
+) -> bool:
+    """Refresh a running item's heartbeat; False when the lease is lost or work is cancelled."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow(), "progress_done": done}
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    res = session.execute(
+        update(WorkItem)
+        .where(WorkItem.id == item_id, WorkItem.lease == lease, WorkItem.status == "running")
+        .values(**values)
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        return False
+    status = session.scalar(
+        select(Experiment.status)
+        .join(WorkItem, WorkItem.experiment_id == Experiment.id)
+        .where(WorkItem.id == item_id)
+    )
+    return status not in TERMINAL
+
+
+def complete_item(
+    session: Session, *, item: Claimed, output: dict[str, Any]
+) -> tuple[bool, Experiment | None]:
+    """running -> done under the lease.
+
+    Returns whether this worker still held the item, and the experiment (locked
+    for update) when this was the last unfinished item of its stage.
+    """
+    res = session.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running"
+        )
+        .values(
+            status="done", output=output, progress_done=WorkItem.progress_total, checkpoint=None
+        )
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        return False, None
+    exp = session.get(Experiment, item.experiment_id, with_for_update=True, populate_existing=True)
+    if exp is None or exp.status in TERMINAL:
+        return True, None
+    remaining = session.scalar(
+        select(func.count())
+        .select_from(WorkItem)
+        .where(
+            WorkItem.experiment_id == exp.id,
+            WorkItem.stage == item.stage,
+            WorkItem.status != "done",
+        )
+    )
+    return True, (exp if remaining == 0 else None)
+
+
+def stop_item(session: Session, *, item: Claimed) -> None:
+    """running -> cancelled for an item whose experiment ended while it ran (lease kept)."""
+    session.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running"
+        )
+        .values(status="cancelled")
+    )
+
+
+def update_runs(session: Session, *, experiment_id: str, updates: Sequence[dict[str, Any]]) -> None:
+    """Write run results, each dict naming its run by `index` (one bulk UPDATE by key)."""
+    if not updates:
+        return
+    wanted = [u["index"] for u in updates]
+    ids = dict(
+        session.execute(
+            select(Run.index, Run.id).where(
+                Run.experiment_id == experiment_id, Run.index.in_(wanted)
+            )
+        ).all()
+    )
+    rows = [
+        {"id": ids[u["index"]], **{k: v for k, v in u.items() if k != "index"}} for u in updates
+    ]
+    session.execute(update(Run), rows)
+
+
+def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:
+    """Store a census chunk's cone records."""
+    session.add_all(CensusCone(experiment_id=experiment_id, **c) for c in cones)
+
+
+def stage_outputs(session: Session, *, experiment_id: str, stage: int) -> list[dict[str, Any]]:
+    query = (
+        select(WorkItem.output)
+        .where(WorkItem.experiment_id == experiment_id, WorkItem.stage == stage)
+        .order_by(WorkItem.id)
+    )
+    return [o for o in session.scalars(query) if o is not None]
+
+
+def release_stage(session: Session, *, experiment_id: str, stage: int) -> list[Envelope]:
+    """blocked -> queued for every item of `stage`; returns the messages to send."""
+    items = list(
+        session.scalars(
+            select(WorkItem).where(
+                WorkItem.experiment_id == experiment_id,
+                WorkItem.stage == stage,
+                WorkItem.status == "blocked",
+            )
+        )
+    )
+    now = utcnow()
+    for it in items:
+        it.status, it.enqueued_at = "queued", now
+    return [Envelope(it.id, it.queue) for it in items]
+
+
+def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:
+    query = (
+        select(func.count())
+        .select_from(WorkItem)
+        .where(WorkItem.experiment_id == experiment_id, WorkItem.stage == stage)
+    )
+    return bool(session.scalar(query))
+
+
+def finish_experiment(session: Session, *, experiment: Experiment, result: dict[str, Any]) -> None:
+    experiment.status, experiment.result, experiment.finished_at = "succeeded", result, utcnow()
+
+
+def fail_experiment(session: Session, *, experiment_id: str, error_type: str, detail: str) -> None:
+    """Any unfinished experiment -> failed, with its error; its pending work is dropped."""
+    session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status.not_in(TERMINAL))
+        .values(status="failed", finished_at=utcnow(), error={"type": error_type, "detail": detail})
+    )
+    session.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.experiment_id == experiment_id,
+            WorkItem.status.in_(("queued", "blocked", "running")),
+        )
+        .values(status="failed", error=detail)
+    )
+
+
+def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) -> list[Envelope]:
+    """Re-enqueue work whose worker died or whose broker message was lost.
+
+    A running item whose heartbeat is older than `heartbeat_timeout` seconds goes
+    back to queued (its attempt counter bounds how often). A queued item not
+    started `requeue_after * 2**requeues` seconds after it was sent is sent again;
+    a duplicate delivery is harmless because claiming is a compare-and-set.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=heartbeat_timeout)
+    dead = list(
+        session.scalars(
+            select(WorkItem).where(WorkItem.status == "running", WorkItem.heartbeat_at < stale)
+        )
+    )
+    out = []
+    for item in dead:
+        res = session.execute(
+            update(WorkItem)
+            .where(
+                WorkItem.id == item.id, WorkItem.status == "running", WorkItem.lease == item.lease
+            )
+            .values(status="queued", lease=None, enqueued_at=now)
+        )
+        if res.rowcount:  # type: ignore[attr-defined]
+            out.append(Envelope(item.id, item.queue))
+    oldest = now - timedelta(seconds=requeue_after)
+    waiting = session.scalars(
+        select(WorkItem).where(WorkItem.status == "queued", WorkItem.enqueued_at < oldest)
+    )
+    for item in waiting:
+        wait = requeue_after * 2 ** min(item.requeues, 6)
+        if item.enqueued_at is not None and as_utc(item.enqueued_at) > now - timedelta(
+            seconds=wait
+        ):
+            continue
+        item.enqueued_at, item.requeues = now, item.requeues + 1
+        out.append(Envelope(item.id, item.queue))
+    return out
