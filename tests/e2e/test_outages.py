@@ -1,5 +1,5 @@
-"""Work goes on through PostgreSQL outages mid-census: dropped connections, and a few
-seconds in which the database refuses every connection (as during a restart)."""
+"""Work goes on through outages: PostgreSQL dropping every connection, or refusing them for
+a few seconds (as during a restart), and Redis restarting empty, all while work runs."""
 
 from __future__ import annotations
 
@@ -99,3 +99,24 @@ def test_a_sweep_that_ends_during_an_outage_is_stored_once_it_is_over(
     assert "trying again" in worker.log.read_text()
     runs = api.get(f"/v1/experiments/{exp['id']}/runs").json()["items"]
     assert len(runs) == 4 and all(r["final"]["epoch"] == 1_000_000 for r in runs)
+
+
+def test_census_survives_a_broker_restart_that_loses_every_message(
+    api, start_worker, pg_engine, redis_client
+):
+    start_worker()
+    exp = api.post("/v1/experiments", json={**SPEC, "samples_per_width": 400}).json()
+    deadline = time.monotonic() + 120
+    while statuses(pg_engine, exp["id"]).count("done") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # What a restart of a Redis that keeps nothing on disk does: every connection is
+    # dropped and every queued message is gone.
+    redis_client.flushall()
+    killed = redis_client.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    assert killed >= 1  # the worker's connections
+    assert "queued" in statuses(pg_engine, exp["id"])  # work whose message was lost
+    done = wait_for(api, exp["id"], timeout=300)
+    assert done["status"] == "succeeded", done
+    cones = api.get(f"/v1/experiments/{exp['id']}/cones", params={"limit": 1000}).json()
+    assert len({(c["width"], c["sample"]) for c in cones["items"]}) == 800
