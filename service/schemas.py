@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.models import CensusCone as ConeRow
 from service.models import Experiment as ExperimentRow
@@ -97,6 +97,11 @@ class Cone(BaseModel):
     signs: list[int]
     stationarity_residual: float | None
     num_neurons: int
+    polished: bool = Field(
+        default=False,
+        description="the stationarity test ran on the restricted minimiser polished to "
+        "machine precision (Newton on its faces), not on the interior-point solution",
+    )
 
     @classmethod
     def of(cls, row: ConeRow) -> Cone:
@@ -113,6 +118,7 @@ class Cone(BaseModel):
             signs=d.get("signs", []),
             stationarity_residual=d.get("stationarity_residual"),
             num_neurons=d.get("num_neurons", 0),
+            polished=d.get("polished", False),
         )
 
 

@@ -96,6 +96,8 @@ class ConeRecord:
         stationarity_residual: minimal Clarke gradient norm of the recovered network; NaN
             when not tested (verdict "global").
         num_neurons: neurons of the recovered network; 0 when not tested.
+        polished: whether the stationarity test ran on the polished, exact minimiser
+            (:func:`.census_polish.polish`) rather than the interior point.
     """
 
     width: int
@@ -109,6 +111,7 @@ class ConeRecord:
     gap: float
     stationarity_residual: float
     num_neurons: int
+    polished: bool = False
 
     def as_dict(self) -> dict:
         """JSON-ready form: patterns as '0'/'1' strings, NaN residual as None."""
@@ -125,6 +128,7 @@ class ConeRecord:
             "gap": self.gap,
             "stationarity_residual": None if math.isnan(residual) else residual,
             "num_neurons": self.num_neurons,
+            "polished": self.polished,
         }
 
 
@@ -263,6 +267,7 @@ def _solve_and_classify(
         gap=value - optimum,
         stationarity_residual=found.residual,
         num_neurons=found.num_neurons,
+        polished=found.polished,
     )
 
 
