@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ from .census_columns import ColumnSolver
 from .census_sampling import SAMPLINGS, cone_keys, distinct_cones, sample_cones
 from .census_screen import GlobalScreen
 from .census_solver import RestrictedSolver
+from .scaling import Scaling
 
 __all__ = [
     "SAMPLINGS",
@@ -161,7 +162,8 @@ def certify_samples(
         samples: sample indices to do (any subset of range(N), in any order).
         seed: census seed; sample j draws from ``np.random.default_rng([seed, width, j])``.
         sampling: "uniform", "random_vector" or "rejection" (see :func:`sample_cones`).
-        tolerance: absolute tolerance on value - optimum for "global".
+        tolerance: absolute tolerance on value - optimum for "global" (in the units of y²;
+            the programs and the classification run at unit scale, see ``scaling.Scaling``).
         patterns: (P, n) bool, every pattern of X; required for "uniform".
         num_signed_cones: 2 P, the denominator of ``covered``.
         on_progress: called with the number of cones done after each cone; returning False
@@ -175,6 +177,9 @@ def certify_samples(
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
+    scaling = Scaling.of(X, y)  # solve at unit size; records in the user's units
+    X, y, weight_decay = scaling.data(X, y, weight_decay)
+    optimum, tolerance = optimum / scaling.value, tolerance / scaling.value
     solver = RestrictedSolver(X, y, weight_decay, tol=SOLVER_TOL)
     screen = _screen(X, y, weight_decay, solver, support, optimum=optimum, tolerance=tolerance)
     columns = ColumnSolver(solver, screen.atom)
@@ -213,10 +218,20 @@ def certify_samples(
                 optimum=optimum,
                 tolerance=tolerance,
             )
-        records.append(record)
+        records.append(_in_units(record, scaling))
         if on_progress is not None and on_progress(done) is False:
             raise CensusCancelled(records)
     return records
+
+
+def _in_units(record: ConeRecord, scaling: Scaling) -> ConeRecord:
+    """A record of the unit-size problem in the units of the user's data."""
+    return replace(
+        record,
+        value=record.value * scaling.value,
+        gap=record.gap * scaling.value,
+        stationarity_residual=record.stationarity_residual * scaling.gradient,
+    )
 
 
 def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> GlobalScreen:

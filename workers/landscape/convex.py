@@ -16,6 +16,7 @@ see ``colgen.py``), and certifies the result with the dual check of
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 
 from .certificate import dual_violations, gap_bound
 from .network import recover_network
+from .scaling import Scaling
 
 #: Clarabel settings used unless the caller overrides them. Tight, so that the
 #: recovered network's loss matches the program's value to ~1e-9 relative.
@@ -245,14 +247,15 @@ def global_optimum(
             (column generation, never builds the full program) or "auto"
             ("colgen" when P > AUTO_COLGEN_MIN_PATTERNS).
         tol: column generation stops when no signed cone's value exceeds
-            2 weight_decay + tol (absolute) ...
+            2 weight_decay + tol, at unit scale (``scaling.Scaling``: the program is
+            solved on X / max ||x_k|| and y / rms(y), and its answer mapped back) ...
         gap_tol: ... and, tighter when needed, 2 weight_decay + eps with
             eps = gap_tol * value / sum_i ||u_i||, so that the optimality gap is
             at most ~gap_tol relative (see ``colgen.column_generation``).
 
     Returns:
-        Optimum. ``max_dual_violation`` is computed exactly over all signed
-        cones in both methods.
+        Optimum, in the units of X and y. ``max_dual_violation`` is computed exactly
+        over all signed cones in both methods.
     """
     start = time.perf_counter()
     X = np.asarray(X, dtype=np.float64)
@@ -266,6 +269,8 @@ def global_optimum(
     patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
     if method == "auto":
         method = "colgen" if len(patterns) > AUTO_COLGEN_MIN_PATTERNS else "full"
+    scaling = Scaling.of(X, y)
+    X, y, weight_decay = scaling.data(X, y, weight_decay)
     if method == "full":
         cones = np.repeat(patterns, 2, axis=0)
         signs = np.tile(np.array([1, -1], dtype=np.int8), len(patterns))
@@ -282,7 +287,22 @@ def global_optimum(
         max_value = float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
     violation = max(0.0, max_value - floor)
     gap = gap_bound(solution.value, residual, y, violation / floor)
-    return _optimum(X, solution, patterns, violation, gap, method, iterations, start)
+    unit = _optimum(X, solution, patterns, violation, gap, method, iterations, start)
+    return _in_units(unit, scaling)
+
+
+def _in_units(unit: Optimum, scaling: Scaling) -> Optimum:
+    """An optimum of the unit-size problem, in the units of the user's data."""
+    return dataclasses.replace(
+        unit,
+        value=unit.value * scaling.value,
+        W=unit.W * scaling.weights,
+        a=unit.a * scaling.weights,
+        max_dual_violation=unit.max_dual_violation * scaling.dual,
+        prediction=unit.prediction * scaling.y,
+        gap_bound=unit.gap_bound * scaling.value,
+        U=unit.U * scaling.cone,
+    )
 
 
 def caratheodory(
@@ -298,7 +318,9 @@ def caratheodory(
 
     Args:
         X: (n, d). U: (k, d) the u of each signed cone. patterns: (k, n) bool. signs: (k,).
-        rtol: singular values below rtol * the largest count as zero.
+        rtol: singular values below rtol * the largest count as zero, and a step along
+            such a direction is taken only while it moves [prediction; penalty] by at most
+            rtol relative.
 
     Returns:
         (k, d) float64: the rescaled U, with at most rank([..]) <= n + 1 nonzero rows.
@@ -314,6 +336,10 @@ def caratheodory(
         z = z if z.min() < 0 else -z
         ratios = np.where(z < 0, t[alive] / np.where(z < 0, -z, 1.0), np.inf)
         step = ratios.min()
+        # A nearly null z moved far would change the prediction and penalty by
+        # step ||M z||: stop unless that stays at rounding level.
+        if step * np.linalg.norm(M[:, alive] @ z) > rtol * np.linalg.norm(M[:, alive] @ t[alive]):
+            break
         t[alive] += step * z
         t[alive[np.argmin(ratios)]] = 0.0
         alive = alive[t[alive] > 0]

@@ -16,6 +16,7 @@ import numpy as np
 from workers.landscape.census_sampling import cone_keys
 from workers.landscape.census_solver import RestrictedSolver
 from workers.landscape.network import signed_cones_of
+from workers.landscape.scaling import Scaling
 
 VERDICTS = (
     "global_minimum",
@@ -54,7 +55,8 @@ class VerdictJudge:
     ) -> None:
         self.X, self.y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
         self.optimum, self.tolerance = float(optimum), float(tolerance)
-        self.solver = RestrictedSolver(self.X, self.y, weight_decay, tol=1e-10)
+        self.scaling = Scaling.of(self.X, self.y)  # cones are solved at unit size
+        self.solver = RestrictedSolver(*self.scaling.data(self.X, self.y, weight_decay), tol=1e-10)
         self._cache: dict[bytes, float] = {}
 
     def cone_value(self, W: np.ndarray, a: np.ndarray) -> float:
@@ -64,7 +66,7 @@ class VerdictJudge:
             return float(np.mean(self.y**2))
         key = b"".join(sorted(cone_keys(patterns, signs).tolist()))
         if key not in self._cache:
-            self._cache[key] = self.solver.solve(patterns, signs).value
+            self._cache[key] = self.solver.solve(patterns, signs).value * self.scaling.value
         return self._cache[key]
 
     def judge(self, status: str, reg_loss: float, W: np.ndarray, a: np.ndarray) -> Verdict:
