@@ -235,13 +235,19 @@ def _in_units(record: ConeRecord, scaling: Scaling) -> ConeRecord:
 
 
 def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> GlobalScreen:
-    """The screen for this problem; p* comes from one solve over the support's cones."""
+    """The screen for this problem; p* comes from one solve over the support's cones.
+
+    That solve also checks the support: only when its cones alone reach the optimum
+    (within ``tolerance / 2``) does a cone containing them count as global unsolved.
+    """
     support_patterns = np.asarray(support[0], dtype=bool).reshape(-1, X.shape[0])
     support_signs = np.asarray(support[1]).reshape(-1)
     if len(support_signs):
-        prediction = solver.solve(support_patterns, support_signs).prediction
+        held = solver.solve(support_patterns, support_signs)
+        prediction, value = held.prediction, held.value
     else:
-        prediction = np.zeros(len(y))
+        prediction, value = np.zeros(len(y)), float(y @ y) / len(y)
+    proven = value <= optimum + tolerance / 2
     return GlobalScreen(
         X,
         y,
@@ -249,7 +255,7 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
         prediction=prediction,
         optimum=optimum,
         margin=tolerance / 2,
-        support_keys=set(cone_keys(support_patterns, support_signs)),
+        support_keys=set(cone_keys(support_patterns, support_signs)) if proven else None,
     )
 
 

@@ -36,7 +36,8 @@ class GlobalScreen:
         prediction: (n,) float64, the global optimal prediction p*.
         optimum: the global optimum.
         margin: the exhibited point must have value <= optimum + margin.
-        support_keys: ``cone_keys`` of a known global support (S containing it passes at once).
+        support_keys: ``cone_keys`` of a known global support (S containing it passes at once);
+            None when no support is known to reach the optimum.
     """
 
     def __init__(
@@ -48,7 +49,7 @@ class GlobalScreen:
         prediction: np.ndarray,
         optimum: float,
         margin: float,
-        support_keys: set,
+        support_keys: set | None,
     ) -> None:
         self.X, self.y = X, y
         self.weight_decay = float(weight_decay)
@@ -66,7 +67,7 @@ class GlobalScreen:
             signs: (k,) in {+1, -1}.
             keys: (k,) their ``cone_keys``.
         """
-        if self.support_keys <= set(keys):
+        if self.support_keys is not None and self.support_keys <= set(keys):
             return True
         floor = 2.0 * self.weight_decay * (1.0 - TIGHT_RTOL)
         columns = []

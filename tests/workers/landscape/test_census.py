@@ -177,3 +177,20 @@ def test_thresholds_interpolate_in_log_width():
     assert found["m_95"] == pytest.approx(160 * 4**0.8)
     assert census.thresholds(rows[:2]) == {"m_half": None, "m_95": None}
     assert census.thresholds([{"width": 5, "p_global": 1.0}])["m_half"] == 5.0
+
+
+def test_a_support_that_misses_the_optimum_screens_nothing_on_its_own():
+    # Drop the largest neuron of the global support: cones holding the rest must be solved.
+    X, y = datasets.teacher(5, 8, 3, 1)
+    patterns, optimum = problem(X, y)
+    keep = np.argsort(np.linalg.norm(optimum.U, axis=1))[:-1]
+    partial = (optimum.support_patterns[keep], optimum.support_signs[keep])
+    for width in (12, 40):
+        records = census.certify_samples(
+            X, y, LAM, optimum=optimum.value, support=partial, width=width,
+            samples=range(12), seed=5, sampling="uniform", patterns=patterns,
+            num_signed_cones=optimum.num_signed_cones,
+        )  # fmt: skip
+        for record in records:
+            slow = convex.solve_program(X, y, LAM, record.patterns, record.signs)
+            assert (record.verdict == "global") == (slow.value <= optimum.value + 1e-7), record
