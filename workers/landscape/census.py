@@ -12,7 +12,8 @@ The fast path (:func:`certify_samples`):
 
 1. Screening, a sufficient test: a cone whose signed cones include the support of a known
    global solution holds that solution, so its value is the optimum and it is "global" with
-   no solve (method "screened").
+   no solve (method "screened"); the support is trusted only if its cones alone reach the
+   optimum, which one solve per call checks.
 2. Otherwise the restricted program is solved by column generation (:mod:`.census_columns`):
    on a small working subset of the cone's signed cones first (guessed from the atoms at the
    global optimal residual, which the screen caches per signed cone), then the dual check of
@@ -20,7 +21,10 @@ The fast path (:func:`certify_samples`):
    program is built directly for Clarabel (:mod:`.census_solver`: row-space reduction, CSC
    values filled into a cached structure, single-threaded QDLDL). A working-set solution
    that fails the complementarity check is replaced by one solve over all members.
-3. The minimiser is classified by :func:`classify` (method "solved").
+3. The minimiser is polished to machine precision and classified by :func:`classify`
+   (method "solved").
+
+Everything runs at unit scale (:mod:`.scaling`); records are in the units of X and y.
 
 :func:`classify` is shared with the straightforward per-cone path (``convex.solve_program``),
 so the two differ only in how the restricted program is solved.
@@ -37,13 +41,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from .census_classify import STATIONARITY_TOL, Classification, classify
 from .census_columns import ColumnSolver
+from .census_records import ConeRecord, summarize, thresholds
 from .census_sampling import SAMPLINGS, cone_keys, distinct_cones, sample_cones
 from .census_screen import GlobalScreen
 from .census_solver import RestrictedSolver
@@ -78,59 +83,6 @@ class CensusCancelled(Exception):
     def __init__(self, records: list[ConeRecord]) -> None:
         super().__init__(f"census cancelled after {len(records)} cones")
         self.records = records
-
-
-@dataclass(frozen=True)
-class ConeRecord:
-    """One sampled cone of a census, kept so a user can see why it got its verdict.
-
-    Attributes:
-        width: m, the number of neurons drawn.
-        sample: the sample index within this width.
-        patterns: (k, n) bool, the distinct signed cones' patterns, sorted.
-        signs: (k,) int8 in {+1, -1}.
-        value: the restricted program's value (the optimum itself when screened).
-        verdict: "global", "spurious" or "no_local_min".
-        covered: k / number of signed cones of the data.
-        method: "screened" (contains the known global support, no solve) or "solved".
-        gap: value - optimum.
-        stationarity_residual: minimal Clarke gradient norm of the recovered network; NaN
-            when not tested (verdict "global").
-        num_neurons: neurons of the recovered network; 0 when not tested.
-        polished: whether the stationarity test ran on the polished, exact minimiser
-            (:func:`.census_polish.polish`) rather than the interior point.
-    """
-
-    width: int
-    sample: int
-    patterns: np.ndarray
-    signs: np.ndarray
-    value: float
-    verdict: str
-    covered: float
-    method: str
-    gap: float
-    stationarity_residual: float
-    num_neurons: int
-    polished: bool = False
-
-    def as_dict(self) -> dict:
-        """JSON-ready form: patterns as '0'/'1' strings, NaN residual as None."""
-        residual = self.stationarity_residual
-        return {
-            "width": self.width,
-            "sample": self.sample,
-            "patterns": ["".join("1" if b else "0" for b in row) for row in self.patterns],
-            "signs": [int(s) for s in self.signs],
-            "value": self.value,
-            "verdict": self.verdict,
-            "covered": self.covered,
-            "method": self.method,
-            "gap": self.gap,
-            "stationarity_residual": None if math.isnan(residual) else residual,
-            "num_neurons": self.num_neurons,
-            "polished": self.polished,
-        }
 
 
 def certify_samples(
@@ -290,63 +242,3 @@ def _solve_and_classify(
         num_neurons=found.num_neurons,
         polished=found.polished,
     )
-
-
-def summarize(records: Sequence[ConeRecord]) -> list[dict]:
-    """Per-width rows of a census (SCIENCE §5, step 4).
-
-    Args:
-        records: ConeRecords of any widths, in any order.
-
-    Returns:
-        One dict per width, sorted by width, with keys width, samples, p_global, p_spurious,
-        p_no_local_min (fractions of that width's samples) and p_covered (mean ``covered``).
-    """
-    by_width: dict[int, list[ConeRecord]] = {}
-    for record in records:
-        by_width.setdefault(record.width, []).append(record)
-    rows = []
-    for width in sorted(by_width):
-        group = by_width[width]
-        verdicts = [r.verdict for r in group]
-        rows.append(
-            {
-                "width": width,
-                "samples": len(group),
-                "p_global": verdicts.count("global") / len(group),
-                "p_spurious": verdicts.count("spurious") / len(group),
-                "p_no_local_min": verdicts.count("no_local_min") / len(group),
-                "p_covered": float(np.mean([r.covered for r in group])),
-            }
-        )
-    return rows
-
-
-def thresholds(rows: list[dict]) -> dict:
-    """Empirical widths where p_global first reaches 0.5 and 0.95.
-
-    Interpolation is linear in log m between the last grid width below the level and the
-    first at or above it (widths are usually log-spaced, and the coupon-collector rise is
-    smooth in log m). If the first width already reaches the level, that width is returned;
-    if none does, None.
-
-    Args:
-        rows: rows of :func:`summarize` (any order).
-
-    Returns:
-        {"m_half": float | None, "m_95": float | None}.
-    """
-    ordered = sorted(rows, key=lambda row: row["width"])
-    return {"m_half": _crossing(ordered, 0.5), "m_95": _crossing(ordered, 0.95)}
-
-
-def _crossing(rows: list[dict], level: float) -> float | None:
-    for i, row in enumerate(rows):
-        if row["p_global"] >= level:
-            if i == 0:
-                return float(row["width"])
-            lo, hi = rows[i - 1], row
-            frac = (level - lo["p_global"]) / (hi["p_global"] - lo["p_global"])
-            log_m = math.log(lo["width"]) + frac * (math.log(hi["width"]) - math.log(lo["width"]))
-            return float(math.exp(log_m))
-    return None

@@ -1,0 +1,124 @@
+"""A census's records: one per sampled cone, and the per-width rows they add up to (SCIENCE §5)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ConeRecord", "summarize", "thresholds"]
+
+
+@dataclass(frozen=True)
+class ConeRecord:
+    """One sampled cone of a census, kept so a user can see why it got its verdict.
+
+    Attributes:
+        width: m, the number of neurons drawn.
+        sample: the sample index within this width.
+        patterns: (k, n) bool, the distinct signed cones' patterns, sorted.
+        signs: (k,) int8 in {+1, -1}.
+        value: the restricted program's value (the optimum itself when screened).
+        verdict: "global", "spurious" or "no_local_min".
+        covered: k / number of signed cones of the data.
+        method: "screened" (contains the known global support, no solve) or "solved".
+        gap: value - optimum.
+        stationarity_residual: minimal Clarke gradient norm of the recovered network; NaN
+            when not tested (verdict "global").
+        num_neurons: neurons of the recovered network; 0 when not tested.
+        polished: whether the stationarity test ran on the polished, exact minimiser
+            (:func:`.census_polish.polish`) rather than the interior point.
+    """
+
+    width: int
+    sample: int
+    patterns: np.ndarray
+    signs: np.ndarray
+    value: float
+    verdict: str
+    covered: float
+    method: str
+    gap: float
+    stationarity_residual: float
+    num_neurons: int
+    polished: bool = False
+
+    def as_dict(self) -> dict:
+        """JSON-ready form: patterns as '0'/'1' strings, NaN residual as None."""
+        residual = self.stationarity_residual
+        return {
+            "width": self.width,
+            "sample": self.sample,
+            "patterns": ["".join("1" if b else "0" for b in row) for row in self.patterns],
+            "signs": [int(s) for s in self.signs],
+            "value": self.value,
+            "verdict": self.verdict,
+            "covered": self.covered,
+            "method": self.method,
+            "gap": self.gap,
+            "stationarity_residual": None if math.isnan(residual) else residual,
+            "num_neurons": self.num_neurons,
+            "polished": self.polished,
+        }
+
+
+def summarize(records: Sequence[ConeRecord]) -> list[dict]:
+    """Per-width rows of a census (SCIENCE §5, step 4).
+
+    Args:
+        records: ConeRecords of any widths, in any order.
+
+    Returns:
+        One dict per width, sorted by width, with keys width, samples, p_global, p_spurious,
+        p_no_local_min (fractions of that width's samples) and p_covered (mean ``covered``).
+    """
+    by_width: dict[int, list[ConeRecord]] = {}
+    for record in records:
+        by_width.setdefault(record.width, []).append(record)
+    rows = []
+    for width in sorted(by_width):
+        group = by_width[width]
+        verdicts = [r.verdict for r in group]
+        rows.append(
+            {
+                "width": width,
+                "samples": len(group),
+                "p_global": verdicts.count("global") / len(group),
+                "p_spurious": verdicts.count("spurious") / len(group),
+                "p_no_local_min": verdicts.count("no_local_min") / len(group),
+                "p_covered": float(np.mean([r.covered for r in group])),
+            }
+        )
+    return rows
+
+
+def thresholds(rows: list[dict]) -> dict:
+    """Empirical widths where p_global first reaches 0.5 and 0.95.
+
+    Interpolation is linear in log m between the last grid width below the level and the
+    first at or above it (widths are usually log-spaced, and the coupon-collector rise is
+    smooth in log m). If the first width already reaches the level, that width is returned;
+    if none does, None.
+
+    Args:
+        rows: rows of :func:`summarize` (any order).
+
+    Returns:
+        {"m_half": float | None, "m_95": float | None}.
+    """
+    ordered = sorted(rows, key=lambda row: row["width"])
+    return {"m_half": _crossing(ordered, 0.5), "m_95": _crossing(ordered, 0.95)}
+
+
+def _crossing(rows: list[dict], level: float) -> float | None:
+    for i, row in enumerate(rows):
+        if row["p_global"] >= level:
+            if i == 0:
+                return float(row["width"])
+            lo, hi = rows[i - 1], row
+            frac = (level - lo["p_global"]) / (hi["p_global"] - lo["p_global"])
+            log_m = math.log(lo["width"]) + frac * (math.log(hi["width"]) - math.log(lo["width"]))
+            return float(math.exp(log_m))
+    return None
