@@ -85,7 +85,11 @@ def optimum_job(ctx: Context) -> Outcome:
             "num_signed_cones": int(opt.num_signed_cones),
             "theory_bound": int(patterns.theory_bound(n, d)),
             "neurons": neurons,
-            "certificate": {"max_dual_violation": float(opt.max_dual_violation)},
+            "certificate": {
+                "max_dual_violation": float(opt.max_dual_violation),
+                # optimum - (true global minimum) <= gap_bound, by weak duality
+                "gap_bound": float(opt.gap_bound),
+            },
             "method": opt.method,
             "support": support,
         }

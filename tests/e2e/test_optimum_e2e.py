@@ -44,6 +44,7 @@ def test_submit_poll_succeed(api, start_worker):
     assert res["num_patterns"] == 64 and res["num_signed_cones"] == 128
     assert res["theory_bound"] == 64
     assert res["certificate"]["max_dual_violation"] <= 1e-6
+    assert 0 <= res["certificate"]["gap_bound"] <= 1e-8 * res["optimum"]
     assert abs(network_loss(done["spec"], res["neurons"]) - res["optimum"]) <= 1e-7 * res["optimum"]
 
 
