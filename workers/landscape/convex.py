@@ -25,7 +25,7 @@ import cvxpy as cp
 import numpy as np
 
 from .certificate import dual_violations, gap_bound
-from .network import recover_network
+from .network import caratheodory, recover_network
 from .scaling import Scaling
 
 #: Clarabel settings used unless the caller overrides them. Tight, so that the
@@ -303,47 +303,6 @@ def _in_units(unit: Optimum, scaling: Scaling) -> Optimum:
         gap_bound=unit.gap_bound * scaling.value,
         U=unit.U * scaling.cone,
     )
-
-
-def caratheodory(
-    X: np.ndarray, U: np.ndarray, patterns: np.ndarray, signs: np.ndarray, *, rtol: float = 1e-10
-) -> np.ndarray:
-    """Rescale the u's of a solution so that at most n + 1 stay nonzero, at the same value.
-
-    Scaling u_i by t_i >= 0 keeps it in its cone. The prediction sum_i t_i s_i D_i X u_i
-    and the penalty sum_i t_i ||u_i|| are linear in t, so while the k columns
-    [s_i D_i X u_i; ||u_i||] (n + 1 rows) are dependent, moving t along a null
-    vector keeps both, hence the objective, until some t_i reaches 0 (SCIENCE.md
-    section 3: the minimum is reached by at most n + 1 neurons).
-
-    Args:
-        X: (n, d). U: (k, d) the u of each signed cone. patterns: (k, n) bool. signs: (k,).
-        rtol: singular values below rtol * the largest count as zero, and a step along
-            such a direction is taken only while it moves [prediction; penalty] by at most
-            rtol relative.
-
-    Returns:
-        (k, d) float64: the rescaled U, with at most rank([..]) <= n + 1 nonzero rows.
-    """
-    t = np.ones(len(U))
-    M = np.vstack([(signs[:, None] * patterns * (U @ X.T)).T, np.linalg.norm(U, axis=1)])
-    alive = np.flatnonzero(np.linalg.norm(U, axis=1) > 0)
-    while len(alive) > 1:
-        _, sv, Vt = np.linalg.svd(M[:, alive])
-        if len(sv) >= len(alive) and sv[-1] > rtol * sv[0]:
-            break
-        z = Vt[-1]
-        z = z if z.min() < 0 else -z
-        ratios = np.where(z < 0, t[alive] / np.where(z < 0, -z, 1.0), np.inf)
-        step = ratios.min()
-        # A nearly null z moved far would change the prediction and penalty by
-        # step ||M z||: stop unless that stays at rounding level.
-        if step * np.linalg.norm(M[:, alive] @ z) > rtol * np.linalg.norm(M[:, alive] @ t[alive]):
-            break
-        t[alive] += step * z
-        t[alive[np.argmin(ratios)]] = 0.0
-        alive = alive[t[alive] > 0]
-    return U * np.clip(t, 0.0, None)[:, None]
 
 
 def _optimum(X, solution, patterns, violation, gap, method, iterations, start) -> Optimum:

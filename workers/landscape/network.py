@@ -1,5 +1,6 @@
 """Two-layer ReLU networks: forward pass, the regularised loss, and the map from
-the convex program's variables back to neurons (shared/SCIENCE.md §1-§3).
+the convex program's variables back to neurons, with the Carathéodory reduction to at
+most n + 1 of them (shared/SCIENCE.md §1-§3).
 
 Conventions: X is (n, d), W is (m, d) with rows w_j, a is (m,), and
 
@@ -122,3 +123,44 @@ def _as_arrays(X, W, a) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if W.shape[0] != a.shape[0]:
         raise ValueError(f"W has {W.shape[0]} rows but a has {a.shape[0]} entries")
     return X, W, a
+
+
+def caratheodory(
+    X: np.ndarray, U: np.ndarray, patterns: np.ndarray, signs: np.ndarray, *, rtol: float = 1e-10
+) -> np.ndarray:
+    """Rescale the u's of a solution so that at most n + 1 stay nonzero, at the same value.
+
+    Scaling u_i by t_i >= 0 keeps it in its cone. The prediction sum_i t_i s_i D_i X u_i
+    and the penalty sum_i t_i ||u_i|| are linear in t, so while the k columns
+    [s_i D_i X u_i; ||u_i||] (n + 1 rows) are dependent, moving t along a null
+    vector keeps both, hence the objective, until some t_i reaches 0 (SCIENCE.md
+    section 3: the minimum is reached by at most n + 1 neurons).
+
+    Args:
+        X: (n, d). U: (k, d) the u of each signed cone. patterns: (k, n) bool. signs: (k,).
+        rtol: singular values below rtol * the largest count as zero, and a step along
+            such a direction is taken only while it moves [prediction; penalty] by at most
+            rtol relative.
+
+    Returns:
+        (k, d) float64: the rescaled U, with at most rank([..]) <= n + 1 nonzero rows.
+    """
+    t = np.ones(len(U))
+    M = np.vstack([(signs[:, None] * patterns * (U @ X.T)).T, np.linalg.norm(U, axis=1)])
+    alive = np.flatnonzero(np.linalg.norm(U, axis=1) > 0)
+    while len(alive) > 1:
+        _, sv, Vt = np.linalg.svd(M[:, alive])
+        if len(sv) >= len(alive) and sv[-1] > rtol * sv[0]:
+            break
+        z = Vt[-1]
+        z = z if z.min() < 0 else -z
+        ratios = np.where(z < 0, t[alive] / np.where(z < 0, -z, 1.0), np.inf)
+        step = ratios.min()
+        # A nearly null z moved far would change the prediction and penalty by
+        # step ||M z||: stop unless that stays at rounding level.
+        if step * np.linalg.norm(M[:, alive] @ z) > rtol * np.linalg.norm(M[:, alive] @ t[alive]):
+            break
+        t[alive] += step * z
+        t[alive[np.argmin(ratios)]] = 0.0
+        alive = alive[t[alive] > 0]
+    return U * np.clip(t, 0.0, None)[:, None]

@@ -9,8 +9,8 @@ from scipy.optimize import linprog
 
 from workers.landscape import datasets, network
 from workers.landscape.certificate import dual_violations
-from workers.landscape.convex import caratheodory, global_optimum, residual_of, solve_program
-from workers.landscape.network import loss
+from workers.landscape.convex import global_optimum, residual_of, solve_program
+from workers.landscape.network import caratheodory, loss
 
 REL = 1e-7
 
