@@ -83,6 +83,10 @@ def serve(
     upgrade()
     err.print(f"[bold]benignity[/] database {env['DATABASE_URL']}, broker {env['BROKER_URL']}")
     worker = subprocess.Popen(_worker_argv("cpu,gpu", concurrency), env=env)
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again once its own handler
+    # is gone; with the default handler that would end this process before the `finally`
+    # below and leave the worker running. Leave through the `finally` instead.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run("service.app:create_app", factory=True, host=host, port=port)
     finally:
@@ -91,6 +95,10 @@ def serve(
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()

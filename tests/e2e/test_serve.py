@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -63,6 +64,22 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+    # `serve` stops its worker too: nothing of its process group may outlive it.
+    deadline = time.monotonic() + 30
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = group_alive(proc.pid)
+    if left:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not left, "the worker outlived `benignity serve`"
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
