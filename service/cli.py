@@ -82,7 +82,9 @@ def serve(
     env = _embedded_env()
     upgrade()
     err.print(f"[bold]benignity[/] database {env['DATABASE_URL']}, broker {env['BROKER_URL']}")
-    worker = subprocess.Popen(_worker_argv("cpu,gpu", concurrency), env=env)
+    worker = subprocess.Popen(
+        _worker_argv("cpu,gpu", concurrency), env=env, preexec_fn=_stop_with(os.getpid())
+    )
     # uvicorn shuts down gracefully on SIGTERM, then raises it again once its own handler
     # is gone; with the default handler that would end this process before the `finally`
     # below and leave the worker running. Leave through the `finally` instead.
@@ -99,6 +101,24 @@ def serve(
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with(parent: int) -> Any:
+    """For `serve`'s worker: SIGTERM when `serve` dies, even by SIGKILL (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:  # runs in the child between fork and exec
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # `serve` died before the line above took effect
+            os._exit(1)
+
+    return arm
 
 
 @app.command()

@@ -28,8 +28,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def start_serve(tmp_path: Path) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    """`benignity serve` on a free port, in its own process group, once it is ready."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -58,20 +58,30 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             tmp_path / "serve.log"
         ).read_text()
         time.sleep(0.3)
-    yield url, {**env, "BENIGNITY_URL": url}
+    return proc, url, {**env, "BENIGNITY_URL": url}
+
+
+def assert_group_ends(pgid: int) -> None:
+    """Nothing of `serve`'s process group may outlive it (its worker included)."""
+    deadline = time.monotonic() + 30
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = group_alive(pgid)
+    if left:
+        os.killpg(pgid, signal.SIGKILL)
+    assert not left, "the worker outlived `benignity serve`"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    proc, url, env = start_serve(tmp_path)
+    yield url, env
     proc.terminate()
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-    # `serve` stops its worker too: nothing of its process group may outlive it.
-    deadline = time.monotonic() + 30
-    while group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = group_alive(proc.pid)
-    if left:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert not left, "the worker outlived `benignity serve`"
+    assert_group_ends(proc.pid)
 
 
 def group_alive(pgid: int) -> bool:
@@ -119,3 +129,10 @@ def test_cli_reports_bad_input_with_field_and_reason(served, tmp_path):
     out = cli(env, "submit", str(spec), cwd=tmp_path)
     assert out.returncode == 1
     assert "422" in out.stderr and "weight_decay" in out.stderr
+
+
+def test_the_worker_stops_when_serve_is_killed(tmp_path):
+    proc, _, _ = start_serve(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup code of `serve` runs
+    proc.wait(timeout=30)
+    assert_group_ends(proc.pid)
