@@ -11,12 +11,20 @@ from sqlalchemy import func, select, text
 
 from service import dispatch
 from service.deps import SessionDep
-from service.models import Experiment
+from service.models import Experiment, WorkItem, as_utc, utcnow
 from service.schemas import Health
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("benignity.api")
 EXPERIMENTS = Gauge("benignity_experiments", "Experiments by kind and status", ["kind", "status"])
+WORK_ITEMS = Gauge(
+    "benignity_work_items", "Work items by queue, task and status", ["queue", "task", "status"]
+)
+OLDEST_QUEUED = Gauge(
+    "benignity_oldest_queued_seconds",
+    "Age of the oldest work item waiting for a worker, by queue (0 when none waits)",
+    ["queue"],
+)
 
 
 @router.get("/healthz")
@@ -54,4 +62,25 @@ def metrics(session: SessionDep) -> Response:
     EXPERIMENTS.clear()
     for kind, status, count in session.execute(query):
         EXPERIMENTS.labels(kind, status).set(count)
+    _work_metrics(session)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _work_metrics(session: SessionDep) -> None:
+    """Queue depth and lag: what an operator alerts on when workers are missing or stuck."""
+    columns = (WorkItem.queue, WorkItem.task, WorkItem.status)
+    WORK_ITEMS.clear()
+    for queue, task, status, count in session.execute(
+        select(*columns, func.count()).group_by(*columns)
+    ):
+        WORK_ITEMS.labels(queue, task, status).set(count)
+    oldest = select(WorkItem.queue, func.min(WorkItem.enqueued_at)).where(
+        WorkItem.status == "queued"
+    )
+    OLDEST_QUEUED.clear()
+    now = utcnow()
+    for queue in ("cpu", "gpu"):
+        OLDEST_QUEUED.labels(queue).set(0.0)
+    for queue, since in session.execute(oldest.group_by(WorkItem.queue)):
+        if since is not None:
+            OLDEST_QUEUED.labels(queue).set((now - as_utc(since)).total_seconds())

@@ -238,6 +238,11 @@ def test_health_ready_metrics(client):
         'benignity_http_requests_total{method="POST",route="/v1/experiments",status="202"}' in text
     )
     assert 'benignity_experiments{kind="optimum",status="queued"}' in text
+    assert 'benignity_work_items{queue="cpu",status="queued",task="optimum"} 1.0' in text
+    cpu_lag = 'benignity_oldest_queued_seconds{queue="cpu"}'
+    lag = [line for line in text.splitlines() if line.startswith(cpu_lag)]
+    assert len(lag) == 1 and 0 <= float(lag[0].split()[-1]) < 60
+    assert 'benignity_oldest_queued_seconds{queue="gpu"} 0.0' in text
 
 
 def test_readyz_is_503_when_the_broker_is_down(pg_engine, monkeypatch):
