@@ -199,6 +199,7 @@ def list_runs(
 
 
 def get_run(session: Session, *, experiment_id: str, run_id: str) -> Run | None:
+    """The run, curve included, when it belongs to the experiment."""
     run = session.get(Run, run_id)
     return run if run is not None and run.experiment_id == experiment_id else None
 

@@ -8,17 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from service.models import Experiment, Run
-
-
-def get_experiment(session: Session, *, experiment_id: str) -> Experiment | None:
-    return session.get(Experiment, experiment_id)
-
-
-def get_run(session: Session, *, experiment_id: str, run_id: str) -> Run | None:
-    """The run, curve included, when it belongs to the experiment."""
-    run = session.get(Run, run_id)
-    return run if run is not None and run.experiment_id == experiment_id else None
+from service.models import Run
 
 
 def runs_without_curves(session: Session, *, experiment_id: str) -> list[Run]:

@@ -79,7 +79,7 @@ def _work_metrics(session: SessionDep) -> None:
     )
     OLDEST_QUEUED.clear()
     now = utcnow()
-    for queue in ("cpu", "gpu"):
+    for queue in dispatch.QUEUES:
         OLDEST_QUEUED.labels(queue).set(0.0)
     for queue, since in session.execute(oldest.group_by(WorkItem.queue)):
         if since is not None:

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from service import crud_reports, curves, exports, reports
+from service import crud, crud_reports, curves, exports, reports
 from service.deps import SessionDep
 from service.models import Experiment
 from service.problems import ProblemError
@@ -37,7 +37,7 @@ class Curve(BaseModel):
 
 
 def _found(session: SessionDep, experiment_id: str) -> Experiment:
-    row = crud_reports.get_experiment(session, experiment_id=experiment_id)
+    row = crud.get_experiment(session, experiment_id=experiment_id)
     if row is None:
         raise ProblemError(404, f"no experiment {experiment_id}")
     return row
@@ -57,7 +57,7 @@ def get_curve(
 ) -> Any:
     """A run's curve as columns, optionally downsampled evenly in log-epoch."""
     _found(session, experiment_id)
-    run = crud_reports.get_run(session, experiment_id=experiment_id, run_id=run_id)
+    run = crud.get_run(session, experiment_id=experiment_id, run_id=run_id)
     if run is None:
         raise ProblemError(404, f"no run {run_id} in experiment {experiment_id}")
     if run.curve is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .census_polish import SUPPORT_REL, polish
+from .census_polish import SUPPORT_REL, polish, support
 from .stationarity import clarke_stationarity
 
 __all__ = [
@@ -117,8 +117,7 @@ def classify(
         W, a = _balanced(X, found.U, found.signs, KINK_REL)
         default = STATIONARITY_TOL
     else:
-        norms = np.linalg.norm(U, axis=1)
-        keep = norms > PRUNE_REL * max(1.0, float(norms.max(initial=0.0)))
+        keep = support(U)  # the polish's rule: PRUNE_REL is its SUPPORT_REL
         W, a = _balanced(X, U[keep], np.asarray(signs)[keep], FALLBACK_KINK_REL)
         default = FALLBACK_STATIONARITY_TOL
     tol = default if stationarity_tol is None else stationarity_tol

@@ -36,7 +36,7 @@ from scipy.optimize import nnls
 from .census_newton import FaceObjective, null_space
 from .certificate import cone_values
 
-__all__ = ["FACE_REL", "SUPPORT_REL", "Polished", "polish"]
+__all__ = ["FACE_REL", "SUPPORT_REL", "Polished", "polish", "support"]
 
 #: Rows with ||u|| at or below this times max(1, max ||u||) are taken to be zero.
 SUPPORT_REL = 1e-6
@@ -104,7 +104,7 @@ def polish(
     """
     problem = _Program(X, y, weight_decay, patterns, signs)
     U = np.asarray(U, dtype=np.float64).reshape(len(problem.s), -1)
-    rows = np.flatnonzero(_support(U))
+    rows = np.flatnonzero(support(U))
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):
         settled = _settle(problem, *state)
@@ -128,7 +128,7 @@ def _settle(problem: _Program, rows: np.ndarray, V: np.ndarray, faces: np.ndarra
         start, V, gradient_norm, scale = problem.newton(rows, faces, V)
         hit = problem.block(rows, faces, start, V)
         V = V if hit is None else hit  # stop where the first constraint is hit
-        keep = _support(V)
+        keep = support(V)
         if hit is None and keep.all() and gradient_norm > GRADIENT_RTOL * scale:
             fewer = _without_smallest(V)  # Newton stalls when a row heads for zero
             if fewer is None:
@@ -152,7 +152,7 @@ def _without_smallest(V: np.ndarray) -> np.ndarray | None:
     return None if norms[smallest] > STALL_REL * norms.max() else np.arange(len(V)) != smallest
 
 
-def _support(U: np.ndarray) -> np.ndarray:
+def support(U: np.ndarray) -> np.ndarray:
     """(k,) bool: rows with ``||u|| > SUPPORT_REL max(1, max ||u||)``."""
     norms = np.linalg.norm(U, axis=1)
     return norms > SUPPORT_REL * max(1.0, float(norms.max(initial=0.0)))
