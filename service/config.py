@@ -40,6 +40,26 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1)
     checkpoint_interval: float = Field(default=30.0, gt=0)
 
+    # Database connections per API or worker process (SQLAlchemy pool). The API runs at
+    # most db_pool_size + db_max_overflow queries at once and queues the rest in order.
+    db_pool_size: int = Field(default=10, ge=1, le=1000)
+    db_max_overflow: int = Field(default=5, ge=0, le=1000)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+
+    # Budgets: every accepted spec is estimated item by item before it is accepted.
+    max_item_memory: int = Field(default=4 * 1024**3, gt=0)  # bytes of peak memory per item
+    max_item_seconds: float = Field(default=6 * 3600.0, gt=0)  # estimated seconds per item
+    max_result_bytes: int = Field(default=16 * 1024**2, gt=0)  # stored result of one experiment
+    max_items_per_experiment: int = Field(default=20_000, gt=0)
+    time_limit_factor: float = Field(default=4.0, ge=1)  # hard limit = factor x estimate
+    min_time_limit: float = Field(default=300.0, gt=0)  # ... but never below this (seconds)
+    max_kills: int = Field(default=2, ge=1)  # attempts of an item killed by OOM or hard limit
+
+    # Tenants, quotas and rate limits (API_TOKENS entries are tenant:token or a bare token).
+    admin_tenant: str = ""
+    quota_active_items: int = Field(default=50_000, gt=0)  # queued+running items per tenant
+    rate_limit: str = "100/second"  # per tenant, a `limits` expression; empty disables it
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str) -> str:
@@ -69,11 +89,30 @@ class Settings(BaseSettings):
     @property
     def tokens(self) -> list[str]:
         """The accepted bearer tokens; empty means no authentication."""
-        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+        return list(self.token_tenants)
+
+    @property
+    def token_tenants(self) -> dict[str, str]:
+        """Each accepted token and its tenant: `tenant:token`, or a bare token as its own tenant."""
+        out: dict[str, str] = {}
+        for entry in self.api_tokens.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            tenant, sep, token = entry.partition(":")
+            tenant, token = (tenant.strip(), token.strip()) if sep else (entry, entry)
+            if token:
+                out[token] = tenant
+        return out
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def native_cache_dir(self) -> Path:
+        """Where workers keep compiled training kernels (created 0700, owner-checked)."""
+        return self.benignity_home / "native"
 
     @property
     def broker_folder(self) -> Path:

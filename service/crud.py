@@ -27,6 +27,7 @@ class Envelope:
 
     item_id: str
     queue: str
+    time_limit: float | None = None  # hard limit in seconds; the soft limit comes before it
 
 
 # --- cursors ---------------------------------------------------------------------------
@@ -61,10 +62,16 @@ def create_experiment(
     idempotency_key: str | None,
     items: Sequence[dict[str, Any]],
     runs: Sequence[dict[str, Any]],
+    tenant: str = "",
 ) -> tuple[Experiment, list[Envelope]]:
-    """Insert an experiment with its work items and runs; returns the messages to send."""
+    """Insert an experiment with its work items and runs; returns the messages to send.
+
+    Each item may carry `time_limit` (hard seconds) and `memory_estimate` (bytes)
+    from the plan.
+    """
     exp = Experiment(
         id=new_id(),
+        tenant=tenant,
         kind=kind,
         status="queued",
         spec=spec,
@@ -91,10 +98,13 @@ def create_experiment(
             attempts=0,
             requeues=0,
             progress_done=0,
+            kills=0,
+            time_limit=item.get("time_limit"),
+            memory_estimate=item.get("memory_estimate"),
         )
         session.add(row)
         if stage == 0:
-            envelopes.append(Envelope(row.id, row.queue))
+            envelopes.append(Envelope(row.id, row.queue, row.time_limit))
     for index, run in enumerate(runs):
         session.add(Run(id=new_id(), experiment_id=exp.id, index=index, params=run))
     session.flush()

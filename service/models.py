@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -52,10 +53,15 @@ class Experiment(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     spec_hash: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
-    __table_args__ = (Index("ix_experiments_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_experiments_created", "created_at", "id"),
+        Index("ix_experiments_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_experiments_tenant_idempotency", "tenant", "idempotency_key", unique=True),
+    )
 
 
 class WorkItem(Base):
@@ -86,6 +92,12 @@ class WorkItem(Base):
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)
+    #: Hard time limit in seconds (Celery's time_limit), from the plan's estimate.
+    time_limit: Mapped[float | None] = mapped_column(Float)
+    #: The plan's estimate of the item's peak memory in bytes.
+    memory_estimate: Mapped[int | None] = mapped_column(BigInteger)
+    #: Times a worker process died by a signal (OOM killer) or hit the hard limit on it.
+    kills: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Run(Base):
