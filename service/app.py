@@ -1,14 +1,23 @@
-"""create_app(): routers, middleware and error handlers."""
+"""create_app(): routers, middleware, error handlers and the start-up checks."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import Depends, FastAPI
+from sqlalchemy import text
 
 from service import problems
-from service.config import get_settings
-from service.deps import require_token
+from service.config import Settings, get_settings
+from service.db import get_engine
+from service.deps import RateLimit, require_token
 from service.middleware import BodyLimit, Metrics
 from service.routes import experiments, health, reports
+
+log = logging.getLogger("benignity.api")
 
 
 def create_app() -> FastAPI:
@@ -18,7 +27,9 @@ def create_app() -> FastAPI:
         title="benignity",
         version="1.0.0",
         summary="Run and certify loss-landscape experiments on two-layer ReLU networks.",
+        lifespan=_lifespan,
     )
+    app.state.rate_limit = RateLimit(settings.rate_limit)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(experiments.router, dependencies=[Depends(require_token)])
@@ -26,3 +37,37 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Metrics)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    await anyio.to_thread.run_sync(check_pool, get_settings())
+    yield
+
+
+def check_pool(settings: Settings) -> None:
+    """Refuse to start when the connection pool could exhaust PostgreSQL's connections.
+
+    Logs the pool size. A database that does not answer yet is not an error here:
+    requests get 503 until it does.
+    """
+    pool = settings.db_pool_size + settings.db_max_overflow
+    log.info(
+        "database pool: %d connections + %d overflow (DB_POOL_SIZE, DB_MAX_OVERFLOW)",
+        settings.db_pool_size,
+        settings.db_max_overflow,
+    )
+    if settings.is_sqlite:
+        return
+    try:
+        with get_engine().connect() as conn:
+            allowed = int(conn.execute(text("SHOW max_connections")).scalar_one())
+            reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar_one())
+    except Exception as exc:  # noqa: BLE001 - an outage at start-up is reported, not fatal
+        log.warning("could not check the pool against the database: %s", exc)
+        return
+    if pool > allowed - reserved:
+        raise RuntimeError(
+            f"DB_POOL_SIZE + DB_MAX_OVERFLOW = {pool} is over the {allowed - reserved} "
+            "connections PostgreSQL allows (max_connections - superuser_reserved_connections)"
+        )

@@ -7,14 +7,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
+from pydantic import Field, TypeAdapter
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from service.models import CensusCone, Experiment, Run, WorkItem, new_id, utcnow
+from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, new_id, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE_ITEMS = ("queued", "blocked", "running")
+T = TypeVar("T")
 
 
 class Conflict(Exception):
@@ -33,21 +36,30 @@ class Envelope:
 # --- cursors ---------------------------------------------------------------------------
 
 
+#: Largest value of an Integer column (PostgreSQL int4); bounds every integer from a client.
+INT_MAX = 2**31 - 1
+Int32 = Annotated[int, Field(strict=True, ge=0, le=INT_MAX)]
+Id = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+
+#: The shape of each kind of cursor: (created_at, id) of experiments, a run index,
+#: (width, sample) of a census cone.
+EXPERIMENT_CURSOR: TypeAdapter[tuple[datetime, str]] = TypeAdapter(tuple[datetime, Id])
+RUN_CURSOR: TypeAdapter[tuple[int]] = TypeAdapter(tuple[Int32])
+CONE_CURSOR: TypeAdapter[tuple[int, int]] = TypeAdapter(tuple[Int32, Int32])
+
+
 def encode_cursor(*parts: Any) -> str:
     raw = json.dumps(list(parts), separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> list[Any]:
-    """Inverse of encode_cursor; raises ValueError on a malformed cursor."""
+def decode_cursor(cursor: str, shape: TypeAdapter[T]) -> T:
+    """Inverse of encode_cursor, checked against `shape`; ValueError on anything else."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        parts = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return shape.validate_json(base64.urlsafe_b64decode(padded.encode()))
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the caller's bad input
-        raise ValueError("malformed cursor") from exc
-    if not isinstance(parts, list):
-        raise ValueError("malformed cursor")
-    return parts
+        raise ValueError("malformed cursor: pass back a next_cursor exactly as returned") from exc
 
 
 # --- experiments -----------------------------------------------------------------------
@@ -111,26 +123,52 @@ def create_experiment(
     return exp, envelopes
 
 
-def get_experiment(session: Session, *, experiment_id: str) -> Experiment | None:
-    return session.get(Experiment, experiment_id)
+def get_experiment(
+    session: Session, *, experiment_id: str, tenant: str | None = None
+) -> Experiment | None:
+    """The experiment, if it exists and belongs to `tenant` (None: any tenant)."""
+    exp = session.get(Experiment, experiment_id)
+    if exp is None or (tenant is not None and exp.tenant != tenant):
+        return None
+    return exp
 
 
-def find_by_idempotency_key(session: Session, *, key: str) -> Experiment | None:
-    return session.scalars(select(Experiment).where(Experiment.idempotency_key == key)).first()
+def find_by_idempotency_key(session: Session, *, key: str, tenant: str) -> Experiment | None:
+    query = select(Experiment).where(Experiment.tenant == tenant, Experiment.idempotency_key == key)
+    return session.scalars(query).first()
+
+
+def active_items(session: Session, *, tenant: str) -> int:
+    """Work items of the tenant's experiments that are queued, blocked or running."""
+    query = (
+        select(func.count())
+        .select_from(WorkItem)
+        .join(Experiment, Experiment.id == WorkItem.experiment_id)
+        .where(Experiment.tenant == tenant, WorkItem.status.in_(ACTIVE_ITEMS))
+    )
+    return int(session.scalar(query) or 0)
 
 
 def list_experiments(
-    session: Session, *, kind: str | None, status: str | None, limit: int, cursor: str | None
+    session: Session,
+    *,
+    kind: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    tenant: str | None = None,
 ) -> tuple[list[Experiment], str | None]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); only `tenant`'s unless None."""
     query = select(Experiment)
+    if tenant is not None:
+        query = query.where(Experiment.tenant == tenant)
     if kind:
         query = query.where(Experiment.kind == kind)
     if status:
         query = query.where(Experiment.status == status)
     if cursor:
-        created, last_id = decode_cursor(cursor)
-        at = datetime.fromisoformat(created)
+        at, last_id = decode_cursor(cursor, EXPERIMENT_CURSOR)
+        at = as_utc(at)
         query = query.where(
             or_(
                 Experiment.created_at < at,
@@ -142,7 +180,7 @@ def list_experiments(
     nxt = None
     if len(rows) > limit:
         rows = rows[:limit]
-        nxt = encode_cursor(rows[-1].created_at.isoformat(), rows[-1].id)
+        nxt = encode_cursor(as_utc(rows[-1].created_at).isoformat(), rows[-1].id)
     return rows, nxt
 
 
@@ -198,8 +236,8 @@ def list_runs(
     if verdict:
         query = query.where(Run.verdict == verdict)
     if cursor:
-        (after,) = decode_cursor(cursor)
-        query = query.where(Run.index > int(after))
+        (after,) = decode_cursor(cursor, RUN_CURSOR)
+        query = query.where(Run.index > after)
     rows = list(session.scalars(query.order_by(Run.index).limit(limit + 1)))
     nxt = None
     if len(rows) > limit:
@@ -238,7 +276,7 @@ def list_cones(
     if verdict:
         query = query.where(CensusCone.verdict == verdict)
     if cursor:
-        w, smp = (int(p) for p in decode_cursor(cursor))
+        w, smp = decode_cursor(cursor, CONE_CURSOR)
         query = query.where(
             or_(CensusCone.width > w, and_(CensusCone.width == w, CensusCone.sample > smp))
         )

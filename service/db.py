@@ -1,16 +1,29 @@
-"""Engine, sessions and the session dependency."""
+"""Engine, sessions, and how the API reaches the database without deadlock.
+
+The API's handlers are async. Each one hands its database work to `Database.run`,
+which opens a session in a worker thread, runs one function and closes the session
+(returning the connection to the pool) before the thread is released. No request
+holds a connection while it waits for anything else, and at most
+`db_pool_size + db_max_overflow` threads ask for connections at once, so a burst
+of requests queues in order instead of deadlocking threads against connections.
+Requests that need no database (`/healthz`) never wait behind those that do.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import get_settings
+
+T = TypeVar("T")
 
 
 def make_engine(url: str) -> Engine:
@@ -27,7 +40,15 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    settings = get_settings()
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={"connect_timeout": 5},  # a server that does not answer is an outage
+    )
 
 
 @lru_cache
@@ -44,10 +65,34 @@ def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency: one session per request."""
-    with get_sessionmaker()() as session:
-        yield session
+class Database:
+    """Runs the API's database work in threads, one short session per call."""
+
+    def __init__(self, factory: Callable[[], Session], concurrency: int) -> None:
+        self.factory, self.concurrency = factory, concurrency
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        """`fn(session)` in a worker thread; the session is closed before this returns."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.concurrency)
+        return await anyio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
+
+    def _call(self, fn: Callable[[Session], T]) -> T:
+        with self.factory() as session:
+            return fn(session)
+
+
+@lru_cache
+def get_database() -> Database:
+    """The process-wide Database; its concurrency matches the connection pool."""
+    settings = get_settings()
+    return Database(get_sessionmaker(), settings.db_pool_size + settings.db_max_overflow)
+
+
+async def database() -> Database:
+    """FastAPI dependency (async, so it costs no thread)."""
+    return get_database()
 
 
 @contextmanager
@@ -66,6 +111,7 @@ def reset_caches() -> None:
     """Forget the cached settings, engine and sessionmaker (tests, CLI)."""
     if get_engine.cache_info().currsize:
         get_engine().dispose()
+    get_database.cache_clear()
     get_sessionmaker.cache_clear()
     get_engine.cache_clear()
     get_settings.cache_clear()

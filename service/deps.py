@@ -1,34 +1,99 @@
-"""Dependencies injected into route handlers."""
+"""Dependencies injected into route handlers: settings, the database, the caller.
+
+All of them are async and do no I/O, so FastAPI runs them on the event loop
+without taking a thread.
+"""
 
 from __future__ import annotations
 
 import hmac
+import math
+import time
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header
-from sqlalchemy.orm import Session
+from fastapi import Depends, Header, Request
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from service.config import Settings, get_settings
-from service.db import get_session
+from service.db import Database, database
 from service.problems import ProblemError
 
-SessionDep = Annotated[Session, Depends(get_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def settings_dep() -> Settings:
+    return get_settings()
 
 
-def require_token(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """When API_TOKENS is set, demand `Authorization: Bearer <token>` (constant-time compare)."""
-    tokens = settings.tokens
-    if not tokens:
-        return
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+DatabaseDep = Annotated[Database, Depends(database)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: their tenant, and whether they see every tenant's experiments."""
+
+    tenant: str
+    admin: bool
+
+    @property
+    def scope(self) -> str | None:
+        """The tenant to filter on, or None for an admin who sees all."""
+        return None if self.admin else self.tenant
+
+
+class RateLimit:
+    """A per-tenant request rate (a `limits` expression such as "100/second"), kept in
+    this process's memory: with several API processes each enforces it on its own."""
+
+    def __init__(self, expression: str) -> None:
+        self.expression = expression
+        self.item: RateLimitItem | None = parse(expression) if expression else None
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def check(self, tenant: str) -> None:
+        """Count one request; 429 with Retry-After when the tenant is over its rate."""
+        if self.item is None or self.limiter.hit(self.item, "tenant", tenant):
+            return
+        stats = self.limiter.get_window_stats(self.item, "tenant", tenant)
+        wait = max(1, math.ceil(stats.reset_time - time.time()))
+        raise ProblemError(
+            429,
+            f"tenant {tenant or '(default)'} is over its rate limit of {self.expression} "
+            f"requests; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+async def require_token(
+    request: Request,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """When API_TOKENS is set, demand `Authorization: Bearer <token>` and name its tenant.
+
+    Without API_TOKENS the service has one user, who sees everything. The token
+    is compared in constant time against every configured token.
+    """
+    tenants = settings.token_tenants
+    rate: RateLimit = request.app.state.rate_limit
+    if not tenants:
+        rate.check("")
+        return Principal(tenant="", admin=True)
     challenge = {"WWW-Authenticate": 'Bearer realm="benignity"'}
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise ProblemError(401, "missing bearer token", headers=challenge)
-    ok = False
-    for token in tokens:  # compare against every token so timing reveals nothing
-        ok |= hmac.compare_digest(given.strip().encode(), token.encode())
-    if not ok:
+    tenant = None
+    for token, owner in tenants.items():  # compare against every token so timing reveals nothing
+        if hmac.compare_digest(given.strip().encode(), token.encode()):
+            tenant = owner
+    if tenant is None:
         raise ProblemError(401, "invalid bearer token", headers=challenge)
+    rate.check(tenant)
+    admin = bool(settings.admin_tenant) and tenant == settings.admin_tenant
+    return Principal(tenant=tenant, admin=admin)
+
+
+PrincipalDep = Annotated[Principal, Depends(require_token)]

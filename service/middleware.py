@@ -8,6 +8,8 @@ import time
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: Methods that get their own label; any other method is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUESTS = Counter("benignity_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("benignity_http_request_seconds", "HTTP request latency", ["method", "route"])
 
@@ -92,10 +94,12 @@ class Metrics:
             await self.app(scope, receive, record)
         finally:
             route = _route_of(scope)
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(time.perf_counter() - start)
 
 
 def _route_of(scope: Scope) -> str:
+    """The matched route's template (never the raw path), or "unmatched"."""
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"

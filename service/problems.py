@@ -9,10 +9,21 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("benignity.api")
 MEDIA_TYPE = "application/problem+json"
+#: Seconds a client is asked to wait when the database is away.
+OUTAGE_RETRY_AFTER = 5
+#: What a database outage looks like from a request: the server refused, dropped the
+#: connection, or the pool had no connection to give within DB_POOL_TIMEOUT.
+OUTAGES = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
 
 
 def problem(
@@ -99,6 +110,25 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    async def _outage(request: Request, exc: Exception) -> JSONResponse:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.warning(
+            "database unavailable on %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            cause[0] if cause else "",
+        )
+        return problem(
+            503,
+            f"the database is unavailable; retry after {OUTAGE_RETRY_AFTER} s (a submission "
+            "retried with the same Idempotency-Key is never doubled)",
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER)},
+        )
+
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, _outage)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

@@ -1,18 +1,29 @@
-"""Experiments and their runs."""
+"""Experiments and their runs.
+
+Handlers are async: their database work runs in `Database.run` (one short
+session in a thread) and their answer is serialised there too. Each tenant sees
+only its own experiments; another tenant's id answers 404, as an unknown one does.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Response
+import anyio.to_thread
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from service import crud, dispatch, plans
-from service.deps import SessionDep, SettingsDep
+from service.config import Settings
+from service.crud import INT_MAX
+from service.deps import DatabaseDep, Principal, PrincipalDep, SettingsDep
 from service.problems import ProblemError
+from service.responses import body_of, json_response
 from service.schemas import Cone, ConePage, Experiment, ExperimentPage, Run, RunPage
 from service.specs import ExperimentSpec
 
@@ -32,15 +43,26 @@ Verdict = Literal[
     "no_local_min",
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Fields = Annotated[
+    Literal["full", "summary"],
+    Query(description="`summary` leaves each experiment's result out (null)."),
+]
+ID = re.compile(r"[0-9a-f]{32}")
+#: Seconds a client over its work-item quota is asked to wait.
+QUOTA_RETRY_AFTER = 30
 
 
-def _view(session: SessionDep, row: crud.Experiment) -> Experiment:
+def view(session: Session, row: crud.Experiment) -> Experiment:
+    """The Experiment response for a row, with its progress."""
     done = crud.progress_of(session, experiment_ids=[row.id]).get(row.id, 0)
     return Experiment.of(row, done)
 
 
-def _found(session: SessionDep, experiment_id: str) -> crud.Experiment:
-    row = crud.get_experiment(session, experiment_id=experiment_id)
+def found(session: Session, experiment_id: str, who: Principal) -> crud.Experiment:
+    """The caller's experiment; 404 for an unknown, malformed or other tenant's id."""
+    row = None
+    if ID.fullmatch(experiment_id):
+        row = crud.get_experiment(session, experiment_id=experiment_id, tenant=who.scope)
     if row is None:
         raise ProblemError(404, f"no experiment {experiment_id}")
     return row
@@ -50,140 +72,201 @@ def _cursor_error(exc: ValueError) -> ProblemError:
     return ProblemError(422, str(exc), errors=[{"loc": ["query", "cursor"], "msg": str(exc)}])
 
 
-@router.post("", status_code=202, responses={200: {"model": Experiment}})
-def submit(
+@router.post(
+    "",
+    status_code=202,
+    response_model=Experiment,
+    responses={200: {"model": Experiment}, 429: {}},
+)
+async def submit(
+    request: Request,
     spec: Annotated[ExperimentSpec, Body()],
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
-    response: Response,
+    who: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Experiment:
+) -> Response:
     """Submit an experiment; it runs in the background."""
     body = spec.model_dump(mode="json")
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    if idempotency_key:
-        found = crud.find_by_idempotency_key(session, key=idempotency_key)
-        if found is not None:
-            return _replay(session, found, digest, response)
+    key = idempotency_key or None
+    if key:
+        replay = await db.run(lambda s: _replay(s, who, key, digest))
+        if replay is not None:
+            return json_response(request, replay[1], headers=replay[0])
     try:
-        plan = plans.plan(spec, settings)
+        plan = await anyio.to_thread.run_sync(plans.plan, spec, settings)
     except plans.SpecRejected as exc:
         raise ProblemError(422, exc.msg, errors=[{"loc": list(exc.loc), "msg": exc.msg}]) from exc
-    try:
+
+    def create(session: Session) -> tuple[str, bytes, list[crud.Envelope]]:
+        _check_quota(session, who, settings, len(plan.items))
         row, envelopes = crud.create_experiment(
             session,
             kind=spec.kind,
             spec=body,
             spec_hash=digest,
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
             items=plan.items,
             runs=plan.runs,
+            tenant=who.tenant,
         )
         session.commit()
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won
-        session.rollback()
-        found = crud.find_by_idempotency_key(session, key=idempotency_key or "")
-        if found is None:
-            raise
-        return _replay(session, found, digest, response)
+        return row.id, body_of(view(session, row)), envelopes
+
     try:
-        dispatch.send(envelopes)
-    except Exception:  # noqa: BLE001 - the reaper re-sends what the broker did not take
-        log.exception("broker unavailable; experiment %s will be sent by the reaper", row.id)
-    response.headers["Location"] = f"/v1/experiments/{row.id}"
-    return _view(session, row)
+        exp_id, answer, envelopes = await db.run(create)
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won
+        replay = await db.run(lambda s: _replay(s, who, key or "", digest))
+        if replay is None:
+            raise
+        return json_response(request, replay[1], headers=replay[0])
+    try:
+        await anyio.to_thread.run_sync(dispatch.send, envelopes)
+    except Exception as exc:  # noqa: BLE001 - the reaper re-sends what the broker did not take
+        log.warning("broker unavailable (%s); the reaper will send experiment %s", exc, exp_id)
+    location = {"Location": f"/v1/experiments/{exp_id}"}
+    return json_response(request, answer, status_code=202, headers=location)
 
 
 def _replay(
-    session: SessionDep, found: crud.Experiment, digest: str, response: Response
-) -> Experiment:
-    if found.spec_hash != digest:
+    session: Session, who: Principal, key: str, digest: str
+) -> tuple[dict[str, str], bytes] | None:
+    """The tenant's earlier experiment under this Idempotency-Key, if there is one."""
+    found_ = crud.find_by_idempotency_key(session, key=key, tenant=who.tenant)
+    if found_ is None:
+        return None
+    if found_.spec_hash != digest:
         msg = "this Idempotency-Key was used with a different body"
         raise ProblemError(422, msg, errors=[{"loc": ["header", "Idempotency-Key"], "msg": msg}])
-    response.status_code = 200
-    response.headers["Location"] = f"/v1/experiments/{found.id}"
-    return _view(session, found)
+    return {"Location": f"/v1/experiments/{found_.id}"}, body_of(view(session, found_))
 
 
-@router.get("")
-def list_experiments(
-    session: SessionDep,
+def _check_quota(session: Session, who: Principal, settings: Settings, new_items: int) -> None:
+    active = crud.active_items(session, tenant=who.tenant)
+    if active + new_items > settings.quota_active_items:
+        raise ProblemError(
+            429,
+            f"tenant {who.tenant or '(default)'} has {active} work items queued or running; "
+            f"this spec adds {new_items}, over the quota of {settings.quota_active_items}. "
+            "Retry when some have finished.",
+            headers={"Retry-After": str(QUOTA_RETRY_AFTER)},
+        )
+
+
+@router.get("", response_model=ExperimentPage)
+async def list_experiments(
+    request: Request,
+    db: DatabaseDep,
+    who: PrincipalDep,
     kind: Kind | None = None,
     status: Status | None = None,
     limit: Limit = 50,
-    cursor: str | None = None,
-) -> ExperimentPage:
-    """List experiments, newest first."""
-    try:
-        rows, nxt = crud.list_experiments(
-            session, kind=kind, status=status, limit=limit, cursor=cursor
-        )
-    except ValueError as exc:
-        raise _cursor_error(exc) from exc
-    done = crud.progress_of(session, experiment_ids=[r.id for r in rows])
-    return ExperimentPage(
-        items=[Experiment.of(r, done.get(r.id, 0)) for r in rows], next_cursor=nxt
-    )
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    fields: Fields = "full",
+) -> Response:
+    """List your experiments, newest first."""
+
+    def page(session: Session) -> bytes:
+        try:
+            rows, nxt = crud.list_experiments(
+                session, kind=kind, status=status, limit=limit, cursor=cursor, tenant=who.scope
+            )
+        except ValueError as exc:
+            raise _cursor_error(exc) from exc
+        done = crud.progress_of(session, experiment_ids=[r.id for r in rows])
+        items = [Experiment.of(r, done.get(r.id, 0)) for r in rows]
+        if fields == "summary":
+            items = [i.model_copy(update={"result": None}) for i in items]
+        return body_of(ExperimentPage(items=items, next_cursor=nxt))
+
+    return json_response(request, await db.run(page))
 
 
-@router.get("/{experiment_id}", responses={404: {}})
-def get_experiment(experiment_id: str, session: SessionDep) -> Experiment:
+@router.get("/{experiment_id}", response_model=Experiment, responses={304: {}, 404: {}})
+async def get_experiment(
+    request: Request, experiment_id: str, db: DatabaseDep, who: PrincipalDep
+) -> Response:
     """One experiment, with its progress and, once done, its result."""
-    return _view(session, _found(session, experiment_id))
+    body = await db.run(lambda s: body_of(view(s, found(s, experiment_id, who))))
+    return json_response(request, body)
 
 
-@router.post("/{experiment_id}/cancel", status_code=202, responses={404: {}, 409: {}})
-def cancel(experiment_id: str, session: SessionDep) -> Experiment:
+@router.post(
+    "/{experiment_id}/cancel",
+    status_code=202,
+    response_model=Experiment,
+    responses={404: {}, 409: {}},
+)
+async def cancel(
+    request: Request, experiment_id: str, db: DatabaseDep, who: PrincipalDep
+) -> Response:
     """Cancel an experiment that has not finished."""
-    _found(session, experiment_id)
-    try:
-        row = crud.cancel_experiment(session, experiment_id=experiment_id)
-    except crud.Conflict as exc:
-        raise ProblemError(409, str(exc)) from exc
-    session.commit()
-    assert row is not None
-    return _view(session, row)
+
+    def work(session: Session) -> bytes:
+        found(session, experiment_id, who)
+        try:
+            row = crud.cancel_experiment(session, experiment_id=experiment_id)
+        except crud.Conflict as exc:
+            raise ProblemError(409, str(exc)) from exc
+        session.commit()
+        assert row is not None
+        return body_of(view(session, row))
+
+    return json_response(request, await db.run(work), status_code=202)
 
 
-@router.get("/{experiment_id}/runs", responses={404: {}})
-def list_runs(
+@router.get("/{experiment_id}/runs", response_model=RunPage, responses={304: {}, 404: {}})
+async def list_runs(
+    request: Request,
     experiment_id: str,
-    session: SessionDep,
+    db: DatabaseDep,
+    who: PrincipalDep,
     verdict: Verdict | None = None,
     limit: Limit = 100,
-    cursor: str | None = None,
-) -> RunPage:
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> Response:
     """The experiment's runs in grid order."""
-    _found(session, experiment_id)
-    try:
-        rows, nxt = crud.list_runs(
-            session, experiment_id=experiment_id, verdict=verdict, limit=limit, cursor=cursor
-        )
-    except ValueError as exc:
-        raise _cursor_error(exc) from exc
-    return RunPage(items=[Run.of(r) for r in rows], next_cursor=nxt)
+
+    def page(session: Session) -> bytes:
+        found(session, experiment_id, who)
+        try:
+            rows, nxt = crud.list_runs(
+                session, experiment_id=experiment_id, verdict=verdict, limit=limit, cursor=cursor
+            )
+        except ValueError as exc:
+            raise _cursor_error(exc) from exc
+        return body_of(RunPage(items=[Run.of(r) for r in rows], next_cursor=nxt))
+
+    return json_response(request, await db.run(page))
 
 
-@router.get("/{experiment_id}/cones", responses={404: {}})
-def list_cones(
+@router.get("/{experiment_id}/cones", response_model=ConePage, responses={304: {}, 404: {}})
+async def list_cones(
+    request: Request,
     experiment_id: str,
-    session: SessionDep,
-    width: Annotated[int | None, Query(ge=1)] = None,
+    db: DatabaseDep,
+    who: PrincipalDep,
+    width: Annotated[int | None, Query(ge=1, le=INT_MAX)] = None,
     verdict: Literal["global", "spurious", "no_local_min"] | None = None,
     limit: Limit = 100,
-    cursor: str | None = None,
-) -> ConePage:
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> Response:
     """A census's sampled cones with their signed cones, values and verdicts."""
-    _found(session, experiment_id)
-    try:
-        rows, nxt = crud.list_cones(
-            session,
-            experiment_id=experiment_id,
-            width=width,
-            verdict=verdict,
-            limit=limit,
-            cursor=cursor,
-        )
-    except ValueError as exc:
-        raise _cursor_error(exc) from exc
-    return ConePage(items=[Cone.of(r) for r in rows], next_cursor=nxt)
+
+    def page(session: Session) -> bytes:
+        found(session, experiment_id, who)
+        try:
+            rows, nxt = crud.list_cones(
+                session,
+                experiment_id=experiment_id,
+                width=width,
+                verdict=verdict,
+                limit=limit,
+                cursor=cursor,
+            )
+        except ValueError as exc:
+            raise _cursor_error(exc) from exc
+        return body_of(ConePage(items=[Cone.of(r) for r in rows], next_cursor=nxt))
+
+    return json_response(request, await db.run(page))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
 
 from service import dispatch
-from service.deps import SessionDep
+from service.config import get_settings
+from service.deps import DatabaseDep
 from service.models import Experiment, WorkItem, as_utc, utcnow
 from service.schemas import Health
 
@@ -27,35 +33,66 @@ OLDEST_QUEUED = Gauge(
 )
 
 
+#: Seconds a readiness check may take before it counts as failed.
+CHECK_TIMEOUT = 3.0
+
+
 @router.get("/healthz")
-def healthz() -> Health:
-    """The process is up."""
+async def healthz() -> Health:
+    """The process is up (answered on the event loop: it never waits behind a request)."""
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(session: SessionDep) -> JSONResponse:
-    """The database and the broker answer."""
-    checks = {}
-    try:
-        session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
-        checks["database"] = f"error: {type(exc).__name__}"
-    try:
-        with dispatch.client().connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        checks["broker"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["broker"] = f"error: {type(exc).__name__}"
+async def readyz(db: DatabaseDep) -> JSONResponse:
+    """The database and the broker answer; the native kernel's last build is reported."""
+    checks = {
+        "database": await _check(lambda: db.run(lambda s: s.execute(text("SELECT 1")))),
+        "broker": await _check(lambda: anyio.to_thread.run_sync(_ping_broker)),
+    }
     ok = all(v == "ok" for v in checks.values())
+    checks["native_kernel"] = _native_kernel_status()  # informative: training falls back to torch
     body = Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
+async def _check(probe: Callable[[], Awaitable[object]]) -> str:
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT):
+            await probe()
+        return "ok"
+    except TimeoutError:
+        return f"error: no answer within {CHECK_TIMEOUT:g} s"
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure
+        return f"error: {type(exc).__name__}"
+
+
+def _ping_broker() -> None:
+    with dispatch.client().connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def _native_kernel_status() -> str:
+    """What the workers' last build of the native training kernel reported (shared home)."""
+    path = get_settings().native_cache_dir / "build-status.json"
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        return "not built yet"
+    except (OSError, ValueError) as exc:
+        return f"unknown: {type(exc).__name__}"
+    if status.get("ok"):
+        return "ok"
+    return f"build failed: {str(status.get('error', ''))[:500]}"
+
+
 @router.get("/metrics")
-def metrics(session: SessionDep) -> Response:
+async def metrics(db: DatabaseDep) -> Response:
     """Prometheus text."""
+    return Response(await db.run(_collect), media_type=CONTENT_TYPE_LATEST)
+
+
+def _collect(session: Session) -> bytes:
     query = select(Experiment.kind, Experiment.status, func.count()).group_by(
         Experiment.kind, Experiment.status
     )
@@ -63,10 +100,10 @@ def metrics(session: SessionDep) -> Response:
     for kind, status, count in session.execute(query):
         EXPERIMENTS.labels(kind, status).set(count)
     _work_metrics(session)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return generate_latest()
 
 
-def _work_metrics(session: SessionDep) -> None:
+def _work_metrics(session: Session) -> None:
     """Queue depth and lag: what an operator alerts on when workers are missing or stuck."""
     columns = (WorkItem.queue, WorkItem.task, WorkItem.status)
     WORK_ITEMS.clear()

@@ -5,22 +5,28 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+import anyio
+import anyio.to_thread
 import numpy as np
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
 from service import crud, crud_reports, curves, exports, reports
-from service.deps import SessionDep
-from service.models import Experiment
+from service.deps import DatabaseDep, PrincipalDep
 from service.problems import ProblemError
+from service.responses import body_of, json_response
+from service.routes.experiments import ID, found
 
 router = APIRouter(prefix="/v1/experiments", tags=["reports"])
 
 FIGURE_TYPES = {"svg": "image/svg+xml", "png": "image/png"}
 EXPORT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 FIGURE_KINDS = ("census", "training")
+#: Figures drawn at once per API process (matplotlib is CPU- and memory-heavy).
+DRAWING = anyio.CapacityLimiter(2)
 
 
 class Curve(BaseModel):
@@ -36,40 +42,46 @@ class Curve(BaseModel):
     num_neurons: list[int | None]
 
 
-def _found(session: SessionDep, experiment_id: str) -> Experiment:
-    row = crud.get_experiment(session, experiment_id=experiment_id)
-    if row is None:
-        raise ProblemError(404, f"no experiment {experiment_id}")
-    return row
-
-
 @router.get(
     "/{experiment_id}/runs/{run_id}/curve",
     response_model=Curve,
     responses={200: {"content": {"text/csv": {}}}, 404: {}},
 )
-def get_curve(
+async def get_curve(
+    request: Request,
     experiment_id: str,
     run_id: str,
-    session: SessionDep,
+    db: DatabaseDep,
+    who: PrincipalDep,
     max_points: Annotated[int | None, Query(ge=2, le=1_000_000)] = None,
     fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
-) -> Any:
+) -> Response:
     """A run's curve as columns, optionally downsampled evenly in log-epoch."""
-    _found(session, experiment_id)
-    run = crud.get_run(session, experiment_id=experiment_id, run_id=run_id)
-    if run is None:
-        raise ProblemError(404, f"no run {run_id} in experiment {experiment_id}")
-    if run.curve is None:
-        raise ProblemError(404, f"run {run_id} has no curve yet (its status is {run.status})")
-    columns = curves.decode_curve(run.curve)
-    if max_points is not None:
-        columns = curves.downsample(columns, max_points)
+
+    def work(session: Session) -> bytes:
+        found(session, experiment_id, who)
+        run = None
+        if ID.fullmatch(run_id):
+            run = crud.get_run(session, experiment_id=experiment_id, run_id=run_id)
+        if run is None:
+            raise ProblemError(404, f"no run {run_id} in experiment {experiment_id}")
+        if run.curve is None:
+            raise ProblemError(404, f"run {run_id} has no curve yet (its status is {run.status})")
+        columns = curves.decode_curve(run.curve)
+        if max_points is not None:
+            columns = curves.downsample(columns, max_points)
+        if fmt == "csv":
+            return _curve_csv(columns)
+        return body_of(
+            Curve.model_validate(
+                {name: [_finite(v) for v in col.tolist()] for name, col in columns.items()}
+            )
+        )
+
+    body = await db.run(work)
     if fmt == "csv":
-        return Response(_curve_csv(columns), media_type="text/csv")
-    return Curve.model_validate(
-        {name: [_finite(v) for v in col.tolist()] for name, col in columns.items()}
-    )
+        return Response(body, media_type="text/csv")
+    return json_response(request, body)
 
 
 def _finite(value: float) -> float | None:
@@ -86,24 +98,34 @@ def _curve_csv(columns: dict[str, np.ndarray]) -> bytes:
 
 
 @router.get("/{experiment_id}/figure.{fmt}", responses={404: {}, 409: {}})
-def get_figure(experiment_id: str, fmt: Literal["svg", "png"], session: SessionDep) -> Response:
+async def get_figure(
+    experiment_id: str, fmt: Literal["svg", "png"], db: DatabaseDep, who: PrincipalDep
+) -> Response:
     """The experiment's figure, drawn from its result (shared/API.md, Figures)."""
-    exp = _found(session, experiment_id)
-    if exp.kind not in FIGURE_KINDS:
-        raise ProblemError(404, f"experiments of kind {exp.kind} have no figure")
-    if exp.result is None:
-        if exp.status in ("failed", "cancelled"):
-            raise ProblemError(409, f"experiment {exp.status}; it has no result to draw")
-        raise ProblemError(409, "experiment is running; the figure is drawn from its result")
-    if exp.kind == "census":
-        image = reports.census_figure(exp.result, fmt, spec=exp.spec)
-    else:
-        runs, total = _sampled_runs(session, experiment_id)
-        image = reports.training_figure(exp.result, runs, fmt, spec=exp.spec, total_runs=total)
+
+    def fetch(session: Session) -> tuple[str, dict, dict, list[reports.TrainingRun], int]:
+        exp = found(session, experiment_id, who)
+        if exp.kind not in FIGURE_KINDS:
+            raise ProblemError(404, f"experiments of kind {exp.kind} have no figure")
+        if exp.result is None:
+            if exp.status in ("failed", "cancelled"):
+                raise ProblemError(409, f"experiment {exp.status}; it has no result to draw")
+            raise ProblemError(409, "experiment is running; the figure is drawn from its result")
+        runs, total = ([], 0) if exp.kind == "census" else _sampled_runs(session, experiment_id)
+        return exp.kind, exp.result, exp.spec, runs, total
+
+    kind, result, spec, runs, total = await db.run(fetch)
+
+    def draw() -> bytes:
+        if kind == "census":
+            return reports.census_figure(result, fmt, spec=spec)
+        return reports.training_figure(result, runs, fmt, spec=spec, total_runs=total)
+
+    image = await anyio.to_thread.run_sync(draw, limiter=DRAWING)
     return Response(image, media_type=FIGURE_TYPES[fmt])
 
 
-def _sampled_runs(session: SessionDep, experiment_id: str) -> tuple[list[reports.TrainingRun], int]:
+def _sampled_runs(session: Session, experiment_id: str) -> tuple[list[reports.TrainingRun], int]:
     """The runs a training figure draws (a per-init_scale sample, with curves), and the count."""
     summaries = crud_reports.run_summaries(session, experiment_id=experiment_id)
     chosen = [summaries[i] for i in reports.sample_runs([s[1] for s in summaries])]
@@ -116,12 +138,18 @@ def _sampled_runs(session: SessionDep, experiment_id: str) -> tuple[list[reports
 
 
 @router.get("/{experiment_id}/export.{fmt}", responses={404: {}})
-def export(experiment_id: str, fmt: Literal["csv", "parquet"], session: SessionDep) -> Response:
+async def export(
+    experiment_id: str, fmt: Literal["csv", "parquet"], db: DatabaseDep, who: PrincipalDep
+) -> Response:
     """One row per run: params, status, verdict and final values."""
-    exp = _found(session, experiment_id)
-    runs = crud_reports.runs_without_curves(session, experiment_id=experiment_id)
-    rows = exports.run_rows(exp.kind, runs, result=exp.result)
-    body = exports.to_csv(rows) if fmt == "csv" else exports.to_parquet(rows)
+
+    def work(session: Session) -> bytes:
+        exp = found(session, experiment_id, who)
+        runs = crud_reports.runs_without_curves(session, experiment_id=experiment_id)
+        rows = exports.run_rows(exp.kind, runs, result=exp.result)
+        return exports.to_csv(rows) if fmt == "csv" else exports.to_parquet(rows)
+
+    body = await db.run(work)
     disposition = f'attachment; filename="{experiment_id}.{fmt}"'
     return Response(
         body, media_type=EXPORT_TYPES[fmt], headers={"Content-Disposition": disposition}

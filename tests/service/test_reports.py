@@ -212,19 +212,21 @@ def test_parquet_reads_back_with_consistent_types():
 def api(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Session]]:
     """A test client and a session on one connection, rolled back at the end."""
     from service.app import create_app
-    from service.db import get_session
+    from service.db import Database, database
 
     use_settings(monkeypatch, DATABASE_URL=PG_URL, BROKER_URL=BROKER, API_TOKENS="")
     conn = pg_engine.connect()
     outer = conn.begin()
     mode = {"join_transaction_mode": "create_savepoint", "expire_on_commit": False}
 
-    def session() -> Iterator[Session]:
-        with Session(bind=conn, **mode) as s:  # type: ignore[arg-type]
-            yield s
+    def session() -> Session:
+        return Session(bind=conn, **mode)  # type: ignore[arg-type]
+
+    async def rolled_back() -> Database:
+        return Database(session, concurrency=1)
 
     app = create_app()
-    app.dependency_overrides[get_session] = session
+    app.dependency_overrides[database] = rolled_back
     with TestClient(app) as client, Session(bind=conn, **mode) as db:  # type: ignore[arg-type]
         yield client, db
     outer.rollback()
