@@ -15,6 +15,7 @@ from service.config import Settings, get_settings
 from service.db import get_engine
 from service.deps import RateLimit, require_token
 from service.middleware import BodyLimit, Metrics
+from service.pollcache import PollCache
 from service.routes import experiments, health, reports
 
 log = logging.getLogger("benignity.api")
@@ -30,6 +31,7 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.rate_limit = RateLimit(settings.rate_limit)
+    app.state.polls = PollCache(settings.poll_cache_seconds)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(experiments.router, dependencies=[Depends(require_token)])

@@ -122,11 +122,15 @@ def _stop_with(parent: int) -> Any:
 
 
 @app.command()
-def api(host: Host = "127.0.0.1", port: Port = 8000) -> None:
+def api(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    workers: Annotated[int, typer.Option(help="API processes (each has its own pool).")] = 1,
+) -> None:
     """The HTTP API alone."""
     import uvicorn
 
-    uvicorn.run("service.app:create_app", factory=True, host=host, port=port)
+    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @app.command()

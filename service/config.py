@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from limits import parse
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -59,6 +61,9 @@ class Settings(BaseSettings):
     admin_tenant: str = ""
     quota_active_items: int = Field(default=50_000, gt=0)  # queued+running items per tenant
     rate_limit: str = "100/second"  # per tenant, a `limits` expression; empty disables it
+    # A repeated GET of one experiment is answered from memory for this long (0: never);
+    # see service/pollcache.py.
+    poll_cache_seconds: float = Field(default=0.5, ge=0, le=10)
 
     @field_validator("database_url")
     @classmethod
@@ -67,6 +72,26 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise ValueError(f"RATE_LIMIT {value!r} is not like '100/second': {exc}") from exc
+        return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tenant_names_fit(cls, value: str) -> str:
+        for entry in value.split(","):
+            tenant, sep, _ = entry.strip().partition(":")
+            if sep and not 0 < len(tenant.strip()) <= 64:
+                raise ValueError(f"API_TOKENS: tenant names are 1 to 64 characters, got {tenant!r}")
         return value
 
     @model_validator(mode="after")
@@ -100,7 +125,10 @@ class Settings(BaseSettings):
             if not entry:
                 continue
             tenant, sep, token = entry.partition(":")
-            tenant, token = (tenant.strip(), token.strip()) if sep else (entry, entry)
+            if sep:
+                tenant, token = tenant.strip(), token.strip()
+            else:  # its own tenant, stored under a digest so the secret never reaches the db
+                tenant, token = "token-" + hashlib.sha256(entry.encode()).hexdigest()[:16], entry
             if token:
                 out[token] = tenant
         return out

@@ -22,6 +22,7 @@ from service import crud, dispatch, plans
 from service.config import Settings
 from service.crud import INT_MAX
 from service.deps import DatabaseDep, Principal, PrincipalDep, SettingsDep
+from service.pollcache import PollCache
 from service.problems import ProblemError
 from service.responses import body_of, json_response
 from service.schemas import Cone, ConePage, Experiment, ExperimentPage, Run, RunPage
@@ -188,7 +189,11 @@ async def get_experiment(
     request: Request, experiment_id: str, db: DatabaseDep, who: PrincipalDep
 ) -> Response:
     """One experiment, with its progress and, once done, its result."""
-    body = await db.run(lambda s: body_of(view(s, found(s, experiment_id, who))))
+    polls: PollCache = request.app.state.polls
+    body = await polls.get(
+        (experiment_id, who.scope),
+        lambda: db.run(lambda s: body_of(view(s, found(s, experiment_id, who)))),
+    )
     return json_response(request, body)
 
 
@@ -213,7 +218,9 @@ async def cancel(
         assert row is not None
         return body_of(view(session, row))
 
-    return json_response(request, await db.run(work), status_code=202)
+    body = await db.run(work)
+    request.app.state.polls.evict(experiment_id)
+    return json_response(request, body, status_code=202)
 
 
 @router.get("/{experiment_id}/runs", response_model=RunPage, responses={304: {}, 404: {}})
