@@ -9,50 +9,16 @@ and the poll cache off, so every request queues for that connection.
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.conftest import use_settings
 from tests.service.test_api import SPEC
 
 
 @pytest.fixture
-def server(pg_engine, redis_client, monkeypatch, tmp_path) -> Iterator[str]:
-    from service.app import create_app
-
-    kwargs = redis_client.connection_pool.connection_kwargs
-    use_settings(
-        monkeypatch,
-        DATABASE_URL=pg_engine.url.render_as_string(hide_password=False),
-        BROKER_URL=f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/0",
-        BENIGNITY_HOME=str(tmp_path),
-        API_TOKENS="",
-        RATE_LIMIT="",
-        POLL_CACHE_SECONDS="0",
-        DB_POOL_SIZE="1",
-        DB_MAX_OVERFLOW="0",
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield base
-    srv.should_exit = True
-    thread.join(timeout=30)
+def server(live_server):
+    return live_server(POLL_CACHE_SECONDS="0", DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0")
 
 
 def test_200_concurrent_requests_on_one_connection_all_answer(server):
