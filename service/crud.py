@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, TypeAdapter
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, and_, cast, func, or_, select, update
+from sqlalchemy.orm import Session, defer, undefer
 
 from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, new_id, utcnow
 
@@ -157,9 +157,15 @@ def list_experiments(
     limit: int,
     cursor: str | None,
     tenant: str | None = None,
+    result_bytes: int | None = None,
 ) -> tuple[list[Experiment], str | None]:
-    """Newest first, keyset-paginated on (created_at, id); only `tenant`'s unless None."""
-    query = select(Experiment)
+    """Newest first, keyset-paginated on (created_at, id); only `tenant`'s unless None.
+
+    Results are loaded only when `result_bytes` is given, and then the page ends
+    early (always keeping its first item) once the stored results it carries pass
+    that many bytes, so one page never holds many large results in memory.
+    """
+    query = select(Experiment).options(defer(Experiment.result))
     if tenant is not None:
         query = query.where(Experiment.tenant == tenant)
     if kind:
@@ -177,11 +183,31 @@ def list_experiments(
         )
     query = query.order_by(Experiment.created_at.desc(), Experiment.id.desc()).limit(limit + 1)
     rows = list(session.scalars(query))
-    nxt = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        nxt = encode_cursor(as_utc(rows[-1].created_at).isoformat(), rows[-1].id)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if result_bytes is not None and rows:
+        kept = _within(session, rows, result_bytes)
+        more, rows = more or len(kept) < len(rows), kept
+        session.scalars(
+            select(Experiment)
+            .where(Experiment.id.in_([r.id for r in rows]))
+            .options(undefer(Experiment.result))
+        ).all()  # fills in the deferred results of these rows
+    nxt = encode_cursor(as_utc(rows[-1].created_at).isoformat(), rows[-1].id) if more else None
     return rows, nxt
+
+
+def _within(session: Session, rows: list[Experiment], budget: int) -> list[Experiment]:
+    """The longest prefix of `rows` (at least one) whose stored results fit in `budget` bytes."""
+    size = func.coalesce(func.length(cast(Experiment.result, Text)), 0)
+    query = select(Experiment.id, size).where(Experiment.id.in_([r.id for r in rows]))
+    sizes: dict[str, int] = {eid: int(n) for eid, n in session.execute(query)}
+    total = 0
+    for i, row in enumerate(rows):
+        total += sizes.get(row.id, 0)
+        if total > budget and i > 0:
+            return rows[:i]
+    return rows
 
 
 def progress_of(session: Session, *, experiment_ids: Sequence[str]) -> dict[str, int]:

@@ -36,7 +36,8 @@ class Experiment(BaseModel):
     result: dict[str, Any] | None
 
     @classmethod
-    def of(cls, row: ExperimentRow, done: int) -> Experiment:
+    def of(cls, row: ExperimentRow, done: int, *, result: bool = True) -> Experiment:
+        """The response for a row; `result=False` leaves the (unloaded) result out."""
         total = row.progress_total
         if row.status == "succeeded":
             done = total
@@ -50,7 +51,7 @@ class Experiment(BaseModel):
             started_at=row.started_at and as_utc(row.started_at),
             finished_at=row.finished_at and as_utc(row.finished_at),
             error=ErrorInfo(**row.error) if row.error else None,
-            result=row.result,
+            result=row.result if result else None,
         )
 
 

@@ -160,25 +160,31 @@ async def list_experiments(
     request: Request,
     db: DatabaseDep,
     who: PrincipalDep,
+    settings: SettingsDep,
     kind: Kind | None = None,
     status: Status | None = None,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     fields: Fields = "full",
 ) -> Response:
-    """List your experiments, newest first."""
+    """List your experiments, newest first; a page ends early once its results pass
+    MAX_RESULT_BYTES (follow next_cursor)."""
 
     def page(session: Session) -> bytes:
         try:
             rows, nxt = crud.list_experiments(
-                session, kind=kind, status=status, limit=limit, cursor=cursor, tenant=who.scope
+                session,
+                kind=kind,
+                status=status,
+                limit=limit,
+                cursor=cursor,
+                tenant=who.scope,
+                result_bytes=settings.max_result_bytes if fields == "full" else None,
             )
         except ValueError as exc:
             raise _cursor_error(exc) from exc
         done = crud.progress_of(session, experiment_ids=[r.id for r in rows])
-        items = [Experiment.of(r, done.get(r.id, 0)) for r in rows]
-        if fields == "summary":
-            items = [i.model_copy(update={"result": None}) for i in items]
+        items = [Experiment.of(r, done.get(r.id, 0), result=fields == "full") for r in rows]
         return body_of(ExperimentPage(items=items, next_cursor=nxt))
 
     return json_response(request, await db.run(page))
