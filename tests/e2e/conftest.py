@@ -1,4 +1,5 @@
-"""A real stack for end-to-end tests: PostgreSQL, Redis and `benignity worker` processes."""
+"""A real stack for end-to-end tests: the session's own PostgreSQL database and Redis
+(tests/conftest.py), and `benignity worker` processes."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ class Worker:
 
 @pytest.fixture
 def stack(pg_engine, redis_client, monkeypatch, tmp_path) -> Iterator[dict[str, str]]:
-    """Environment for the API and workers: PostgreSQL, Redis and fast failure detection."""
+    """Environment for the API and workers: the session's database and Redis, fast failure
+    detection. The Redis database starts each test empty."""
     env = {
         "DATABASE_URL": PG_URL,
         "BROKER_URL": REDIS_URL,

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.models import WorkItem
+from tests.conftest import eventually
 from tests.e2e.conftest import wait_for
 
 SPEC = {
@@ -62,9 +63,14 @@ def test_cancel_stops_a_running_census(api, start_worker, pg_engine):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert api.post(f"/v1/experiments/{exp['id']}/cancel").status_code == 202
-    time.sleep(2)  # past a heartbeat (0.5 s), before the reaper could step in (5 s)
-    states = [i.status for i in chunks(pg_engine, exp["id"])]
-    assert "running" not in states and "queued" not in states, states
+    # The running chunk stops at its next check (heartbeat 0.5 s), well before the reaper
+    # could step in for a worker that had stopped beating (5 s).
+    states = eventually(
+        lambda: [i.status for i in chunks(pg_engine, exp["id"])],
+        4,
+        lambda states: not {"running", "queued"} & set(states),
+        "no chunk running or queued",
+    )
     assert states.count("done") < len(states)
     final = api.get(f"/v1/experiments/{exp['id']}").json()
     assert final["status"] == "cancelled" and final["result"] is None

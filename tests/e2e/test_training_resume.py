@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.models import WorkItem
+from tests.conftest import eventually
 from tests.e2e.conftest import wait_for
 
 SPEC = {
@@ -73,7 +74,7 @@ def test_cancel_takes_effect_within_a_checkpoint_interval(api, start_worker, pg_
         assert time.monotonic() < deadline, "no checkpoint was written"
         time.sleep(0.05)
     assert api.post(f"/v1/experiments/{exp['id']}/cancel").status_code == 202
-    time.sleep(2)  # checkpoint interval 0.5 s; the reaper would need 5 s
-    assert batch_item(pg_engine, exp["id"]).status == "cancelled"
+    # The sweep checks the flag every checkpoint interval (0.5 s); the reaper would need 5 s.
+    eventually(lambda: batch_item(pg_engine, exp["id"]).status, 4, "cancelled".__eq__, "cancelled")
     runs = api.get(f"/v1/experiments/{exp['id']}/runs").json()["items"]
     assert {r["status"] for r in runs} == {"cancelled"}
