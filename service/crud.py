@@ -124,13 +124,24 @@ def create_experiment(
 
 
 def get_experiment(
-    session: Session, *, experiment_id: str, tenant: str | None = None
+    session: Session, *, experiment_id: str, tenant: str | None = None, result: bool = True
 ) -> Experiment | None:
-    """The experiment, if it exists and belongs to `tenant` (None: any tenant)."""
-    exp = session.get(Experiment, experiment_id)
+    """The experiment, if it exists and belongs to `tenant` (None: any tenant).
+
+    With `result=False` the stored result is not loaded (see `result_text`).
+    """
+    options = [] if result else [defer(Experiment.result)]
+    exp = session.get(Experiment, experiment_id, options=options)
     if exp is None or (tenant is not None and exp.tenant != tenant):
         return None
     return exp
+
+
+def result_text(session: Session, *, experiment_id: str) -> str | None:
+    """The stored result as the JSON text the database holds, without parsing it."""
+    query = select(cast(Experiment.result, Text)).where(Experiment.id == experiment_id)
+    text_ = session.scalar(query)
+    return None if text_ is None or text_ == "null" else text_
 
 
 def find_by_idempotency_key(session: Session, *, key: str, tenant: str) -> Experiment | None:

@@ -59,11 +59,38 @@ def view(session: Session, row: crud.Experiment) -> Experiment:
     return Experiment.of(row, done)
 
 
-def found(session: Session, experiment_id: str, who: Principal) -> crud.Experiment:
+def body_with_result(session: Session, row: crud.Experiment) -> bytes:
+    """The Experiment's JSON with its stored result spliced in as stored, never parsed.
+
+    A result of many megabytes is then held once as text, not as Python objects
+    and a second serialisation. Stored text that is not strict JSON (NaN from an
+    old SQLite row) goes the parsing way, which writes it as null.
+    """
+    done = crud.progress_of(session, experiment_ids=[row.id]).get(row.id, 0)
+    head = body_of(Experiment.of(row, done, result=False))
+    raw = crud.result_text(session, experiment_id=row.id)
+    if raw is None:
+        return head
+    if "NaN" in raw or "Infinity" in raw:
+        parsed = Experiment.of(row, done, result=False).model_copy(
+            update={"result": json.loads(raw)}
+        )
+        return body_of(parsed)
+    assert head.endswith(b'"result":null}')
+    stored = raw.encode()
+    del raw  # at most two copies alive at once: the text's bytes and the body
+    return b"".join((head[: -len(b"null}")], stored, b"}"))
+
+
+def found(
+    session: Session, experiment_id: str, who: Principal, *, result: bool = True
+) -> crud.Experiment:
     """The caller's experiment; 404 for an unknown, malformed or other tenant's id."""
     row = None
     if ID.fullmatch(experiment_id):
-        row = crud.get_experiment(session, experiment_id=experiment_id, tenant=who.scope)
+        row = crud.get_experiment(
+            session, experiment_id=experiment_id, tenant=who.scope, result=result
+        )
     if row is None:
         raise ProblemError(404, f"no experiment {experiment_id}")
     return row
@@ -198,7 +225,7 @@ async def get_experiment(
     polls: PollCache = request.app.state.polls
     body = await polls.get(
         (experiment_id, who.scope),
-        lambda: db.run(lambda s: body_of(view(s, found(s, experiment_id, who)))),
+        lambda: db.run(lambda s: body_with_result(s, found(s, experiment_id, who, result=False))),
     )
     return json_response(request, body)
 

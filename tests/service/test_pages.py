@@ -37,3 +37,19 @@ def test_a_page_stops_once_its_results_pass_max_result_bytes(api, monkeypatch): 
     assert all(e["result"] is None for e in summary["items"])
     one = client.get(f"/v1/experiments/{next(iter(mine))}").json()
     assert one["result"] == big  # the full answer is still there
+
+
+def test_a_large_result_is_served_as_stored(api):  # noqa: F811
+    client, db = api
+    result = {"optimum": 0.125, "neurons": [{"w": [0.1 * i] * 50, "a": -1.5} for i in range(2000)]}
+    spec = {"kind": "optimum", "weight_decay": 0.01,
+            "dataset": {"generator": "teacher", "n": 4, "d": 2}}  # fmt: skip
+    exp_id = add_experiment(db, spec, result, [])[0]
+    db.commit()
+    resp = client.get(f"/v1/experiments/{exp_id}")
+    assert resp.status_code == 200 and len(resp.content) > 500_000
+    body = resp.json()
+    assert body["result"] == result and body["status"] == "succeeded"
+    assert body["id"] == exp_id and body["progress"] == {"done": 0, "total": 0}
+    again = client.get(f"/v1/experiments/{exp_id}", headers={"If-None-Match": resp.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
