@@ -1,21 +1,22 @@
-"""The work-item lifecycle that workers drive: claim, heartbeat, complete, fan-in, reap.
+"""The work-item lifecycle that workers drive: claim, heartbeat, complete, fan-in.
 
 Every transition is a compare-and-set on (status, lease), so a duplicate broker
-delivery or a worker that lost its lease changes nothing.
+delivery or a worker that lost its lease changes nothing. How work comes back
+after a fault (the reaper, a killed pool process, a worker shutting down, a
+broker that lost its messages) is in crud_recovery.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service.crud import TERMINAL, Envelope
-from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, utcnow
+from service.models import CensusCone, Experiment, Run, WorkItem, utcnow
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Claimed:
     checkpoint: bytes | None
     lease: str
     attempts: int
+    time_limit: float | None = None  # hard seconds, as in the broker message
 
 
 def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int) -> Claimed | None:
@@ -72,6 +74,7 @@ def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int)
         checkpoint=item.checkpoint,
         lease=lease,
         attempts=item.attempts,
+        time_limit=item.time_limit,
     )
 
 
@@ -188,7 +191,7 @@ def release_stage(session: Session, *, experiment_id: str, stage: int) -> list[E
     now = utcnow()
     for it in items:
         it.status, it.enqueued_at = "queued", now
-    return [Envelope(it.id, it.queue) for it in items]
+    return [Envelope(it.id, it.queue, it.time_limit) for it in items]
 
 
 def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:
@@ -219,44 +222,3 @@ def fail_experiment(session: Session, *, experiment_id: str, error_type: str, de
         )
         .values(status="failed", error=detail)
     )
-
-
-def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) -> list[Envelope]:
-    """Re-enqueue work whose worker died or whose broker message was lost.
-
-    A running item whose heartbeat is older than `heartbeat_timeout` seconds goes
-    back to queued (its attempt counter bounds how often). A queued item not
-    started `requeue_after * 2**requeues` seconds after it was sent is sent again;
-    a duplicate delivery is harmless because claiming is a compare-and-set.
-    """
-    now = utcnow()
-    stale = now - timedelta(seconds=heartbeat_timeout)
-    dead = list(
-        session.scalars(
-            select(WorkItem).where(WorkItem.status == "running", WorkItem.heartbeat_at < stale)
-        )
-    )
-    out = []
-    for item in dead:
-        res = session.execute(
-            update(WorkItem)
-            .where(
-                WorkItem.id == item.id, WorkItem.status == "running", WorkItem.lease == item.lease
-            )
-            .values(status="queued", lease=None, enqueued_at=now)
-        )
-        if res.rowcount:  # type: ignore[attr-defined]
-            out.append(Envelope(item.id, item.queue))
-    oldest = now - timedelta(seconds=requeue_after)
-    waiting = session.scalars(
-        select(WorkItem).where(WorkItem.status == "queued", WorkItem.enqueued_at < oldest)
-    )
-    for item in waiting:
-        wait = requeue_after * 2 ** min(item.requeues, 6)
-        if item.enqueued_at is not None and as_utc(item.enqueued_at) > now - timedelta(
-            seconds=wait
-        ):
-            continue
-        item.enqueued_at, item.requeues = now, item.requeues + 1
-        out.append(Envelope(item.id, item.queue))
-    return out

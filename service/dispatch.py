@@ -62,11 +62,29 @@ def client() -> Celery:
     return app
 
 
+def time_limits(hard: float | None) -> dict[str, float]:
+    """Celery's time limits for a hard limit of `hard` seconds (none when None).
+
+    The soft limit comes 10% before the hard one, but never more than 10 s before:
+    it raises in the task, which then fails its experiment with the reason. The hard
+    limit kills the pool process, for code that the soft one cannot interrupt.
+    """
+    if hard is None:
+        return {}
+    return {"time_limit": hard, "soft_time_limit": hard - min(10.0, 0.1 * hard)}
+
+
 def send(envelopes: Iterable[Envelope], app: Celery | None = None) -> None:
     """Send one message per work item; callers do this only after their commit."""
     app = app or client()
     for env in envelopes:
-        app.send_task(EXECUTE, args=[env.item_id], queue=env.queue, routing_key=env.queue)
+        app.send_task(
+            EXECUTE,
+            args=[env.item_id],
+            queue=env.queue,
+            routing_key=env.queue,
+            **time_limits(env.time_limit),
+        )
 
 
 def reset() -> None:

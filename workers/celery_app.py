@@ -1,12 +1,22 @@
-"""The Celery app of the workers: JSON messages only, queues cpu and gpu."""
+"""The Celery app of the workers: JSON messages only, queues cpu and gpu.
+
+Shutdown: on SIGTERM (to the main process, which passes it on to its pool
+processes, or to the whole process group) a pool process that runs an item sets
+`stopping`; the job stops at its next check (training within about a second),
+saves a checkpoint and hands the item back to the queue. An idle pool process
+exits as before.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
 from service import db
 from service.config import get_settings
@@ -17,6 +27,11 @@ log = logging.getLogger("benignity.worker")
 app = Celery("benignity", include=["workers.tasks"])
 app.conf.update(celery_config(get_settings()))
 _reaper_stop = threading.Event()
+#: In a pool process: the worker is shutting down, so stop the running item and hand it back.
+stopping = threading.Event()
+#: In a pool process: an item is running (set by the task around its job).
+busy = threading.Event()
+_pool: Any = None  # the main process's pool of processes
 
 
 @signals.worker_process_init.connect
@@ -25,9 +40,63 @@ def _fresh_engine(**_: Any) -> None:
     db.reset_caches()
 
 
+def stop_gently_on_sigterm() -> None:
+    """In a pool process, make SIGTERM ask the running item to stop at its next check.
+
+    Called as each task starts: billiard sets its own handler after the process
+    initialisers have run. An idle process still ends on SIGTERM, by that handler.
+    """
+    global _billiard_sigterm
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not _on_sigterm:
+        _billiard_sigterm = current
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+_billiard_sigterm: Any = signal.SIG_DFL
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    stopping.set()
+    if busy.is_set():
+        return
+    if callable(_billiard_sigterm):
+        _billiard_sigterm(signum, frame)
+    else:  # nothing to save: end as the default action would
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+@signals.worker_shutting_down.connect
+def _pass_sigterm_on(**_: Any) -> None:
+    """In the main process, on a warm shutdown: tell each pool process (see _on_sigterm)."""
+    pids = _pool.info.get("processes", []) if _pool is not None else []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+class _BrokerWatch(bootsteps.StartStopStep):
+    """Wakes the reaper each time the consumer (re)connects to the broker, so that
+    work whose messages a restarted broker lost is sent again at once."""
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, parent: Any) -> None:
+        from workers.reaper import wake
+
+        wake()
+
+
+app.steps["consumer"].add(_BrokerWatch)
+
+
 @signals.worker_ready.connect
-def _start_reaper(**_: Any) -> None:
+def _start_reaper(sender: Any = None, **_: Any) -> None:
     from workers.reaper import reaper_loop
+
+    global _pool
+    _pool = getattr(sender, "pool", None)
 
     args = (app, _reaper_stop)
     threading.Thread(target=reaper_loop, args=args, name="reaper", daemon=True).start()
@@ -36,4 +105,7 @@ def _start_reaper(**_: Any) -> None:
 
 @signals.worker_shutdown.connect
 def _stop_reaper(**_: Any) -> None:
+    from workers.reaper import wake
+
     _reaper_stop.set()
+    wake()

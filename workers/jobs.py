@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,7 +20,12 @@ from service.models import Run
 
 
 class Stopped(Exception):
-    """The experiment was cancelled, or another worker took the item over."""
+    """The experiment was cancelled, another worker took the item over, or this one stops."""
+
+
+#: Seconds between a training job's checks for cancellation and shutdown; checkpoints
+#: are still saved every CHECKPOINT_INTERVAL.
+STOP_CHECK_INTERVAL = 1.0
 
 
 class Context(Protocol):
@@ -28,9 +34,17 @@ class Context(Protocol):
     checkpoint: bytes | None
     queue: str
 
-    def progress(self, done: int) -> bool: ...
+    def progress(self, done: int) -> bool:
+        """Report progress; False when the job should stop (cancelled, lease lost, shutdown)."""
+        ...
 
-    def save_checkpoint(self, blob: bytes) -> bool: ...
+    def save_checkpoint(self, blob: bytes) -> bool:
+        """Store a checkpoint; False when the job should stop, as for progress."""
+        ...
+
+    def shutting_down(self) -> bool:
+        """The worker is shutting down: the item will be handed back to the queue."""
+        ...
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]: ...
 
@@ -76,7 +90,7 @@ def optimum_job(ctx: Context) -> Outcome:
         "patterns": ["".join("1" if b else "0" for b in row) for row in opt.support_patterns],
         "signs": [int(s) for s in opt.support_signs],
     }
-    if not ctx.progress(1):
+    if not ctx.progress(1) and not ctx.shutting_down():  # done: store it even when stopping
         raise Stopped
     return Outcome(
         output={
@@ -170,10 +184,19 @@ def training_job(ctx: Context) -> Outcome:
     state = training.SweepState.from_bytes(ctx.checkpoint) if ctx.checkpoint else None
     resumed_from = state.global_epoch if state is not None else 0
     opt = spec["optimizer"]
+    interval = get_settings().checkpoint_interval
+    saved_at = time.monotonic()
 
-    def checkpoint(sweep_state: Any, done: int, _total: int) -> bool:
-        ctx.progress(done)
-        return ctx.save_checkpoint(sweep_state.to_bytes())
+    def checkpoint(sweep_state: Any, done: int, total: int) -> bool:
+        """Called every STOP_CHECK_INTERVAL; saves every `interval`, and before stopping."""
+        nonlocal saved_at
+        going = ctx.progress(done)
+        if done == total:  # finished: store the outcome unless cancelled
+            return going or ctx.shutting_down()
+        if going and time.monotonic() - saved_at < interval:
+            return True
+        saved_at = time.monotonic()
+        return ctx.save_checkpoint(sweep_state.to_bytes()) and going
 
     try:
         outcomes = training.train_sweep(
@@ -190,7 +213,7 @@ def training_job(ctx: Context) -> Outcome:
             optimum=optimum,
             device=training.resolve_device(spec["device"], allow_cuda=ctx.queue == "gpu"),
             state=state,
-            checkpoint_every=get_settings().checkpoint_interval,
+            checkpoint_every=min(STOP_CHECK_INTERVAL, interval),
             on_checkpoint=checkpoint,
         )
     except training.SweepCancelled as exc:

@@ -1,20 +1,32 @@
-"""Celery tasks: take an id, load the rows, call the core, store the result."""
+"""Celery tasks: take an id, load the rows, call the core, store the result.
+
+Bounds: a message carries the item's time limits. The soft one raises
+SoftTimeLimitExceeded in the job, which fails the experiment with the limit; the
+hard one kills the pool process. A pool process killed that way, or by a signal
+(the OOM killer's SIGKILL), is counted in the main process (KillAwareRequest):
+the item is queued again at once, and after MAX_KILLS kills its experiment fails.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
+import string
 import threading
 import time
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 
-from service import crud, crud_work, dispatch
+from service import crud, crud_recovery, crud_work, dispatch
 from service.config import get_settings
 from service.db import session_scope
-from service.models import new_id
 from workers import jobs
-from workers.celery_app import app
+from workers.celery_app import app, busy, stop_gently_on_sigterm, stopping
 
 log = logging.getLogger("benignity.worker")
 
@@ -69,12 +81,15 @@ class Context(jobs.Context):
 
     def progress(self, done: int) -> bool:
         self._beat.done = done
-        return self._beat.keep_going.is_set()
+        return self._beat.keep_going.is_set() and not stopping.is_set()
 
     def save_checkpoint(self, blob: bytes) -> bool:
         self._beat.checkpoint = blob
         self._beat.beat()
-        return self._beat.keep_going.is_set()
+        return self._beat.keep_going.is_set() and not stopping.is_set()
+
+    def shutting_down(self) -> bool:
+        return stopping.is_set()
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         with session_scope() as session:
@@ -83,30 +98,89 @@ class Context(jobs.Context):
             )
 
 
+def lease_prefix(task_id: str | None) -> str:
+    """The first 20 characters of the leases taken by deliveries of message `task_id`."""
+    return "".join(c for c in task_id or "" if c in string.hexdigits)[:20].ljust(20, "0")
+
+
+class KillAwareRequest(Request):  # type: ignore[misc]
+    """A request in the worker's main process that counts kills of its pool process."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        if not soft:  # before billiard kills the process, so the item cannot slip away
+            _record_kill(self, f"passed its hard time limit of {timeout:g} s", "")
+        super().on_timeout(soft, timeout)
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> Any:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        if isinstance(exc, WorkerLostError):
+            found = re.search(r"signal (\d+) \((\w+)\)", str(exc))
+            if found:
+                signum, name = found.groups()
+                cause = f"was killed by signal {signum} ({name})"
+                hint = "out of memory?" if name == "SIGKILL" else ""
+            else:
+                cause, hint = f"lost its process ({exc})", ""
+            _record_kill(self, cause, hint)
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
+
+def _record_kill(request: Request, cause: str, hint: str) -> None:
+    if request.name != dispatch.EXECUTE or not request.args:
+        return
+    try:
+        with session_scope() as session:
+            envelope = crud_recovery.record_kill(
+                session,
+                item_id=str(request.args[0]),
+                lease_prefix=lease_prefix(request.id),
+                cause=cause,
+                hint=hint,
+                max_kills=get_settings().max_kills,
+            )
+        log.warning("work item %s %s", request.args[0], cause)
+        if envelope is not None:
+            dispatch.send([envelope], app)
+    except Exception:  # noqa: BLE001 - the heartbeat timeout still brings the item back
+        log.exception("could not count the kill of work item %s", request.args[0])
+
+
 @app.task(
     name=dispatch.EXECUTE,
+    bind=True,
+    Request=KillAwareRequest,
     autoretry_for=(OperationalError,),
     retry_backoff=True,
     retry_backoff_max=60,
     max_retries=8,
 )
-def execute(item_id: str) -> str:
+def execute(self: Any, item_id: str) -> str:
     """Run one work item, if this delivery wins it."""
     settings = get_settings()
+    stop_gently_on_sigterm()
+    lease = lease_prefix(self.request.id) + secrets.token_hex(6)
     with session_scope() as session:
         item = crud_work.claim_item(
-            session, item_id=item_id, lease=new_id(), max_attempts=settings.max_attempts
+            session, item_id=item_id, lease=lease, max_attempts=settings.max_attempts
         )
     if item is None:
         return "skipped"
-    beat = Heartbeat(item, settings.heartbeat_interval)
+    busy.set()  # from here SIGTERM asks the job to stop (see celery_app)
+    try:
+        return _run(item, settings.heartbeat_interval)
+    finally:
+        busy.clear()
+
+
+def _run(item: crud_work.Claimed, heartbeat_interval: float) -> str:
+    beat = Heartbeat(item, heartbeat_interval)
     beat.start()
     try:
         outcome = jobs.run(item.task, Context(item, beat))
     except jobs.Stopped:
-        with session_scope() as session:
-            crud_work.stop_item(session, item=item)
-        return "stopped"
+        return _stop(item, release=stopping.is_set() and beat.keep_going.is_set())
     except OperationalError:
         raise  # the database is away, not the experiment at fault: the reaper hands it out again
     except Exception as exc:  # noqa: BLE001 - the core's errors are the experiment's errors
@@ -137,14 +211,31 @@ def _complete_patiently(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
     _complete(item, outcome)
 
 
+def _stop(item: crud_work.Claimed, *, release: bool) -> str:
+    """The job stopped early: hand the item back (worker shutting down) or end it (cancelled)."""
+    with session_scope() as session:
+        if not release:
+            crud_work.stop_item(session, item=item)
+            return "stopped"
+        envelope = crud_recovery.release_item(session, item=item)
+    if envelope is not None:
+        dispatch.send([envelope], app)
+    log.warning("worker shutting down: work item %s handed back", item.item_id)
+    return "released"
+
+
 def _fail(item: crud_work.Claimed, exc: Exception) -> str:
     log.exception("work item %s (%s) failed", item.item_id, item.task)
+    error_type, detail = type(exc).__name__, str(exc) or repr(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        error_type = "TimeLimitExceeded"
+        detail = (
+            f"work item {item.task} passed its time limit of {item.time_limit or 0:g} s"
+            " (estimated from the spec)"
+        )
     with session_scope() as session:
         crud_work.fail_experiment(
-            session,
-            experiment_id=item.experiment_id,
-            error_type=type(exc).__name__,
-            detail=str(exc) or repr(exc),
+            session, experiment_id=item.experiment_id, error_type=error_type, detail=detail
         )
     return "failed"
 

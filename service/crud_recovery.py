@@ -1,0 +1,144 @@
+"""How work comes back after a fault: the reaper, a killed pool process, a worker
+shutting down, and a broker that lost its messages.
+
+Each is a compare-and-set on (status, lease) like the rest of the lifecycle
+(crud_work), so a late report or a duplicate message changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from service.crud import Envelope
+from service.crud_work import Claimed, fail_experiment
+from service.models import WorkItem, as_utc, utcnow
+
+
+def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) -> list[Envelope]:
+    """Re-enqueue work whose worker died or whose broker message was lost.
+
+    A running item whose heartbeat is older than `heartbeat_timeout` seconds goes
+    back to queued (its attempt counter bounds how often). A queued item not
+    started `requeue_after * 2**requeues` seconds after it was sent is sent again;
+    a duplicate delivery is harmless because claiming is a compare-and-set.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=heartbeat_timeout)
+    dead = list(
+        session.scalars(
+            select(WorkItem).where(WorkItem.status == "running", WorkItem.heartbeat_at < stale)
+        )
+    )
+    out = []
+    for item in dead:
+        res = session.execute(
+            update(WorkItem)
+            .where(
+                WorkItem.id == item.id, WorkItem.status == "running", WorkItem.lease == item.lease
+            )
+            .values(status="queued", lease=None, enqueued_at=now)
+        )
+        if res.rowcount:  # type: ignore[attr-defined]
+            out.append(Envelope(item.id, item.queue, item.time_limit))
+    oldest = now - timedelta(seconds=requeue_after)
+    waiting = session.scalars(
+        select(WorkItem).where(WorkItem.status == "queued", WorkItem.enqueued_at < oldest)
+    )
+    for item in waiting:
+        wait = requeue_after * 2 ** min(item.requeues, 6)
+        if item.enqueued_at is not None and as_utc(item.enqueued_at) > now - timedelta(
+            seconds=wait
+        ):
+            continue
+        item.enqueued_at, item.requeues = now, item.requeues + 1
+        out.append(Envelope(item.id, item.queue, item.time_limit))
+    return out
+
+
+def resend_queued(session: Session, *, sent_before: datetime) -> list[Envelope]:
+    """Every queued item sent before `sent_before`: the broker lost those messages."""
+    items = list(
+        session.scalars(
+            select(WorkItem).where(
+                WorkItem.status == "queued",
+                or_(WorkItem.enqueued_at.is_(None), WorkItem.enqueued_at < sent_before),
+            )
+        )
+    )
+    now = utcnow()
+    for item in items:
+        item.enqueued_at = now
+    return [Envelope(it.id, it.queue, it.time_limit) for it in items]
+
+
+def release_item(session: Session, *, item: Claimed) -> Envelope | None:
+    """running -> queued for an item whose worker is shutting down; None if no longer held.
+
+    Its checkpoint stays for the next worker to resume from, and the attempt is
+    given back: a graceful stop is not a failure.
+    """
+    res = session.execute(
+        update(WorkItem)
+        .where(
+            WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running"
+        )
+        .values(status="queued", lease=None, enqueued_at=utcnow(), attempts=WorkItem.attempts - 1)
+    )
+    if res.rowcount == 0:  # type: ignore[attr-defined]
+        return None
+    return Envelope(item.item_id, item.queue, item.time_limit)
+
+
+def record_kill(
+    session: Session,
+    *,
+    item_id: str,
+    lease_prefix: str,
+    cause: str,
+    hint: str = "",
+    max_kills: int,
+) -> Envelope | None:
+    """Count a kill of the pool process that ran an item (by a signal, or its hard limit).
+
+    The item must still be running under the lease that the killed delivery
+    took (it starts with `lease_prefix`). Below `max_kills` kills it goes back
+    to queued, and its message is returned to be sent at once; at `max_kills`
+    its experiment fails with the cause, e.g. "work item census_chunk was
+    killed by signal 9 (SIGKILL) twice (out of memory?)".
+    """
+    if not lease_prefix:
+        return None
+    item = session.scalars(
+        select(WorkItem)
+        .where(
+            WorkItem.id == item_id,
+            WorkItem.status == "running",
+            WorkItem.lease.startswith(lease_prefix, autoescape=True),
+        )
+        .with_for_update()
+    ).first()
+    if item is None:
+        return None
+    causes = [*(item.error or "").splitlines(), cause] if item.kills else [cause]
+    item.kills += 1
+    item.error = "\n".join(causes)
+    if item.kills >= max_kills:
+        kind = "TimeLimitExceeded" if "time limit" in cause else "WorkerKilled"
+        detail = kill_reason(item.task, causes, hint)
+        fail_experiment(session, experiment_id=item.experiment_id, error_type=kind, detail=detail)
+        return None
+    item.status, item.lease, item.enqueued_at = "queued", None, utcnow()
+    return Envelope(item.id, item.queue, item.time_limit)
+
+
+def kill_reason(task: str, causes: list[str], hint: str = "") -> str:
+    """What the user reads when an item was killed len(causes) times."""
+    times = {1: "once", 2: "twice"}.get(len(causes), f"{len(causes)} times")
+    if len(set(causes)) == 1:
+        text = f"work item {task} {causes[0]} {times}"
+    else:
+        text = f"work item {task} was stopped {times}: " + "; then ".join(causes)
+    return f"{text} ({hint})" if hint else text
