@@ -21,11 +21,13 @@ from celery import Celery, bootsteps, signals
 from service import db
 from service.config import get_settings
 from service.dispatch import celery_config
+from workers.landscape.training_native_cache import set_cache_dir
 
 log = logging.getLogger("benignity.worker")
 
 app = Celery("benignity", include=["workers.tasks"])
 app.conf.update(celery_config(get_settings()))
+set_cache_dir(get_settings().native_cache_dir)  # compiled training kernels
 _reaper_stop = threading.Event()
 #: In a pool process: the worker is shutting down, so stop the running item and hand it back.
 stopping = threading.Event()
