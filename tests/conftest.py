@@ -12,8 +12,10 @@ them; the database and the server behind them exist once `pg_engine` and `redis_
 have been set up.
 
 With REQUIRE_SERVICES=1 (as in CI) a missing service fails the tests that need it;
-otherwise they are skipped. With CI=true the session also fails if the host's Redis at
-127.0.0.1:6379 changed its keyspace or a database appeared on the PostgreSQL server.
+otherwise they are skipped. The session fails if it leaves behind a database of its own
+(benignity_test_<pid>_...) or its redis-server; with CI=true, also if the keyspace of the
+host's Redis at 127.0.0.1:6379 changed (other test sessions on a shared host would make
+that check noisy, so it is left to CI).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def _postgres_url(url: str) -> URL:
 
 
 DB_NAME, REDIS_PORT = _session_names()
+SESSION_PREFIX = f"benignity_test_{os.getpid()}_"
 #: The server and maintenance database to run CREATE DATABASE on.
 ADMIN_URL = _postgres_url(
     os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -97,9 +100,6 @@ def eventually(
 # --- PostgreSQL ---------------------------------------------------------------------
 
 
-_created: list[str] = []  # the session's database, once created
-
-
 def _admin() -> Engine:
     """The maintenance database, one connection per use (none left open)."""
     return create_engine(
@@ -115,7 +115,6 @@ def _create_database(admin: Engine) -> None:
         try:
             with admin.connect() as conn:
                 conn.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-            _created.append(DB_NAME)
             return
         except Exception as exc:
             if "being accessed by other users" not in str(exc) or attempt == 4:
@@ -224,25 +223,25 @@ def _databases() -> set[str] | None:
         admin.dispose()
 
 
+def _ours(databases: set[str] | None) -> set[str]:
+    """The databases this process could have made (the name carries its pid)."""
+    return {name for name in databases or () if name.startswith(SESSION_PREFIX)}
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_BEFORE] = (
-        host_keyspace() if IN_CI else None,
-        _databases() if IN_CI else None,
-    )
+    # Other sessions may come and go meanwhile: only what this one could have made counts.
+    session.config.stash[_BEFORE] = (host_keyspace() if IN_CI else None, _ours(_databases()))
 
 
 @pytest.hookimpl(trylast=True)  # after the runner's teardown of session fixtures
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    keyspace, databases = session.config.stash.get(_BEFORE, (None, None))
-    left: list[str] = []
-    now = _databases() if _created or IN_CI else None
-    if now is not None and DB_NAME in now:
-        left.append(f"database {DB_NAME} (dropped now)")
+    keyspace, databases = session.config.stash.get(_BEFORE, (None, set()))
+    left = [f"database {name}" for name in sorted(_ours(_databases()) - databases)]
+    if f"database {DB_NAME}" in left:
+        left[left.index(f"database {DB_NAME}")] += " (dropped now)"
         admin = _admin()
         drop_database(admin)
         admin.dispose()
-    if IN_CI and databases is not None and now is not None:
-        left += [f"database {name}" for name in sorted(now - databases - {DB_NAME})]
     for server in _servers:
         if server.alive():
             left.append(f"redis-server on port {server.port} (stopped now)")
@@ -253,7 +252,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         lines = ["the test session left the host changed:", *left]
         if reporter is not None:
-            reporter.ensure_newline()
+            reporter.write_line("")  # end the progress line
             reporter.write_sep("!", "host state not restored", red=True)
             for line in lines:
                 reporter.write_line(line, red=True)
