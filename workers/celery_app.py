@@ -1,10 +1,10 @@
 """The Celery app of the workers: JSON messages only, queues cpu and gpu.
 
-Shutdown: on SIGTERM (to the main process, which passes it on to its pool
-processes, or to the whole process group) a pool process that runs an item sets
-`stopping`; the job stops at its next check (training within about a second),
-saves a checkpoint and hands the item back to the queue. An idle pool process
-exits as before.
+Shutdown: on SIGTERM (to the main process, which passes it on to the pool
+processes that run a task, or to the whole process group) a pool process that
+runs an item sets `stopping`; the job stops at its next check (training within
+about a second), saves a checkpoint and hands the item back to the queue. An
+idle pool process is ended by the pool as before.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from celery import Celery, bootsteps, signals
+from celery.worker import state as worker_state
 
 from service import db
 from service.config import get_settings
@@ -33,7 +34,6 @@ _reaper_stop = threading.Event()
 stopping = threading.Event()
 #: In a pool process: an item is running (set by the task around its job).
 busy = threading.Event()
-_pool: Any = None  # the main process's pool of processes
 
 
 @signals.worker_process_init.connect
@@ -71,8 +71,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 @signals.worker_shutting_down.connect
 def _pass_sigterm_on(**_: Any) -> None:
-    """In the main process, on a warm shutdown: tell each pool process (see _on_sigterm)."""
-    pids = _pool.info.get("processes", []) if _pool is not None else []
+    """In the main process, on a warm shutdown: tell each pool process that runs a task.
+
+    Idle ones are left to the pool, which ends them once their tasks are done (an idle
+    pool process ended by a signal would make the warm shutdown wait forever).
+    """
+    pids = {r.worker_pid for r in worker_state.active_requests if r.worker_pid}
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -94,11 +98,8 @@ app.steps["consumer"].add(_BrokerWatch)
 
 
 @signals.worker_ready.connect
-def _start_reaper(sender: Any = None, **_: Any) -> None:
+def _start_reaper(**_: Any) -> None:
     from workers.reaper import reaper_loop
-
-    global _pool
-    _pool = getattr(sender, "pool", None)
 
     args = (app, _reaper_stop)
     threading.Thread(target=reaper_loop, args=args, name="reaper", daemon=True).start()
