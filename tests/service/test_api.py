@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from tests.conftest import PG_URL, use_settings
+from tests.conftest import PG_URL, REDIS_URL, use_settings
 
-BROKER = "redis://127.0.0.1:6379/14"
+BROKER = REDIS_URL  # the test session's own redis-server
 SPEC = {
     "kind": "optimum",
     "dataset": {"generator": "teacher", "n": 6, "d": 10},

@@ -144,7 +144,7 @@ def test_database_outage_is_503_with_retry_after_and_one_log_line(
 
 
 @pytest.fixture
-def client(pg_engine, monkeypatch):
+def client(pg_engine, redis_client, monkeypatch):
     from tests.service.test_api import make_client
 
     yield from make_client(pg_engine, monkeypatch, API_TOKENS="")

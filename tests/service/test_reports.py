@@ -209,7 +209,9 @@ def test_parquet_reads_back_with_consistent_types():
 
 
 @pytest.fixture
-def api(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, Session]]:
+def api(
+    pg_engine: Engine, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient, Session]]:
     """A test client and a session on one connection, rolled back at the end."""
     from service.app import create_app
     from service.db import Database, database

@@ -17,7 +17,7 @@ A1, A2, B, ROOT, BARE = (auth(t) for t in ("a-one", "a-two", "b-one", "root-toke
 
 
 @pytest.fixture
-def tenants(pg_engine, monkeypatch):
+def tenants(pg_engine, redis_client, monkeypatch):
     yield from make_client(pg_engine, monkeypatch, API_TOKENS=TOKENS, ADMIN_TENANT="ops")
 
 
@@ -72,7 +72,7 @@ def test_idempotency_keys_are_per_tenant(tenants):
     )
 
 
-def test_quota_on_active_work_items_is_429_with_retry_after(pg_engine, monkeypatch):
+def test_quota_on_active_work_items_is_429_with_retry_after(pg_engine, redis_client, monkeypatch):
     for client in make_client(pg_engine, monkeypatch, API_TOKENS=TOKENS, QUOTA_ACTIVE_ITEMS="2"):
         for _ in range(2):  # an optimum is one work item
             assert client.post("/v1/experiments", json=SPEC, headers=A1).status_code == 202
@@ -86,7 +86,7 @@ def test_quota_on_active_work_items_is_429_with_retry_after(pg_engine, monkeypat
         assert client.post("/v1/experiments", json=SPEC, headers=A1).status_code == 202
 
 
-def test_rate_limit_is_per_tenant_with_retry_after(pg_engine, monkeypatch):
+def test_rate_limit_is_per_tenant_with_retry_after(pg_engine, redis_client, monkeypatch):
     for client in make_client(pg_engine, monkeypatch, API_TOKENS=TOKENS, RATE_LIMIT="5/minute"):
         for _ in range(5):
             assert client.get("/v1/experiments", headers=A1).status_code == 200
