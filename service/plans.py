@@ -1,7 +1,11 @@
 """From a validated spec to the work items and runs that carry it out.
 
 The limits are checked here, before anything is accepted, so that nothing is
-accepted that cannot run.
+accepted that cannot run. Cheap, bounded checks come first (grid sizes, the item
+count by arithmetic, the pattern count capped at its limit, the weight decay), then
+each item's estimate (``budgets``: the model and its measurements) against
+MAX_ITEM_MEMORY and MAX_ITEM_SECONDS, and the stored result against MAX_RESULT_BYTES.
+Each item carries ``time_limit`` (hard seconds) and ``memory_estimate`` (bytes).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from service import budgets
 from service.config import Settings
 from service.specs import CensusSpec, CustomDataset, OptimumSpec, TrainingSpec
 
@@ -30,28 +35,45 @@ class Plan:
     runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def cover_count(n: int, rank: int) -> int:
-    """Activation patterns of n points in general position in R^rank (Cover's count)."""
+def cover_count(n: int, rank: int, cap: int | None = None) -> int:
+    """Activation patterns of n points in general position in R^rank (Cover's count).
+
+    With ``cap``, any count above it comes back as cap + 1, after at most about
+    sqrt(cap) small integer steps whatever n and rank are (never a huge integer).
+    """
+    if cap is None:
+        return 2**n if rank >= n else 2 * sum(math.comb(n - 1, i) for i in range(rank))
     if rank >= n:
-        return 2**n
-    return 2 * sum(math.comb(n - 1, i) for i in range(rank))
+        return 2**n if n < cap.bit_length() else cap + 1
+    total, term = 0, 1  # term = C(n - 1, i)
+    for i in range(rank):
+        total += 2 * term
+        if total > cap:
+            return cap + 1
+        term = term * (n - 1 - i) // (i + 1)
+    return total
 
 
-def pattern_bound(spec: OptimumSpec | CensusSpec | TrainingSpec) -> tuple[int, str]:
+def pattern_bound(
+    spec: OptimumSpec | CensusSpec | TrainingSpec,
+    cap: int | None = None,
+    X: np.ndarray | None = None,
+) -> tuple[int, str]:
     """An upper bound on the number of activation patterns, exact for generic data.
 
     Generated data is in general position with probability one, so Cover's count
     with d replaced by the rank is exact there; for custom data it is an upper
-    bound (degenerate data has fewer patterns).
+    bound (degenerate data has fewer patterns). With ``cap``, counts above it are
+    cap + 1 (see ``cover_count``). ``X``: the custom data as an array, if already built.
     """
     ds = spec.dataset
     if isinstance(ds, CustomDataset):
-        X = np.asarray(ds.X, dtype=float)
-        nonzero = X[np.linalg.norm(X, axis=1) > 0]
+        X = np.asarray(ds.X, dtype=float) if X is None else X
+        nonzero = X[np.einsum("ij,ij->i", X, X) > 0]
         rank = int(np.linalg.matrix_rank(nonzero)) if len(nonzero) else 0
-        distinct = len({tuple(row) for row in nonzero.tolist()})
-        return cover_count(distinct, rank) if rank else 1, "at most"
-    return cover_count(ds.n, min(ds.n, ds.d)), "exactly"
+        distinct = len({row.tobytes() for row in nonzero + 0.0})  # + 0.0: -0.0 equals 0.0
+        return cover_count(distinct, rank, cap) if rank else 1, "at most"
+    return cover_count(ds.n, min(ds.n, ds.d), cap), "exactly"
 
 
 def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> Plan:
@@ -62,19 +84,53 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
             f"custom data has {spec.dataset.n} points, over the limit of "
             f"{settings.max_custom_points}",
         )
+    X = np.asarray(spec.dataset.X, dtype=float) if isinstance(spec.dataset, CustomDataset) else None
+    _check_weight_decay(spec, X)
     _check_budget(spec, settings)
-    _check_patterns(spec, settings)
+    _check_item_count(spec, settings)
+    patterns = _check_patterns(spec, settings, X)
+    _check_result(spec, settings, patterns)
+    n, d = spec.dataset.n, spec.dataset.d
     optimum = {"task": "optimum", "queue": "cpu", "stage": 0, "progress_total": 1}
     if not isinstance(spec, OptimumSpec):  # progress counts cones or runs
         optimum["progress_total"] = 0
+    where = ("body", "dataset")
+    _budget(optimum, budgets.optimum(n, d, patterns), settings, where, where)
     if isinstance(spec, CensusSpec):
         return Plan(
-            items=[optimum, *_census_chunks(spec)],
+            items=[optimum, *_census_chunks(spec, settings, patterns)],
             runs=[{"width": w, "samples": spec.samples_per_width} for w in spec.widths],
         )
     if isinstance(spec, TrainingSpec):
-        return _training_plan(spec, settings, optimum)
+        return _training_plan(spec, settings, optimum, patterns)
     return Plan(items=[optimum])
+
+
+Loc = tuple[str | int, ...]
+
+
+def _budget(
+    item: dict[str, Any], est: budgets.Estimate, settings: Settings, loc: Loc, time_loc: Loc
+) -> None:
+    """Refuse an item over MAX_ITEM_MEMORY or MAX_ITEM_SECONDS, else give it its limits."""
+    what = {"optimum": "the optimum", "census_chunk": "a census chunk"}.get(
+        item["task"], "a training batch"
+    )
+    if est.memory > settings.max_item_memory:
+        limit = budgets.human_bytes(settings.max_item_memory)
+        raise SpecRejected(
+            loc,
+            f"{what} would need about {budgets.human_bytes(est.memory)} of memory "
+            f"({est.shape}), over MAX_ITEM_MEMORY of {limit}",
+        )
+    if est.seconds > settings.max_item_seconds:
+        raise SpecRejected(
+            time_loc,
+            f"{what} would take about {budgets.human_seconds(est.seconds)} ({est.shape}), "
+            f"over MAX_ITEM_SECONDS of {budgets.human_seconds(settings.max_item_seconds)}",
+        )
+    item["time_limit"] = max(settings.min_time_limit, settings.time_limit_factor * est.seconds)
+    item["memory_estimate"] = int(est.memory)
 
 
 def census_chunk_size(width: int, samples: int) -> int:
@@ -83,25 +139,32 @@ def census_chunk_size(width: int, samples: int) -> int:
     return min(size, max(1, -(-samples // 2)))  # at least two chunks, so two workers share
 
 
-def _census_chunks(spec: CensusSpec) -> list[dict[str, Any]]:
+def _census_chunks(spec: CensusSpec, settings: Settings, patterns: int) -> list[dict[str, Any]]:
+    n, d = spec.dataset.n, spec.dataset.d
     items = []
     for width in spec.widths:
         size = census_chunk_size(width, spec.samples_per_width)
         for start in range(0, spec.samples_per_width, size):
             stop = min(start + size, spec.samples_per_width)
-            items.append(
-                {
-                    "task": "census_chunk",
-                    "queue": "cpu",
-                    "stage": 1,
-                    "progress_total": stop - start,
-                    "payload": {"width": width, "start": start, "stop": stop},
-                }
+            item: dict[str, Any] = {
+                "task": "census_chunk",
+                "queue": "cpu",
+                "stage": 1,
+                "progress_total": stop - start,
+                "payload": {"width": width, "start": start, "stop": stop},
+            }
+            uniform = spec.sampling == "uniform"
+            est = budgets.census_chunk(
+                n, d, patterns, width=width, cones=stop - start, uniform=uniform
             )
+            _budget(item, est, settings, ("body", "widths"), ("body", "samples_per_width"))
+            items.append(item)
     return items
 
 
-def _training_plan(spec: TrainingSpec, settings: Settings, optimum: dict[str, Any]) -> Plan:
+def _training_plan(
+    spec: TrainingSpec, settings: Settings, optimum: dict[str, Any], patterns: int
+) -> Plan:
     runs = [
         {"width": w, "init_scale": a, "seed": s}
         for w in spec.widths
@@ -110,40 +173,146 @@ def _training_plan(spec: TrainingSpec, settings: Settings, optimum: dict[str, An
     ]
     queue = "cpu" if spec.device == "cpu" else "gpu"
     size = settings.training_batch_runs
-    items = [
-        {
+    n, d = spec.dataset.n, spec.dataset.d
+    opt = spec.optimizer
+    steps = -(-n // opt.batch_size) if opt.name == "sgd" and opt.batch_size else 1
+    items = []
+    for start in range(0, len(runs), size):
+        batch = runs[start : start + size]
+        item: dict[str, Any] = {
             "task": "training_batch",
             "queue": queue,
             "stage": 1,
-            "progress_total": min(size, len(runs) - start),
-            "payload": {"runs": [start, min(start + size, len(runs))]},
+            "progress_total": len(batch),
+            "payload": {"runs": [start, start + len(batch)]},
         }
-        for start in range(0, len(runs), size)
-    ]
+        est = budgets.training_batch(
+            n,
+            d,
+            patterns,
+            runs=len(batch),
+            width=int(max(r["width"] for r in batch)),
+            epochs=spec.max_epochs,
+            steps_per_epoch=steps,
+            native=budgets.uses_native(n, opt.name, spec.device),
+            log_growth=spec.log_growth,
+        )
+        _budget(item, est, settings, ("body", "widths"), ("body", "max_epochs"))
+        items.append(item)
     return Plan(items=[optimum, *items], runs=runs)
 
 
 MIN_REJECTION_RATE = 1e-3
+#: The smallest weight decay at unit scale (λ / (max ||x|| rms(y)), see
+#: workers/landscape/scaling.py) that the solvers take: far above float64's smallest
+#: normal number, so that 2 λ, 1 / λ and the dual certificate stay finite.
+MIN_UNIT_WEIGHT_DECAY = 1e-290
+#: Generated data has max ||x|| rms(y) below 1e10, so this floor keeps their unit λ above
+#: MIN_UNIT_WEIGHT_DECAY; custom data is checked on its own scale.
+MIN_WEIGHT_DECAY = 1e-280
 
 
-def _check_patterns(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
-    count, how = pattern_bound(spec)
-    if isinstance(spec, CensusSpec) and spec.sampling == "rejection":
-        rate = count / 2**spec.dataset.n
-        if rate < MIN_REJECTION_RATE:
-            raise SpecRejected(
-                ("body", "sampling"),
-                f"rejection sampling would keep about {rate:.1e} of random bit vectors "
-                f"({count} patterns of 2^{spec.dataset.n}); use random_vector",
-            )
+def _check_weight_decay(
+    spec: OptimumSpec | CensusSpec | TrainingSpec, X: np.ndarray | None
+) -> None:
+    lam, ds = spec.weight_decay, spec.dataset
+    if isinstance(ds, CustomDataset) and X is not None:
+        y = np.asarray(ds.y, dtype=float)
+        s = float(np.sqrt(np.einsum("ij,ij->i", X, X).max())) or 1.0
+        c = float(np.sqrt(np.mean(np.square(y)))) or 1.0
+        unit = lam / s / c
+        if unit >= MIN_UNIT_WEIGHT_DECAY:
+            return
+        why = f"λ at unit scale, λ / (max ||x|| x rms(y)) = {unit:.3g}"
+    elif lam >= MIN_WEIGHT_DECAY:
+        return
+    else:
+        why = f"λ at unit scale could underflow (below {MIN_WEIGHT_DECAY:g})"
+    raise SpecRejected(
+        ("body", "weight_decay"),
+        f"weight_decay {lam:g} is too small: {why}, under the smallest the solvers take "
+        f"({MIN_UNIT_WEIGHT_DECAY:g})",
+    )
+
+
+def _check_patterns(
+    spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings, X: np.ndarray | None
+) -> int:
+    """The pattern count (at most the limit), after refusing one over the limit."""
     limit = settings.max_patterns
     if isinstance(spec, CensusSpec) and spec.sampling == "uniform":
         limit = min(limit, settings.max_uniform_patterns)
+    count, _ = pattern_bound(spec, cap=limit, X=X)
+    n = spec.dataset.n
+    if isinstance(spec, CensusSpec) and spec.sampling == "rejection":
+        # log2 of the kept fraction, from a count at most cap + 1: never a huge integer
+        log_rate = math.log2(count) - n
+        if log_rate < math.log2(MIN_REJECTION_RATE):
+            shown = f"{count}" if count <= limit else f"more than {limit}"
+            raise SpecRejected(
+                ("body", "sampling"),
+                f"rejection sampling would keep about 2^{log_rate:.0f} of random bit vectors "
+                f"({shown} patterns of 2^{n}); use random_vector",
+            )
     if count > limit:
         raise SpecRejected(
             ("body", "dataset"),
-            f"the dataset has {how} {count} activation patterns (n={spec.dataset.n}, "
-            f"d={spec.dataset.d}), over the limit of {limit}",
+            f"the dataset has more than {limit} activation patterns (n={n}, "
+            f"d={spec.dataset.d}, about 10^{_log10_cover(spec):.0f}), over the limit of {limit}",
+        )
+    return count
+
+
+def _log10_cover(spec: OptimumSpec | CensusSpec | TrainingSpec) -> float:
+    """log10 of Cover's count for the spec's n and d, in floating point (never a big int)."""
+    n, rank = spec.dataset.n, min(spec.dataset.n, spec.dataset.d)
+    if rank >= n:
+        return n * math.log10(2)
+    terms = [
+        math.lgamma(n) - math.lgamma(i + 1) - math.lgamma(n - i) for i in range(min(rank, 2000))
+    ]
+    top = max(terms)
+    return (math.log(2) + top + math.log(sum(math.exp(t - top) for t in terms))) / math.log(10)
+
+
+def _check_item_count(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
+    """Refuse more than MAX_ITEMS_PER_EXPERIMENT items, counted before any is built."""
+    if isinstance(spec, CensusSpec):
+        count = 1 + sum(
+            -(-spec.samples_per_width // census_chunk_size(w, spec.samples_per_width))
+            for w in spec.widths
+        )
+        loc: Loc = ("body", "samples_per_width")
+        why = f"{len(spec.widths)} widths x {spec.samples_per_width} samples in chunks"
+    elif isinstance(spec, TrainingSpec):
+        count = 1 + -(-spec.num_runs // settings.training_batch_runs)
+        loc, why = ("body", "seeds"), f"{spec.num_runs} runs in batches of "
+        why += str(settings.training_batch_runs)
+    else:
+        return
+    if count > settings.max_items_per_experiment:
+        raise SpecRejected(
+            loc,
+            f"the experiment would have {count} work items ({why}), over "
+            f"MAX_ITEMS_PER_EXPERIMENT of {settings.max_items_per_experiment}",
+        )
+
+
+def _check_result(
+    spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings, patterns: int
+) -> None:
+    n, d = spec.dataset.n, spec.dataset.d
+    size = budgets.optimum_output_bytes(n, d, patterns)
+    widths = len(spec.widths) if isinstance(spec, CensusSpec | TrainingSpec) else 0
+    scales = len(spec.init_scales) if isinstance(spec, TrainingSpec) else 1
+    size += budgets.result_bytes(spec.kind, widths=widths, init_scales=scales)
+    if size > settings.max_result_bytes:
+        loc = ("body", "dataset", "X" if isinstance(spec.dataset, CustomDataset) else "d")
+        raise SpecRejected(
+            loc,
+            f"the stored result would be about {budgets.human_bytes(size)} "
+            f"(up to {min(n + 1, 2 * patterns)} neurons x d {d}), over MAX_RESULT_BYTES of "
+            f"{budgets.human_bytes(settings.max_result_bytes)}",
         )
 
 

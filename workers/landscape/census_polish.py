@@ -103,7 +103,7 @@ def polish(
         KKT point.
     """
     problem = _Program(X, y, weight_decay, patterns, signs)
-    U = np.asarray(U, dtype=np.float64).reshape(len(problem.s), -1)
+    U = np.asarray(U, dtype=np.float64).reshape(len(problem.s), np.shape(X)[1])
     rows = np.flatnonzero(support(U))
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):

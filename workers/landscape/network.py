@@ -136,6 +136,11 @@ def caratheodory(
     vector keeps both, hence the objective, until some t_i reaches 0 (SCIENCE.md
     section 3: the minimum is reached by at most n + 1 neurons).
 
+    Memory is O(n k), never O(n^2): the (n + 1, k) matrix M of those columns is
+    reduced once to the triangular factor R of its QR decomposition (r = min(n + 1, k)
+    rows). For any subset of columns and any z, ||M z|| = ||R z||, and both have the
+    same null vectors and singular values, so the steps below work on R alone (k x k).
+
     Args:
         X: (n, d). U: (k, d) the u of each signed cone. patterns: (k, n) bool. signs: (k,).
         rtol: singular values below rtol * the largest count as zero, and a step along
@@ -145,11 +150,15 @@ def caratheodory(
     Returns:
         (k, d) float64: the rescaled U, with at most rank([..]) <= n + 1 nonzero rows.
     """
+    X = np.asarray(X, dtype=np.float64)
+    U = np.asarray(U, dtype=np.float64).reshape(-1, X.shape[1])
     t = np.ones(len(U))
-    M = np.vstack([(signs[:, None] * patterns * (U @ X.T)).T, np.linalg.norm(U, axis=1)])
     alive = np.flatnonzero(np.linalg.norm(U, axis=1) > 0)
+    if len(alive) <= 1:
+        return U.copy()
+    _, R = np.linalg.qr(_caratheodory_columns(X, U, patterns, signs))  # Q: (n + 1, r)
     while len(alive) > 1:
-        _, sv, Vt = np.linalg.svd(M[:, alive])
+        _, sv, Vt = np.linalg.svd(R[:, alive])
         if len(sv) >= len(alive) and sv[-1] > rtol * sv[0]:
             break
         z = Vt[-1]
@@ -158,9 +167,22 @@ def caratheodory(
         step = ratios.min()
         # A nearly null z moved far would change the prediction and penalty by
         # step ||M z||: stop unless that stays at rounding level.
-        if step * np.linalg.norm(M[:, alive] @ z) > rtol * np.linalg.norm(M[:, alive] @ t[alive]):
+        if step * np.linalg.norm(R[:, alive] @ z) > rtol * np.linalg.norm(R[:, alive] @ t[alive]):
             break
         t[alive] += step * z
         t[alive[np.argmin(ratios)]] = 0.0
         alive = alive[t[alive] > 0]
     return U * np.clip(t, 0.0, None)[:, None]
+
+
+def _caratheodory_columns(
+    X: np.ndarray, U: np.ndarray, patterns: np.ndarray, signs: np.ndarray
+) -> np.ndarray:
+    """The (n + 1, k) matrix with columns [s_i D_i X u_i; ||u_i||], built in O(n k) memory."""
+    n = X.shape[0]
+    M = np.empty((n + 1, len(U)))
+    M[:n] = X @ U.T
+    M[:n] *= np.asarray(patterns, dtype=bool).reshape(len(U), n).T
+    M[:n] *= np.asarray(signs, dtype=np.float64).reshape(1, -1)
+    M[n] = np.linalg.norm(U, axis=1)
+    return M

@@ -23,7 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Scaling"]
+__all__ = ["MIN_UNIT_WEIGHT_DECAY", "Scaling"]
+
+#: The smallest positive λ̂ the solvers take: far above float64's smallest normal number
+#: (2.2e-308), so that 2 λ̂, 1 / λ̂ and the certificate's ratios stay finite.
+MIN_UNIT_WEIGHT_DECAY = 1e-290
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,19 @@ class Scaling:
     def data(
         self, X: np.ndarray, y: np.ndarray, weight_decay: float
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        """(X̂, ŷ, λ̂): the same problem at unit size."""
-        return X / self.x, y / self.y, weight_decay / (self.x * self.y)
+        """(X̂, ŷ, λ̂): the same problem at unit size.
+
+        Raises:
+            ValueError: when λ > 0 but λ̂ is below ``MIN_UNIT_WEIGHT_DECAY`` (it would
+                underflow, and 1 / λ̂ or the dual certificate would not be finite).
+        """
+        unit = weight_decay / self.x / self.y
+        if weight_decay > 0 and unit < MIN_UNIT_WEIGHT_DECAY:
+            raise ValueError(
+                f"weight_decay {weight_decay:g} is {unit:g} at unit scale "
+                f"(/ max ||x|| {self.x:g} / rms(y) {self.y:g}), below {MIN_UNIT_WEIGHT_DECAY:g}"
+            )
+        return X / self.x, y / self.y, unit
 
     @property
     def value(self) -> float:
