@@ -242,7 +242,7 @@ def _check_patterns(
     limit = settings.max_patterns
     if isinstance(spec, CensusSpec) and spec.sampling == "uniform":
         limit = min(limit, settings.max_uniform_patterns)
-    count, _ = pattern_bound(spec, cap=limit, X=X)
+    count, how = pattern_bound(spec, cap=limit, X=X)
     n = spec.dataset.n
     if isinstance(spec, CensusSpec) and spec.sampling == "rejection":
         # log2 of the kept fraction, from a count at most cap + 1: never a huge integer
@@ -255,10 +255,15 @@ def _check_patterns(
                 f"({shown} patterns of 2^{n}); use random_vector",
             )
     if count > limit:
+        log10 = _log10_cover(spec)
+        # the exact count when it is a short number (cheap then), its order of magnitude otherwise
+        shape = f"n={n}, d={spec.dataset.d}"
+        if log10 < 30:
+            shown = f"{how} {pattern_bound(spec, X=X)[0]} activation patterns ({shape})"
+        else:
+            shown = f"more than {limit} activation patterns (about 10^{log10:.0f}; {shape})"
         raise SpecRejected(
-            ("body", "dataset"),
-            f"the dataset has more than {limit} activation patterns (n={n}, "
-            f"d={spec.dataset.d}, about 10^{_log10_cover(spec):.0f}), over the limit of {limit}",
+            ("body", "dataset"), f"the dataset has {shown}, over the limit of {limit}"
         )
     return count
 
