@@ -44,6 +44,9 @@ Verdict = Literal[
     "no_local_min",
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Cursor = Annotated[
+    str | None, Query(max_length=1000, description="`next_cursor` of the previous page, as is.")
+]
 Fields = Annotated[
     Literal["full", "summary"],
     Query(description="`summary` leaves each experiment's result out (null)."),
@@ -191,7 +194,7 @@ async def list_experiments(
     kind: Kind | None = None,
     status: Status | None = None,
     limit: Limit = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
     fields: Fields = "full",
 ) -> Response:
     """List your experiments, newest first; a page ends early once its results pass
@@ -264,7 +267,7 @@ async def list_runs(
     who: PrincipalDep,
     verdict: Verdict | None = None,
     limit: Limit = 100,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
 ) -> Response:
     """The experiment's runs in grid order."""
 
@@ -290,7 +293,7 @@ async def list_cones(
     width: Annotated[int | None, Query(ge=1, le=INT_MAX)] = None,
     verdict: Literal["global", "spurious", "no_local_min"] | None = None,
     limit: Limit = 100,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Cursor = None,
 ) -> Response:
     """A census's sampled cones with their signed cones, values and verdicts."""
 
