@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, TypeAdapter
-from sqlalchemy import Text, and_, cast, func, or_, select, update
+from sqlalchemy import Row, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session, defer, undefer
 
 from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, new_id, utcnow
@@ -124,24 +124,35 @@ def create_experiment(
 
 
 def get_experiment(
-    session: Session, *, experiment_id: str, tenant: str | None = None, result: bool = True
+    session: Session, *, experiment_id: str, tenant: str | None = None
 ) -> Experiment | None:
-    """The experiment, if it exists and belongs to `tenant` (None: any tenant).
-
-    With `result=False` the stored result is not loaded (see `result_text`).
-    """
-    options = [] if result else [defer(Experiment.result)]
-    exp = session.get(Experiment, experiment_id, options=options)
+    """The experiment, if it exists and belongs to `tenant` (None: any tenant)."""
+    exp = session.get(Experiment, experiment_id)
     if exp is None or (tenant is not None and exp.tenant != tenant):
         return None
     return exp
 
 
-def result_text(session: Session, *, experiment_id: str) -> str | None:
-    """The stored result as the JSON text the database holds, without parsing it."""
-    query = select(cast(Experiment.result, Text)).where(Experiment.id == experiment_id)
-    text_ = session.scalar(query)
-    return None if text_ is None or text_ == "null" else text_
+def snapshot(
+    session: Session, *, experiment_id: str, tenant: str | None
+) -> Row[*tuple[Any, ...]] | None:
+    """An experiment's columns, its progress (`done`) and its stored result as the JSON
+    text the database holds (`result_text`, never parsed), in one query.
+
+    None when it does not exist or is not `tenant`'s (None: any tenant).
+    """
+    done = (
+        select(func.coalesce(func.sum(WorkItem.progress_done), 0))
+        .where(WorkItem.experiment_id == Experiment.id)
+        .scalar_subquery()
+    )
+    columns = [c for c in Experiment.__table__.c if c.name != "result"]
+    query = select(
+        *columns, done.label("done"), cast(Experiment.result, Text).label("result_text")
+    ).where(Experiment.id == experiment_id)
+    if tenant is not None:
+        query = query.where(Experiment.tenant == tenant)
+    return session.execute(query).one_or_none()
 
 
 def find_by_idempotency_key(session: Session, *, key: str, tenant: str) -> Experiment | None:

@@ -62,38 +62,36 @@ def view(session: Session, row: crud.Experiment) -> Experiment:
     return Experiment.of(row, done)
 
 
-def body_with_result(session: Session, row: crud.Experiment) -> bytes:
-    """The Experiment's JSON with its stored result spliced in as stored, never parsed.
+def snapshot_body(session: Session, experiment_id: str, who: Principal) -> bytes:
+    """The Experiment's JSON in one query, its stored result spliced in as stored.
 
     A result of many megabytes is then held once as text, not as Python objects
     and a second serialisation. Stored text that is not strict JSON (NaN from an
-    old SQLite row) goes the parsing way, which writes it as null.
+    old SQLite row) is parsed, which writes it as null.
     """
-    done = crud.progress_of(session, experiment_ids=[row.id]).get(row.id, 0)
-    head = body_of(Experiment.of(row, done, result=False))
-    raw = crud.result_text(session, experiment_id=row.id)
-    if raw is None:
-        return head
+    snap = None
+    if ID.fullmatch(experiment_id):
+        snap = crud.snapshot(session, experiment_id=experiment_id, tenant=who.scope)
+    if snap is None:
+        raise ProblemError(404, f"no experiment {experiment_id}")
+    raw: str | None = snap.result_text
+    head = Experiment.of(snap, snap.done, result=False)  # type: ignore[arg-type]
+    if raw is None or raw == "null":
+        return body_of(head)
     if "NaN" in raw or "Infinity" in raw:
-        parsed = Experiment.of(row, done, result=False).model_copy(
-            update={"result": json.loads(raw)}
-        )
-        return body_of(parsed)
-    assert head.endswith(b'"result":null}')
+        return body_of(head.model_copy(update={"result": json.loads(raw)}))
+    prefix = body_of(head)
+    assert prefix.endswith(b'"result":null}')
     stored = raw.encode()
-    del raw  # at most two copies alive at once: the text's bytes and the body
-    return b"".join((head[: -len(b"null}")], stored, b"}"))
+    del raw, snap  # at most two copies alive at once: the text's bytes and the body
+    return b"".join((prefix[: -len(b"null}")], stored, b"}"))
 
 
-def found(
-    session: Session, experiment_id: str, who: Principal, *, result: bool = True
-) -> crud.Experiment:
+def found(session: Session, experiment_id: str, who: Principal) -> crud.Experiment:
     """The caller's experiment; 404 for an unknown, malformed or other tenant's id."""
     row = None
     if ID.fullmatch(experiment_id):
-        row = crud.get_experiment(
-            session, experiment_id=experiment_id, tenant=who.scope, result=result
-        )
+        row = crud.get_experiment(session, experiment_id=experiment_id, tenant=who.scope)
     if row is None:
         raise ProblemError(404, f"no experiment {experiment_id}")
     return row
@@ -228,7 +226,7 @@ async def get_experiment(
     polls: PollCache = request.app.state.polls
     body = await polls.get(
         (experiment_id, who.scope),
-        lambda: db.run(lambda s: body_with_result(s, found(s, experiment_id, who, result=False))),
+        lambda: db.run(lambda s: snapshot_body(s, experiment_id, who)),
     )
     return json_response(request, body)
 
