@@ -14,7 +14,7 @@ from service import problems
 from service.config import Settings, get_settings
 from service.db import get_engine
 from service.deps import RateLimit, require_token
-from service.middleware import BodyLimit, Metrics
+from service.middleware import BodyLimit, Metrics, PollFastPath
 from service.pollcache import PollCache
 from service.routes import experiments, health, reports
 
@@ -37,6 +37,7 @@ def create_app() -> FastAPI:
     app.include_router(experiments.router, dependencies=[Depends(require_token)])
     app.include_router(reports.router, dependencies=[Depends(require_token)])
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(PollFastPath)
     app.add_middleware(Metrics)
     return app
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         """The accepted bearer tokens; empty means no authentication."""
         return list(self.token_tenants)
 
-    @property
+    @cached_property
     def token_tenants(self) -> dict[str, str]:
         """Each accepted token and its tenant: `tenant:token`, or a bare token as its own tenant."""
         out: dict[str, str] = {}

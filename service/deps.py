@@ -66,18 +66,18 @@ class RateLimit:
         )
 
 
-async def require_token(
-    request: Request,
-    settings: SettingsDep,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Principal:
-    """When API_TOKENS is set, demand `Authorization: Bearer <token>` and name its tenant.
+#: Where a request's scope keeps the caller once identified, so it is counted once.
+PRINCIPAL = "benignity.principal"
 
-    Without API_TOKENS the service has one user, who sees everything. The token
-    is compared in constant time against every configured token.
+
+def identify(settings: Settings, rate: RateLimit, authorization: str | None) -> Principal:
+    """The caller named by an Authorization header, counted against its tenant's rate.
+
+    When API_TOKENS is set, `Bearer <token>` is required (401 otherwise); the
+    token is compared in constant time against every configured token. Without
+    API_TOKENS the service has one user, who sees everything.
     """
     tenants = settings.token_tenants
-    rate: RateLimit = request.app.state.rate_limit
     if not tenants:
         rate.check("")
         return Principal(tenant="", admin=True)
@@ -94,6 +94,20 @@ async def require_token(
     rate.check(tenant)
     admin = bool(settings.admin_tenant) and tenant == settings.admin_tenant
     return Principal(tenant=tenant, admin=admin)
+
+
+async def require_token(
+    request: Request,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """When API_TOKENS is set, demand `Authorization: Bearer <token>` and name its tenant."""
+    known = request.scope.get(PRINCIPAL)
+    if isinstance(known, Principal):
+        return known
+    who = identify(settings, request.app.state.rate_limit, authorization)
+    request.scope[PRINCIPAL] = who
+    return who
 
 
 PrincipalDep = Annotated[Principal, Depends(require_token)]

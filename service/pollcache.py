@@ -36,7 +36,7 @@ class PollCache:
 
     def __init__(self, ttl: float, max_entries: int = 4096, max_body: int = 256 * 1024) -> None:
         self.ttl, self.max_entries, self.max_body = ttl, max_entries, max_body
-        self._entries: OrderedDict[Key, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[Key, tuple[bytes, float, Fetch]] = OrderedDict()
         self._inflight: dict[Key, asyncio.Future[bytes]] = {}
         self._refreshing: set[asyncio.Task[None]] = set()
         self._evictions: dict[str, int] = {}  # per experiment: a read begun before one is not kept
@@ -45,13 +45,9 @@ class PollCache:
         """The cached body for `key`, or `fetch()`'s, shared with concurrent callers."""
         if self.ttl <= 0:
             return await fetch()
-        hit = self._entries.get(key)
-        now = time.monotonic()
-        if hit is not None and now < hit[1] + self.ttl:
-            self._entries.move_to_end(key)
-            if now >= hit[1] and key not in self._inflight:
-                self._refresh(key, fetch)  # stale: answer now, read again in the background
-            return hit[0]
+        body = self.peek(key)
+        if body is not None:
+            return body
         pending = self._inflight.get(key)
         if pending is not None:
             try:
@@ -61,6 +57,18 @@ class PollCache:
                     raise  # this request was cancelled, not the shared read
                 return await fetch()
         return await self._read(key, fetch)
+
+    def peek(self, key: Key) -> bytes | None:
+        """The body for `key` if fresh or stale (then refreshed in the background with the
+        read that stored it), without waiting; None when there is none."""
+        hit = self._entries.get(key)
+        now = time.monotonic()
+        if hit is None or now >= hit[1] + self.ttl:
+            return None
+        self._entries.move_to_end(key)
+        if now >= hit[1] and key not in self._inflight:
+            self._refresh(key, hit[2])  # stale: answer now, read again in the background
+        return hit[0]
 
     async def _read(self, key: Key, fetch: Fetch) -> bytes:
         return await self._finish(key, fetch, *self._begin(key))
@@ -88,7 +96,7 @@ class PollCache:
                 del self._inflight[key]
         future.set_result(body)
         if self._evictions.get(key[0], 0) == evictions:
-            self._store(key, body)
+            self._store(key, body, fetch)
         return body
 
     def _refresh(self, key: Key, fetch: Fetch) -> None:
@@ -105,10 +113,10 @@ class PollCache:
         self._refreshing.add(task)  # keep a reference until it ends
         task.add_done_callback(self._refreshing.discard)
 
-    def _store(self, key: Key, body: bytes) -> None:
+    def _store(self, key: Key, body: bytes, fetch: Fetch) -> None:
         if len(body) > self.max_body:
             return
-        self._entries[key] = (body, time.monotonic() + self.ttl)
+        self._entries[key] = (body, time.monotonic() + self.ttl, fetch)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -34,12 +34,13 @@ def json_response(
     """`body` as application/json with an ETag; 304 when the client already has it."""
     tag = etag_of(body)
     out = {"ETag": tag, **(headers or {})}
-    if status_code == 200 and _matches(request.headers.get("if-none-match"), tag):
+    if status_code == 200 and matches(request.headers.get("if-none-match"), tag):
         return Response(status_code=304, headers=out)
     return Response(body, status_code=status_code, media_type=JSON, headers=out)
 
 
-def _matches(header: str | None, tag: str) -> bool:
+def matches(header: str | None, tag: str) -> bool:
+    """Whether an If-None-Match header names `tag` (or *)."""
     if not header:
         return False
     given = {t.strip().removeprefix("W/") for t in header.split(",")}

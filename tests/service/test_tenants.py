@@ -95,3 +95,22 @@ def test_rate_limit_is_per_tenant_with_retry_after(pg_engine, redis_client, monk
         assert 0 < int(over.headers["retry-after"]) <= 60
         assert client.get("/v1/experiments", headers=B).status_code == 200
         assert client.get("/healthz").status_code == 200  # probes are not rate limited
+
+
+def test_polls_answered_from_the_cache_keep_tenants_apart(tenants):
+    client = tenants
+    mine = client.post("/v1/experiments", json=SPEC, headers=A1).json()["id"]
+    path = f"/v1/experiments/{mine}"
+    first = client.get(path, headers=A1)  # read, and kept for the pollers' fast path
+    again = client.get(path, headers=A2)  # same tenant: answered from the cache
+    assert again.status_code == 200 and again.content == first.content
+    assert again.headers["etag"] == first.headers["etag"]
+    assert (
+        client.get(path, headers={**A1, "If-None-Match": first.headers["etag"]}).status_code == 304
+    )
+    assert_problem(client.get(path, headers=B), 404)  # another tenant is never answered from it
+    assert_problem(client.get(path), 401)
+    assert_problem(client.get(path, headers=auth("wrong")), 401)
+    assert client.get(path, headers=ROOT).json()["id"] == mine
+    text = client.get("/metrics").text
+    assert 'route="/v1/experiments/{experiment_id}",status="304"' in text
