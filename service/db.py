@@ -19,11 +19,21 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import get_settings
 
 T = TypeVar("T")
+
+#: What a database outage looks like to a caller: the server refused or dropped the
+#: connection, or the pool had no connection to give within DB_POOL_TIMEOUT.
+OUTAGES = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
 
 
 def make_engine(url: str) -> Engine:

@@ -9,21 +9,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.db import OUTAGES
 
 log = logging.getLogger("benignity.api")
 MEDIA_TYPE = "application/problem+json"
 #: Seconds a client is asked to wait when the database is away.
 OUTAGE_RETRY_AFTER = 5
-#: What a database outage looks like from a request: the server refused, dropped the
-#: connection, or the pool had no connection to give within DB_POOL_TIMEOUT.
-OUTAGES = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.DisconnectionError,
-    sa_exc.TimeoutError,
-)
 
 
 def problem(

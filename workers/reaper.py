@@ -14,6 +14,7 @@ from celery import Celery
 
 from service import crud_recovery, dispatch
 from service.config import get_settings
+from service.db import OUTAGES as DB_OUTAGES
 from service.db import session_scope
 from service.models import new_id, utcnow
 
@@ -85,7 +86,7 @@ def reaper_loop(app: Celery, stop: threading.Event) -> None:
     """Reap every REAPER_INTERVAL seconds or when woken, and look at the broker every
     BROKER_CHECK_INTERVAL, until `stop` is set."""
     interval = get_settings().reaper_interval
-    next_pass, away = 0.0, False
+    next_pass, away, db_away = 0.0, False, False
     while True:
         woken = _wake.wait(min(interval, BROKER_CHECK_INTERVAL))
         _wake.clear()
@@ -101,9 +102,21 @@ def reaper_loop(app: Celery, stop: threading.Event) -> None:
             if not away:
                 log.warning("the broker is away (%s); looking again each second", exc)
             away = True
-        except Exception:  # noqa: BLE001 - a database hiccup must not kill the loop
+        except DB_OUTAGES as exc:  # one line when the database goes away, one when it is back
+            if not db_away:
+                cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                log.warning(
+                    "the database is away (%s: %s); the reaper retries every %g s",
+                    type(exc).__name__,
+                    cause[0] if cause else "",
+                    interval,
+                )
+            db_away = True
+        except Exception:  # noqa: BLE001 - anything else must not kill the loop either
             log.exception("reaper pass failed; retrying in %g s", interval)
         else:
             if away:
                 log.warning("the broker is back")
-            away = False
+            if db_away:
+                log.warning("the database is back")
+            away = db_away = False

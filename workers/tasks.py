@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from service import crud, crud_recovery, crud_work, dispatch
 from service.config import get_settings
-from service.db import session_scope
+from service.db import OUTAGES, session_scope
 from workers import jobs
 from workers.celery_app import app, busy, stop_gently_on_sigterm, stopping
 
@@ -60,8 +60,11 @@ class Heartbeat(threading.Thread):
                         done=self.done,
                         checkpoint=blob,
                     )
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
-                log.exception("heartbeat failed for %s", self.item.item_id)
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next interval
+                if isinstance(exc, OUTAGES):  # a line, not a traceback, every beat of an outage
+                    log.warning("heartbeat of %s missed: %s", self.item.item_id, type(exc).__name__)
+                else:
+                    log.exception("heartbeat failed for %s", self.item.item_id)
                 self.checkpoint = self.checkpoint or blob
                 return
         if not alive:
