@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_custom_points: int = Field(default=2_000, gt=0)
     max_uniform_patterns: int = Field(default=20_000, gt=0)
     training_batch_runs: int = Field(default=1024, gt=0)
+    # Work items of one experiment in the broker or running at once; the rest wait in the
+    # database and are sent as earlier ones finish (fair sharing, cheap cancels).
+    dispatch_window: int = Field(default=32, ge=1, le=100_000)
 
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_timeout: float = Field(default=60.0, gt=0)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, defer, undefer
 from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, new_id, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE_ITEMS = ("queued", "blocked", "running")
+ACTIVE_ITEMS = ("queued", "waiting", "blocked", "running")
 T = TypeVar("T")
 
 
@@ -75,11 +75,13 @@ def create_experiment(
     items: Sequence[dict[str, Any]],
     runs: Sequence[dict[str, Any]],
     tenant: str = "",
+    window: int = 1_000_000,
 ) -> tuple[Experiment, list[Envelope]]:
     """Insert an experiment with its work items and runs; returns the messages to send.
 
     Each item may carry `time_limit` (hard seconds) and `memory_estimate` (bytes)
-    from the plan.
+    from the plan. Of the first stage's items, `window` are queued (sent) now and
+    the rest wait in the database (crud_work.top_up sends them as others finish).
     """
     exp = Experiment(
         id=new_id(),
@@ -94,9 +96,10 @@ def create_experiment(
     )
     session.add(exp)
     now = utcnow()
-    envelopes = []
+    envelopes: list[Envelope] = []
     for item in items:
         stage = int(item.get("stage", 0))
+        status = "blocked" if stage else ("queued" if len(envelopes) < window else "waiting")
         row = WorkItem(
             id=new_id(),
             experiment_id=exp.id,
@@ -104,8 +107,8 @@ def create_experiment(
             task=item["task"],
             queue=item.get("queue", "cpu"),
             payload=item.get("payload", {}),
-            status="queued" if stage == 0 else "blocked",
-            enqueued_at=now if stage == 0 else None,
+            status=status,
+            enqueued_at=now if status == "queued" else None,
             progress_total=int(item.get("progress_total", 1)),
             attempts=0,
             requeues=0,
@@ -115,7 +118,7 @@ def create_experiment(
             memory_estimate=item.get("memory_estimate"),
         )
         session.add(row)
-        if stage == 0:
+        if status == "queued":
             envelopes.append(Envelope(row.id, row.queue, row.time_limit))
     for index, run in enumerate(runs):
         session.add(Run(id=new_id(), experiment_id=exp.id, index=index, params=run))
@@ -260,7 +263,7 @@ def cancel_experiment(session: Session, *, experiment_id: str) -> Experiment | N
         update(WorkItem)
         .where(
             WorkItem.experiment_id == experiment_id,
-            WorkItem.status.in_(("queued", "blocked")),
+            WorkItem.status.in_(("queued", "waiting", "blocked")),
         )
         .values(status="cancelled")
     )

@@ -12,18 +12,23 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from service import crud_work
 from service.crud import Envelope
 from service.crud_work import Claimed, fail_experiment
 from service.models import WorkItem, as_utc, utcnow
 
 
-def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) -> list[Envelope]:
+def reap(
+    session: Session, *, heartbeat_timeout: float, requeue_after: float, window: int
+) -> list[Envelope]:
     """Re-enqueue work whose worker died or whose broker message was lost.
 
     A running item whose heartbeat is older than `heartbeat_timeout` seconds goes
     back to queued (its attempt counter bounds how often). A queued item not
     started `requeue_after * 2**requeues` seconds after it was sent is sent again;
-    a duplicate delivery is harmless because claiming is a compare-and-set.
+    a duplicate delivery is harmless because claiming is a compare-and-set. An
+    experiment with items waiting and room in its dispatch `window` (its top-up was
+    lost with a worker) gets them sent.
     """
     now = utcnow()
     stale = now - timedelta(seconds=heartbeat_timeout)
@@ -55,6 +60,11 @@ def reap(session: Session, *, heartbeat_timeout: float, requeue_after: float) ->
             continue
         item.enqueued_at, item.requeues = now, item.requeues + 1
         out.append(Envelope(item.id, item.queue, item.time_limit))
+    starved = session.scalars(
+        select(WorkItem.experiment_id).where(WorkItem.status == "waiting").distinct()
+    ).all()
+    for experiment_id in starved:
+        out += crud_work.top_up(session, experiment_id=experiment_id, window=window)
     return out
 
 

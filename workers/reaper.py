@@ -39,6 +39,7 @@ def reap_once(app: Celery | None = None) -> int:
             session,
             heartbeat_timeout=settings.heartbeat_timeout,
             requeue_after=settings.requeue_after,
+            window=settings.dispatch_window,
         )
     if envelopes:
         dispatch.send(envelopes, app)

@@ -246,6 +246,7 @@ def _fail(item: crud_work.Claimed, exc: Exception) -> str:
 def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
     """Store the outcome; the last item of a stage releases the next stage or finishes."""
     envelopes: list[crud.Envelope] = []
+    window = get_settings().dispatch_window
     with session_scope() as session:
         won, exp = crud_work.complete_item(session, item=item, output=outcome.output)
         if not won:
@@ -254,11 +255,13 @@ def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
             crud_work.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
         if outcome.cones:
             crud_work.insert_cones(session, experiment_id=item.experiment_id, cones=outcome.cones)
-        if exp is None:
-            return
         nxt = item.stage + 1
-        if crud_work.has_stage(session, experiment_id=exp.id, stage=nxt):
-            envelopes = crud_work.release_stage(session, experiment_id=exp.id, stage=nxt)
+        if exp is None:  # more of this stage to do: send the next waiting item(s)
+            envelopes = crud_work.top_up(session, experiment_id=item.experiment_id, window=window)
+        elif crud_work.has_stage(session, experiment_id=exp.id, stage=nxt):
+            envelopes = crud_work.release_stage(
+                session, experiment_id=exp.id, stage=nxt, window=window
+            )
         else:
             outputs = {
                 s: crud_work.stage_outputs(session, experiment_id=exp.id, stage=s)

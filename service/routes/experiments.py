@@ -139,6 +139,7 @@ async def submit(
             items=plan.items,
             runs=plan.runs,
             tenant=who.tenant,
+            window=settings.dispatch_window,
         )
         session.commit()
         return row.id, body_of(view(session, row)), envelopes

@@ -1,0 +1,101 @@
+"""The dispatch window on PostgreSQL: an experiment holds at most `window` items queued or
+running; the rest wait in the database and are sent as others finish, by the reaper if a
+top-up was lost, and never after a cancel."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import crud, crud_recovery, crud_work
+from service.models import WorkItem
+
+
+@pytest.fixture
+def session(pg_engine) -> Iterator[Session]:
+    """A session in a transaction that is rolled back."""
+    conn = pg_engine.connect()
+    outer = conn.begin()
+    with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
+        yield s
+    outer.rollback()
+    conn.close()
+
+
+def census(session: Session, chunks: int) -> str:
+    items = [{"task": "optimum", "stage": 0}] + [
+        {"task": "census_chunk", "stage": 1, "payload": {"i": i}, "time_limit": 90.0}
+        for i in range(chunks)
+    ]
+    exp, sent = crud.create_experiment(
+        session, kind="census", spec={}, spec_hash="h", idempotency_key=None,
+        items=items, runs=[], window=3,
+    )  # fmt: skip
+    assert len(sent) == 1  # the optimum
+    session.flush()
+    return exp.id
+
+
+def statuses(session: Session, experiment_id: str) -> Counter:
+    rows = session.scalars(select(WorkItem.status).where(WorkItem.experiment_id == experiment_id))
+    return Counter(rows)
+
+
+def finish(session: Session, item_id: str) -> None:
+    item = session.get(WorkItem, item_id)
+    assert item is not None and item.status == "queued"
+    item.status = "done"
+    session.flush()
+
+
+def test_a_stage_is_sent_a_window_at_a_time(session):
+    eid = census(session, chunks=10)
+    finish(session, session.scalars(select(WorkItem.id).where(WorkItem.stage == 0,
+           WorkItem.experiment_id == eid)).one())  # fmt: skip
+    sent = crud_work.release_stage(session, experiment_id=eid, stage=1, window=3)
+    assert len(sent) == 3 and all(e.time_limit == 90.0 for e in sent)
+    assert statuses(session, eid) == {"done": 1, "queued": 3, "waiting": 7}
+    assert crud_work.top_up(session, experiment_id=eid, window=3) == []  # no room
+    finish(session, sent[0].item_id)
+    more = crud_work.top_up(session, experiment_id=eid, window=3)
+    assert len(more) == 1 and more[0].item_id not in {e.item_id for e in sent}
+    assert statuses(session, eid) == {"done": 2, "queued": 3, "waiting": 6}
+    assert crud.active_items(session, tenant="") >= 9  # waiting items count toward quotas
+
+
+def test_the_reaper_sends_what_a_lost_top_up_did_not(session):
+    eid = census(session, chunks=5)
+    finish(session, session.scalars(select(WorkItem.id).where(WorkItem.stage == 0,
+           WorkItem.experiment_id == eid)).one())  # fmt: skip
+    for env in crud_work.release_stage(session, experiment_id=eid, stage=1, window=3):
+        finish(session, env.item_id)  # done, but the worker died before its top-up
+    sent = crud_recovery.reap(session, heartbeat_timeout=60, requeue_after=60, window=3)
+    queued = waiting_ids(session, eid, "queued")
+    assert len(queued) == 2 and queued <= {e.item_id for e in sent}
+    assert statuses(session, eid) == {"done": 4, "queued": 2}
+
+
+def waiting_ids(session: Session, experiment_id: str, status: str) -> set[str]:
+    query = select(WorkItem.id).where(
+        WorkItem.experiment_id == experiment_id, WorkItem.status == status
+    )
+    return set(session.scalars(query))
+
+
+def test_a_cancel_leaves_nothing_waiting_to_send(session):
+    eid = census(session, chunks=10)
+    finish(session, session.scalars(select(WorkItem.id).where(WorkItem.stage == 0,
+           WorkItem.experiment_id == eid)).one())  # fmt: skip
+    crud_work.release_stage(session, experiment_id=eid, stage=1, window=3)
+    assert statuses(session, eid)["waiting"] == 7
+    crud.cancel_experiment(session, experiment_id=eid)
+    assert statuses(session, eid) == {"done": 1, "cancelled": 10}
+    assert crud_work.top_up(session, experiment_id=eid, window=3) == []
+    assert not [
+        e for e in crud_recovery.reap(session, heartbeat_timeout=60, requeue_after=60, window=3)
+        if e.item_id in waiting_ids(session, eid, "cancelled")
+    ]  # fmt: skip
