@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+def _migrations_folder() -> Path:
+    """migrations/ beside service/ in a checkout, else the copy the wheel installed."""
+    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if (checkout / "env.py").is_file():
+        return checkout
+    spec = find_spec("benignity_migrations")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the migrations are missing: reinstall benignity")
+    return Path(spec.origin).parent
+
+
+MIGRATIONS = _migrations_folder()
 
 
 def alembic_config(url: str | None = None) -> Config:
