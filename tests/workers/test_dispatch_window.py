@@ -5,25 +5,12 @@ top-up was lost, and never after a cancel."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import crud, crud_recovery, crud_work
 from service.models import WorkItem
-
-
-@pytest.fixture
-def session(pg_engine) -> Iterator[Session]:
-    """A session in a transaction that is rolled back."""
-    conn = pg_engine.connect()
-    outer = conn.begin()
-    with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
-        yield s
-    outer.rollback()
-    conn.close()
 
 
 def census(session: Session, chunks: int) -> str:

@@ -3,10 +3,8 @@ hand-back, the re-send after a broker loss; and the time limits that a message c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy.orm import Session
 
 from service import crud_recovery
@@ -16,17 +14,6 @@ from service.dispatch import time_limits
 from service.models import Experiment, WorkItem, new_id, utcnow
 
 KILLED = "was killed by signal 9 (SIGKILL)"
-
-
-@pytest.fixture
-def session(pg_engine) -> Iterator[Session]:
-    """A session in a transaction that is rolled back."""
-    conn = pg_engine.connect()
-    outer = conn.begin()
-    with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
-        yield s
-    outer.rollback()
-    conn.close()
 
 
 def add_item(session: Session, *, status: str = "queued", time_limit: float = 60.0) -> WorkItem:
