@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
@@ -32,6 +33,7 @@ def create_app() -> FastAPI:
     )
     app.state.rate_limit = RateLimit(settings.rate_limit)
     app.state.polls = PollCache(settings.poll_cache_seconds)
+    app.state.drawing = anyio.CapacityLimiter(2)  # figures drawn at once (matplotlib is heavy)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(experiments.router, dependencies=[Depends(require_token)])

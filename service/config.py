@@ -62,7 +62,7 @@ class Settings(BaseSettings):
 
     # Tenants, quotas and rate limits (API_TOKENS entries are tenant:token or a bare token).
     admin_tenant: str = ""
-    quota_active_items: int = Field(default=50_000, gt=0)  # queued+running items per tenant
+    quota_active_items: int = Field(default=50_000, gt=0)  # unfinished items per tenant
     rate_limit: str = "100/second"  # per tenant, a `limits` expression; empty disables it
     # A repeated GET of one experiment is answered from memory for this long (0: never);
     # see service/pollcache.py.

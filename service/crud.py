@@ -39,7 +39,9 @@ class Envelope:
 #: Largest value of an Integer column (PostgreSQL int4); bounds every integer from a client.
 INT_MAX = 2**31 - 1
 Int32 = Annotated[int, Field(strict=True, ge=0, le=INT_MAX)]
-Id = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+#: What every id (experiment, run, work item) looks like: models.new_id's uuid4 hex.
+ID_PATTERN = "[0-9a-f]{32}"
+Id = Annotated[str, Field(pattern=f"^{ID_PATTERN}$")]
 
 #: The shape of each kind of cursor: (created_at, id) of experiments, a run index,
 #: (width, sample) of a census cone.

@@ -36,6 +36,12 @@ OUTAGES = (
 )
 
 
+def outage_cause(exc: BaseException) -> str:
+    """One line saying why the database is away: the driver's first line, not a traceback."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
     if url.startswith("sqlite"):
@@ -82,11 +88,17 @@ class Database:
         self.factory, self.concurrency = factory, concurrency
         self._limiter: anyio.CapacityLimiter | None = None
 
-    async def run(self, fn: Callable[[Session], T]) -> T:
-        """`fn(session)` in a worker thread; the session is closed before this returns."""
+    async def run(self, fn: Callable[[Session], T], *, abandon_on_cancel: bool = False) -> T:
+        """`fn(session)` in a worker thread; the session is closed before this returns.
+
+        With `abandon_on_cancel`, a caller that is cancelled (a timeout) returns at
+        once and the thread finishes, and closes its session, on its own.
+        """
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.concurrency)
-        return await anyio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(
+            self._call, fn, limiter=self._limiter, abandon_on_cancel=abandon_on_cancel
+        )
 
     def _call(self, fn: Callable[[Session], T]) -> T:
         with self.factory() as session:

@@ -11,6 +11,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.config import get_settings
+from service.crud import ID_PATTERN
 from service.deps import PRINCIPAL, identify
 from service.problems import ProblemError
 from service.responses import etag_of, matches
@@ -114,7 +115,7 @@ def _route_of(scope: Scope) -> str:
 
 #: The route a poll answered from the cache is counted under.
 POLL_ROUTE = SimpleNamespace(path="/v1/experiments/{experiment_id}")
-POLL_PATH = re.compile(r"/v1/experiments/([0-9a-f]{32})")
+POLL_PATH = re.compile(f"/v1/experiments/({ID_PATTERN})")
 
 
 class PollFastPath:

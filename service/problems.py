@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.db import OUTAGES
+from service.db import OUTAGES, outage_cause
 
 log = logging.getLogger("benignity.api")
 MEDIA_TYPE = "application/problem+json"
@@ -105,13 +105,8 @@ def install(app: FastAPI) -> None:
         return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     async def _outage(request: Request, exc: Exception) -> JSONResponse:
-        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         log.warning(
-            "database unavailable on %s %s: %s: %s",
-            request.method,
-            request.url.path,
-            type(exc).__name__,
-            cause[0] if cause else "",
+            "database unavailable on %s %s: %s", request.method, request.url.path, outage_cause(exc)
         )
         return problem(
             503,

@@ -15,7 +15,7 @@ from celery import Celery
 from service import crud_recovery, dispatch
 from service.config import get_settings
 from service.db import OUTAGES as DB_OUTAGES
-from service.db import session_scope
+from service.db import outage_cause, session_scope
 from service.models import new_id, utcnow
 
 log = logging.getLogger("benignity.reaper")
@@ -105,11 +105,9 @@ def reaper_loop(app: Celery, stop: threading.Event) -> None:
             away = True
         except DB_OUTAGES as exc:  # one line when the database goes away, one when it is back
             if not db_away:
-                cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
                 log.warning(
-                    "the database is away (%s: %s); the reaper retries every %g s",
-                    type(exc).__name__,
-                    cause[0] if cause else "",
+                    "the database is away (%s); the reaper retries every %g s",
+                    outage_cause(exc),
                     interval,
                 )
             db_away = True

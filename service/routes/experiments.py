@@ -51,15 +51,9 @@ Fields = Annotated[
     Literal["full", "summary"],
     Query(description="`summary` leaves each experiment's result out (null)."),
 ]
-ID = re.compile(r"[0-9a-f]{32}")
+ID = re.compile(crud.ID_PATTERN)
 #: Seconds a client over its work-item quota is asked to wait.
 QUOTA_RETRY_AFTER = 30
-
-
-def view(session: Session, row: crud.Experiment) -> Experiment:
-    """The Experiment response for a row, with its progress."""
-    done = crud.progress_of(session, experiment_ids=[row.id]).get(row.id, 0)
-    return Experiment.of(row, done)
 
 
 def snapshot_body(session: Session, experiment_id: str, who: Principal) -> bytes:
@@ -142,7 +136,7 @@ async def submit(
             window=settings.dispatch_window,
         )
         session.commit()
-        return row.id, body_of(view(session, row)), envelopes
+        return row.id, snapshot_body(session, row.id, who), envelopes
 
     try:
         exp_id, answer, envelopes = await db.run(create)
@@ -169,7 +163,7 @@ def _replay(
     if found_.spec_hash != digest:
         msg = "this Idempotency-Key was used with a different body"
         raise ProblemError(422, msg, errors=[{"loc": ["header", "Idempotency-Key"], "msg": msg}])
-    return {"Location": f"/v1/experiments/{found_.id}"}, body_of(view(session, found_))
+    return {"Location": f"/v1/experiments/{found_.id}"}, snapshot_body(session, found_.id, who)
 
 
 def _check_quota(session: Session, who: Principal, settings: Settings, new_items: int) -> None:
@@ -251,7 +245,7 @@ async def cancel(
             raise ProblemError(409, str(exc)) from exc
         session.commit()
         assert row is not None
-        return body_of(view(session, row))
+        return snapshot_body(session, row.id, who)
 
     body = await db.run(work)
     request.app.state.polls.evict(experiment_id)

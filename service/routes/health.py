@@ -47,8 +47,12 @@ async def healthz() -> Health:
 async def readyz(db: DatabaseDep) -> JSONResponse:
     """The database and the broker answer; the native kernel's last build is reported."""
     checks = {
-        "database": await _check(lambda: db.run(lambda s: s.execute(text("SELECT 1")))),
-        "broker": await _check(lambda: anyio.to_thread.run_sync(_ping_broker)),
+        "database": await _check(
+            lambda: db.run(lambda s: s.execute(text("SELECT 1")), abandon_on_cancel=True)
+        ),
+        "broker": await _check(
+            lambda: anyio.to_thread.run_sync(_ping_broker, abandon_on_cancel=True)
+        ),
     }
     ok = all(v == "ok" for v in checks.values())
     checks["native_kernel"] = _native_kernel_status()  # informative: training falls back to torch
@@ -65,6 +69,10 @@ async def _check(probe: Callable[[], Awaitable[object]]) -> str:
         return f"error: no answer within {CHECK_TIMEOUT:g} s"
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure
         return f"error: {type(exc).__name__}"
+
+
+def _select_one(session: Session) -> None:
+    session.execute(text("SELECT 1"))
 
 
 def _ping_broker() -> None:

@@ -25,8 +25,6 @@ router = APIRouter(prefix="/v1/experiments", tags=["reports"])
 FIGURE_TYPES = {"svg": "image/svg+xml", "png": "image/png"}
 EXPORT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 FIGURE_KINDS = ("census", "training")
-#: Figures drawn at once per API process (matplotlib is CPU- and memory-heavy).
-DRAWING = anyio.CapacityLimiter(2)
 
 
 class Curve(BaseModel):
@@ -99,7 +97,11 @@ def _curve_csv(columns: dict[str, np.ndarray]) -> bytes:
 
 @router.get("/{experiment_id}/figure.{fmt}", responses={404: {}, 409: {}})
 async def get_figure(
-    experiment_id: str, fmt: Literal["svg", "png"], db: DatabaseDep, who: PrincipalDep
+    request: Request,
+    experiment_id: str,
+    fmt: Literal["svg", "png"],
+    db: DatabaseDep,
+    who: PrincipalDep,
 ) -> Response:
     """The experiment's figure, drawn from its result (shared/API.md, Figures)."""
 
@@ -121,7 +123,7 @@ async def get_figure(
             return reports.census_figure(result, fmt, spec=spec)
         return reports.training_figure(result, runs, fmt, spec=spec, total_runs=total)
 
-    image = await anyio.to_thread.run_sync(draw, limiter=DRAWING)
+    image = await anyio.to_thread.run_sync(draw, limiter=request.app.state.drawing)
     return Response(image, media_type=FIGURE_TYPES[fmt])
 
 

@@ -22,6 +22,15 @@ class Reads:
         return f"v{n}".encode()
 
 
+async def until(condition, what: str) -> None:
+    """Yield to the loop until `condition()` holds (a bounded number of times)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never: {what}")
+
+
 def test_fresh_hits_do_not_read_and_keys_are_per_tenant():
     async def run() -> None:
         cache, reads = PollCache(ttl=60), Reads()
@@ -39,7 +48,9 @@ def test_concurrent_misses_share_one_read():
         cache, reads = PollCache(ttl=60), Reads()
         reads.gate.clear()
         waiting = [asyncio.create_task(cache.get(("e1", None), reads)) for _ in range(50)]
-        await asyncio.sleep(0.01)
+        await until(lambda: reads.calls == 1, "the first read started")
+        for _ in range(5):
+            await asyncio.sleep(0)  # every other task is now waiting on that read
         reads.gate.set()
         assert await asyncio.gather(*waiting) == [b"v1"] * 50
         assert reads.calls == 1
@@ -57,10 +68,7 @@ def test_a_stale_hit_answers_at_once_and_refreshes_in_the_background():
         await asyncio.sleep(0)  # the background read starts
         assert reads.calls == 2
         reads.gate.set()
-        for _ in range(100):
-            if await cache.get(("e1", None), reads) == b"v2":
-                break
-            await asyncio.sleep(0.001)
+        await until(lambda: cache.peek(("e1", None)) == b"v2", "the refresh was stored")
         assert await cache.get(("e1", None), reads) == b"v2"
         await asyncio.sleep(0.12)  # past both windows: a blocking read
         assert await cache.get(("e1", None), reads) == b"v3"
@@ -73,7 +81,7 @@ def test_an_eviction_is_not_undone_by_a_read_that_began_before_it():
         cache, reads = PollCache(ttl=60), Reads()
         reads.gate.clear()
         before = asyncio.create_task(cache.get(("e1", None), reads))
-        await asyncio.sleep(0.01)
+        await until(lambda: reads.calls == 1, "the read began")
         cache.evict("e1")  # e.g. a cancel committed meanwhile
         reads.gate.set()
         assert await before == b"v1"  # its caller gets what it read...
@@ -102,7 +110,7 @@ def test_many_stale_hits_start_one_refresh():
         await asyncio.sleep(0)
         assert answers == [b"v1"] * 20 and reads.calls == 2
         reads.gate.set()
-        await asyncio.sleep(0.01)
+        await until(lambda: cache.peek(("e1", None)) == b"v2", "the refresh was stored")
         assert await cache.get(("e1", None), reads) == b"v2" and reads.calls == 2
 
     asyncio.run(run())
