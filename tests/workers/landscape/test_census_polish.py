@@ -99,9 +99,12 @@ def test_polished_point_is_feasible_and_attains_the_restricted_value(name):
         assert np.all(slack >= -1e-13 * scale)
         value, prediction = convex.program_terms(X, y, LAM, found.patterns, found.signs, found.U)
         assert value == pytest.approx(found.value, rel=1e-14)
-        # never worse than Clarabel, equal to its accuracy, and optimal by weak duality
+        # never worse than Clarabel, equal to it within its accuracy, and optimal by weak
+        # duality. Clarabel's "Solved" at tol 1e-10 leaves U accurate to about 1e-8 only:
+        # with OPENBLAS_CORETYPE=Haswell one program here came out 2.05e-8 above the
+        # polished point, whose weak-duality gap (the last check) is below 1e-12.
         assert found.value <= sol.value + 1e-10 * sol.value
-        assert found.value == pytest.approx(sol.value, rel=1e-8)
+        assert found.value == pytest.approx(sol.value, rel=1e-7)
         assert restricted_gap(X, y, D, s, found.value, prediction) <= 1e-12 * found.value
         checked += 1
     assert checked == 40
