@@ -5,21 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from service import problems
+from service import crud_recovery, problems
 from service.config import Settings, get_settings
-from service.db import get_engine
+from service.db import get_database, get_engine
 from service.deps import RateLimit, require_token
 from service.middleware import BodyLimit, Metrics, PollFastPath
 from service.pollcache import PollCache
 from service.routes import experiments, health, reports
 
 log = logging.getLogger("benignity.api")
+T = TypeVar("T")
 
 
 def create_app() -> FastAPI:
@@ -47,7 +50,39 @@ def create_app() -> FastAPI:
 @asynccontextmanager
 async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
     await anyio.to_thread.run_sync(check_pool, get_settings())
-    yield
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_watch_stranded)
+        yield
+        tasks.cancel_scope.cancel()
+
+
+async def _watch_stranded() -> None:
+    """Every REAPER_INTERVAL, fail experiments whose work no live worker could take
+    within QUEUE_DEADLINE (the workers' reapers do it too; this covers a stack that
+    has no worker at all)."""
+    settings = get_settings()
+    away = False
+    while True:
+        await anyio.sleep(settings.reaper_interval)
+        try:
+            failed = await get_database().run(
+                lambda s: _commit(
+                    s, crud_recovery.fail_stranded(s, deadline=settings.queue_deadline)
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - requests report outages; log one line
+            if not away:
+                log.warning("could not look for stranded work: %s", exc)
+            away = True
+            continue
+        away = False
+        for experiment_id in failed:
+            log.warning("experiment %s failed: no live worker serves its queue", experiment_id)
+
+
+def _commit(session: Session, value: T) -> T:
+    session.commit()
+    return value
 
 
 def check_pool(settings: Settings) -> None:

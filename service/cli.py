@@ -136,7 +136,10 @@ def api(
 @app.command()
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated: cpu, gpu.")] = "cpu,gpu",
-    concurrency: Annotated[int | None, typer.Option(help="Processes.")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(envvar="WORKER_CONCURRENCY", help="Processes (0 or unset: one per core)."),
+    ] = None,
 ) -> None:
     """A Celery worker alone, consuming the given queues."""
     argv = _worker_argv(queues, concurrency)
@@ -151,6 +154,42 @@ def migrate() -> None:
     _embedded_env()
     upgrade()
     err.print("database is at the latest revision")
+
+
+@app.command()
+def healthcheck(
+    role: Annotated[str, typer.Argument(help="api or worker.")],
+    url: Annotated[str, typer.Option(help="The API to probe (role api).")] = (
+        "http://127.0.0.1:8000"
+    ),
+    max_age: Annotated[float, typer.Option(help="Seconds (role worker).")] = 30.0,
+) -> None:
+    """Exit 0 when this host's API answers /healthz, or its worker's reaper ticked within
+    MAX_AGE seconds (BENIGNITY_HOME/worker.alive); for container health checks."""
+    if role == "api":
+        try:
+            httpx.get(f"{url.rstrip('/')}/healthz", timeout=5).raise_for_status()
+        except httpx.HTTPError as exc:
+            err.print(f"api: {exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+    elif role == "worker":
+        from service.config import get_settings
+
+        path = get_settings().worker_alive_file
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            err.print(f"worker: {path} does not exist (not started yet?)", soft_wrap=True)
+            raise typer.Exit(1) from None
+        if age > max_age:
+            err.print(
+                f"worker: its reaper last ticked {age:.0f} s ago (over {max_age:g} s)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+    else:
+        err.print(f"role must be api or worker, not {role!r}")
+        raise typer.Exit(2)
 
 
 def _client(url: str, token: str | None) -> httpx.Client:

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     requeue_after: float = Field(default=120.0, gt=0)
     reaper_interval: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
+    # A worker counts as live while its reaper was seen within this many seconds (it
+    # writes every third of it); queued work that no live worker could take for
+    # QUEUE_DEADLINE seconds fails its experiment, with a reason naming the queue.
+    worker_ttl: float = Field(default=30.0, gt=0)
+    queue_deadline: float = Field(default=600.0, gt=0)
     checkpoint_interval: float = Field(default=30.0, gt=0)
 
     # Database connections per API or worker process (SQLAlchemy pool). The API runs at
@@ -144,6 +149,11 @@ class Settings(BaseSettings):
     def native_cache_dir(self) -> Path:
         """Where workers keep compiled training kernels (created 0700, owner-checked)."""
         return self.benignity_home / "native"
+
+    @property
+    def worker_alive_file(self) -> Path:
+        """Touched about every second by a worker's reaper (its container's health check)."""
+        return self.benignity_home / "worker.alive"
 
     @property
     def broker_folder(self) -> Path:

@@ -13,6 +13,7 @@ from pydantic import Field, TypeAdapter
 from sqlalchemy import Row, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session, defer, undefer
 
+from service import fleet
 from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, new_id, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -102,15 +103,20 @@ def create_experiment(
     for item in items:
         stage = int(item.get("stage", 0))
         status = "blocked" if stage else ("queued" if len(envelopes) < window else "waiting")
+        queue, fallback = item.get("queue", "cpu"), item.get("fallback")
+        if status == "queued":
+            queue, fallback = fleet.pick(session, queue, fallback)
         row = WorkItem(
             id=new_id(),
             experiment_id=exp.id,
             stage=stage,
             task=item["task"],
-            queue=item.get("queue", "cpu"),
+            queue=queue,
+            fallback=fallback,
             payload=item.get("payload", {}),
             status=status,
             enqueued_at=now if status == "queued" else None,
+            queued_at=now if status == "queued" else None,
             progress_total=int(item.get("progress_total", 1)),
             attempts=0,
             requeues=0,

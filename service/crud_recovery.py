@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from service import crud_work
+from service import crud_work, fleet
 from service.crud import Envelope
 from service.crud_work import Claimed, fail_experiment
 from service.models import WorkItem, as_utc, utcnow
@@ -66,6 +66,81 @@ def reap(
     for experiment_id in starved:
         out += crud_work.top_up(session, experiment_id=experiment_id, window=window)
     return out
+
+
+def reroute(session: Session) -> list[Envelope]:
+    """Queued items whose queue no live worker serves, moved to their fallback queue
+    when a live worker serves that; returns the messages to send.
+
+    The old message stays in the old queue: if a worker takes it later, claiming
+    (a compare-and-set) lets only one of the two deliveries run the item.
+    """
+    live = fleet.served(session)
+    items = session.scalars(
+        select(WorkItem).where(
+            WorkItem.status == "queued",
+            WorkItem.fallback.is_not(None),
+            WorkItem.queue.not_in(live),
+        )
+    )
+    out = []
+    for item in items:
+        if item.fallback in live:
+            item.queue, item.fallback, item.enqueued_at = item.fallback, item.queue, utcnow()
+            out.append(Envelope(item.id, item.queue, item.time_limit))
+    return out
+
+
+def fail_stranded(session: Session, *, deadline: float) -> list[str]:
+    """Fail the experiments whose queued items no live worker has been there to take
+    for `deadline` seconds (QUEUE_DEADLINE); returns their ids.
+
+    The time counts from when the item was queued or a worker of its queue (or its
+    fallback) was last seen, whichever is later, so a busy queue never counts, and
+    a queue whose workers restart gets the whole deadline to see them back.
+    """
+    live = fleet.served(session)
+    rows = session.execute(
+        select(
+            WorkItem.experiment_id,
+            WorkItem.task,
+            WorkItem.queue,
+            WorkItem.fallback,
+            WorkItem.queued_at,
+            WorkItem.enqueued_at,
+        ).where(WorkItem.status == "queued", WorkItem.queue.not_in(live))
+    ).all()
+    if not rows:
+        return []
+    seen = fleet.last_seen(session)
+    now = utcnow()
+    failed: list[str] = []
+    for experiment_id, task, queue, fallback, queued_at, enqueued_at in rows:
+        if experiment_id in failed or fallback in live:
+            continue
+        queues = [queue] if fallback is None else [queue, fallback]
+        since = [as_utc(t) for t in (queued_at, enqueued_at) if t is not None][:1] or [now]
+        since += [seen[q] for q in queues if q in seen]
+        if (now - max(since)).total_seconds() <= deadline:
+            continue
+        waited = (now - since[0]).total_seconds()
+        detail = stranded_reason(task, queues, waited=waited, deadline=deadline)
+        fail_experiment(session, experiment_id=experiment_id, error_type="NoWorker", detail=detail)
+        failed.append(experiment_id)
+    return failed
+
+
+def stranded_reason(task: str, queues: list[str], *, waited: float, deadline: float) -> str:
+    """What the user reads when no worker came for an item within QUEUE_DEADLINE."""
+    names = " or ".join(f"'{q}'" for q in queues)
+    text = (
+        f"no live worker serves the {names} queue: work item {task} waited {waited:.0f} s "
+        f"(QUEUE_DEADLINE is {deadline:g} s). Start a worker for it (benignity worker "
+        f"--queues {queues[0]})"
+    )
+    if queues == ["gpu"]:
+        text += ' on a host with a GPU, or submit the spec with "device": "auto" or "cpu"'
+    return text + "."
 
 
 def resend_queued(session: Session, *, sent_before: datetime) -> list[Envelope]:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service import fleet
 from service.crud import TERMINAL, Envelope
 from service.models import CensusCone, Experiment, Run, WorkItem, utcnow
 
@@ -227,13 +228,22 @@ def top_up(session: Session, *, experiment_id: str, window: int) -> list[Envelop
     ).all()
     if not ids:
         return []
+    now = utcnow()
     promoted = session.execute(
         update(WorkItem)
         .where(WorkItem.id.in_(ids), WorkItem.status == "waiting")
-        .values(status="queued", enqueued_at=utcnow())
-        .returning(WorkItem.id, WorkItem.queue, WorkItem.time_limit)
+        .values(status="queued", enqueued_at=now, queued_at=func.coalesce(WorkItem.queued_at, now))
+        .returning(WorkItem.id, WorkItem.queue, WorkItem.fallback, WorkItem.time_limit)
     ).all()
-    return [Envelope(item_id, queue, limit) for item_id, queue, limit in promoted]
+    out = []
+    for item_id, queue, fallback, limit in promoted:
+        routed, other = fleet.pick(session, queue, fallback)
+        if routed != queue:
+            session.execute(
+                update(WorkItem).where(WorkItem.id == item_id).values(queue=routed, fallback=other)
+            )
+        out.append(Envelope(item_id, routed, limit))
+    return out
 
 
 def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:

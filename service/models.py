@@ -98,6 +98,22 @@ class WorkItem(Base):
     memory_estimate: Mapped[int | None] = mapped_column(BigInteger)
     #: Times a worker process died by a signal (OOM killer) or hit the hard limit on it.
     kills: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The other queue the item may run on, used when no live worker serves `queue`.
+    fallback: Mapped[str | None] = mapped_column(String(16))
+    #: When the item was first queued (sent to a worker).
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Worker(Base):
+    """A worker process and the queues it serves; its reaper refreshes `seen_at`."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    queues: Mapped[str] = mapped_column(String(255))  # comma-separated
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Run(Base):

@@ -171,7 +171,9 @@ def _training_plan(
         for a in spec.init_scales
         for s in range(spec.seeds)
     ]
+    # "auto" prefers a GPU worker and falls back to the CPU ones (service/fleet.py).
     queue = "cpu" if spec.device == "cpu" else "gpu"
+    fallback = "cpu" if spec.device == "auto" else None
     size = settings.training_batch_runs
     n, d = spec.dataset.n, spec.dataset.d
     opt = spec.optimizer
@@ -182,6 +184,7 @@ def _training_plan(
         item: dict[str, Any] = {
             "task": "training_batch",
             "queue": queue,
+            "fallback": fallback,
             "stage": 1,
             "progress_total": len(batch),
             "payload": {"runs": [start, start + len(batch)]},

@@ -99,16 +99,28 @@ app.steps["consumer"].add(_BrokerWatch)
 
 @signals.worker_ready.connect
 def _start_reaper(**_: Any) -> None:
-    from workers.reaper import reaper_loop
+    from workers.reaper import Presence, reaper_loop
 
-    args = (app, _reaper_stop)
+    global _presence
+    presence = _presence = Presence(sorted(app.amqp.queues.consume_from))
+    try:  # at once, so that work sent from now on can be routed to this worker
+        presence.beat(force=True)
+    except Exception as exc:  # noqa: BLE001 - the reaper's loop tries again
+        log.warning("could not record this worker in the registry yet: %s", exc)
+    args = (app, _reaper_stop, presence)
     threading.Thread(target=reaper_loop, args=args, name="reaper", daemon=True).start()
-    log.info("reaper started")
+    log.info("reaper started; this worker serves %s as %s", presence.queues, presence.name)
 
 
 @signals.worker_shutdown.connect
 def _stop_reaper(**_: Any) -> None:
-    from workers.reaper import wake
+    """Stop the reaper, and mark this worker stopped so no more work is routed to it."""
+    from workers.reaper import say_stopped, wake
 
     _reaper_stop.set()
     wake()
+    if _presence is not None:
+        say_stopped(_presence)
+
+
+_presence: Any = None

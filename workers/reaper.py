@@ -12,7 +12,7 @@ import kombu.exceptions
 import redis
 from celery import Celery
 
-from service import crud_recovery, dispatch
+from service import crud_recovery, dispatch, fleet
 from service.config import get_settings
 from service.db import OUTAGES as DB_OUTAGES
 from service.db import outage_cause, session_scope
@@ -44,7 +44,49 @@ def reap_once(app: Celery | None = None) -> int:
     if envelopes:
         dispatch.send(envelopes, app)
         log.warning("reaper re-sent %d work item(s)", len(envelopes))
-    return len(envelopes) + resend_if_broker_lost(app)
+    return len(envelopes) + route_once(app) + resend_if_broker_lost(app)
+
+
+def route_once(app: Celery | None = None) -> int:
+    """Move queued work off queues that no live worker serves, to its fallback queue,
+    and fail what has waited past QUEUE_DEADLINE; returns how many messages it sent.
+    (The API runs the second half too, for a stack with no worker at all.)"""
+    with session_scope() as session:
+        envelopes = crud_recovery.reroute(session)
+        failed = crud_recovery.fail_stranded(session, deadline=get_settings().queue_deadline)
+    if envelopes:
+        dispatch.send(envelopes, app)
+        log.warning("moved %d work item(s) to a queue that a live worker serves", len(envelopes))
+    for experiment_id in failed:
+        log.warning("experiment %s failed: no live worker serves its queue", experiment_id)
+    return len(envelopes)
+
+
+class Presence:
+    """This worker's row in the registry (service/fleet.py), written every third of
+    WORKER_TTL from the reaper's thread."""
+
+    def __init__(self, queues: list[str]) -> None:
+        self.name, self.queues, self.next = fleet.worker_name(), queues, 0.0
+
+    def beat(self, force: bool = False) -> None:
+        if force or time.monotonic() >= self.next:
+            with session_scope() as session:
+                fleet.beat(session, name=self.name, queues=self.queues)
+            self.next = time.monotonic() + get_settings().worker_ttl / 3
+
+    def alive(self) -> None:
+        """Touch BENIGNITY_HOME/worker.alive: `benignity healthcheck worker` reads its age."""
+        try:
+            path = get_settings().worker_alive_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError as exc:
+            log.debug("could not touch the liveness file: %s", exc)
+
+    def stopped(self) -> None:
+        with session_scope() as session:
+            fleet.stopped(session, name=self.name)
 
 
 def resend_if_broker_lost(app: Celery | None = None) -> int:
@@ -83,17 +125,21 @@ def _redis(url: str) -> redis.Redis:
 BROKER_CHECK_INTERVAL = 1.0
 
 
-def reaper_loop(app: Celery, stop: threading.Event) -> None:
-    """Reap every REAPER_INTERVAL seconds or when woken, and look at the broker every
-    BROKER_CHECK_INTERVAL, until `stop` is set."""
-    interval = get_settings().reaper_interval
+def reaper_loop(app: Celery, stop: threading.Event, presence: Presence) -> None:
+    """Reap every REAPER_INTERVAL seconds or when woken, look at the broker every
+    BROKER_CHECK_INTERVAL and keep this worker's presence, until `stop` is set."""
+    settings = get_settings()
+    interval = settings.reaper_interval
+    tick = min(interval, BROKER_CHECK_INTERVAL, settings.worker_ttl / 3)
     next_pass, away, db_away = 0.0, False, False
     while True:
-        woken = _wake.wait(min(interval, BROKER_CHECK_INTERVAL))
+        woken = _wake.wait(tick)
         _wake.clear()
         if stop.is_set():
             return
+        presence.alive()
         try:
+            presence.beat()
             if woken or time.monotonic() >= next_pass:
                 next_pass = time.monotonic() + interval
                 reap_once(app)
@@ -119,3 +165,10 @@ def reaper_loop(app: Celery, stop: threading.Event) -> None:
             if db_away:
                 log.warning("the database is back")
             away = db_away = False
+
+
+def say_stopped(presence: Presence) -> None:
+    try:
+        presence.stopped()
+    except Exception as exc:  # noqa: BLE001 - its row then ages out after WORKER_TTL
+        log.warning("could not record this worker's stop: %s", exc)

@@ -14,8 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from service import dispatch
+from service import dispatch, fleet
 from service.config import get_settings
+from service.db import Database
 from service.deps import DatabaseDep
 from service.models import Experiment, WorkItem, as_utc, utcnow
 from service.schemas import Health
@@ -26,6 +27,7 @@ EXPERIMENTS = Gauge("benignity_experiments", "Experiments by kind and status", [
 WORK_ITEMS = Gauge(
     "benignity_work_items", "Work items by queue, task and status", ["queue", "task", "status"]
 )
+WORKERS = Gauge("benignity_workers", "Live workers by queue they serve", ["queue"])
 OLDEST_QUEUED = Gauge(
     "benignity_oldest_queued_seconds",
     "Age of the oldest work item waiting for a worker, by queue (0 when none waits)",
@@ -56,6 +58,7 @@ async def readyz(db: DatabaseDep) -> JSONResponse:
     }
     ok = all(v == "ok" for v in checks.values())
     checks["native_kernel"] = _native_kernel_status()  # informative: training falls back to torch
+    checks["workers"] = await _workers_line(db)  # informative: the API serves without workers
     body = Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
@@ -71,8 +74,16 @@ async def _check(probe: Callable[[], Awaitable[object]]) -> str:
         return f"error: {type(exc).__name__}"
 
 
-def _select_one(session: Session) -> None:
-    session.execute(text("SELECT 1"))
+async def _workers_line(db: Database) -> str:
+    """Live workers per queue, e.g. "cpu: 2, gpu: 0"."""
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT):
+            live = await db.run(fleet.live_workers, abandon_on_cancel=True)
+    except Exception as exc:  # noqa: BLE001 - informative only
+        return f"unknown: {type(exc).__name__}"
+    return ", ".join(
+        f"{q}: {live[q]}" for q in (*dispatch.QUEUES, *sorted(set(live) - set(dispatch.QUEUES)))
+    )
 
 
 def _ping_broker() -> None:
@@ -108,6 +119,9 @@ def _collect(session: Session) -> bytes:
     for kind, status, count in session.execute(query):
         EXPERIMENTS.labels(kind, status).set(count)
     _work_metrics(session)
+    live = fleet.live_workers(session)
+    for queue in {*dispatch.QUEUES, *live}:
+        WORKERS.labels(queue).set(live[queue])
     return generate_latest()
 
 

@@ -23,6 +23,7 @@ FAST = {
     "REAPER_INTERVAL": "0.5",
     "MAX_ATTEMPTS": "3",
     "CHECKPOINT_INTERVAL": "0.5",
+    "WORKER_TTL": "3",
     "API_TOKENS": "",
 }
 
@@ -30,7 +31,7 @@ FAST = {
 class Worker:
     """A `benignity worker` subprocess in its own process group."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, queues: str = "cpu,gpu") -> None:
         self.log = log
         argv = [
             sys.executable,
@@ -38,7 +39,7 @@ class Worker:
             "service.cli",
             "worker",
             "--queues",
-            "cpu,gpu",
+            queues,
             "--concurrency",
             "1",
         ]
@@ -89,11 +90,11 @@ def api(stack) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def start_worker(stack, tmp_path) -> Iterator[Callable[[], Worker]]:
+def start_worker(stack, tmp_path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start() -> Worker:
-        worker = Worker(stack, tmp_path / f"worker-{len(workers)}.log")
+    def start(queues: str = "cpu,gpu") -> Worker:
+        worker = Worker(stack, tmp_path / f"worker-{len(workers)}.log", queues)
         workers.append(worker)
         return worker
 
