@@ -107,7 +107,8 @@ service_image() {
     echo "$official"
   else
     docker build -q --network host -t "benignity-standin/$official" \
-      -f "deploy/standins/$name.Dockerfile" deploy/standins >/dev/null
+      -f "deploy/standins/$name.Dockerfile" deploy/standins >/dev/null 2>"$WORK/$name.log" \
+      || { cat "$WORK/$name.log" >&2; return 1; }
     echo "benignity-standin/$official"
   fi
 }
@@ -119,12 +120,21 @@ service_images() {
   log "PostgreSQL image $POSTGRES_IMAGE, Redis image $REDIS_IMAGE"
 }
 
+# A setting from `pip config list` (any scope, including pip's environment variables).
+pip_setting() {
+  { python3 -m pip config list 2>/dev/null || pip config list 2>/dev/null || true; } \
+    | sed -n "s/^[^=]*\.$1='\(.*\)'\$/\1/p"
+}
+
 # The CA bundle pip uses here, and the torch wheel pip would install, into the context.
 build_context() {
   local cert links wheel
-  cert=$(pip config get global.cert 2>/dev/null || true)
-  if [[ -n "$cert" && -f "$cert" ]]; then cp "$cert" deploy/context/ca/pip-ca.crt; fi
-  links=$(pip config get global.find-links 2>/dev/null || true)
+  cert=${PIP_CERT:-$(pip_setting cert | head -1)}
+  if [[ -n "$cert" && -f "$cert" ]]; then
+    cp "$cert" deploy/context/ca/pip-ca.crt
+    log "CA certificates from $cert"
+  fi
+  links="${PIP_FIND_LINKS:-} $(pip_setting find-links)"
   for dir in $links; do
     wheel=$(ls "$dir"/torch-2.13.0+cpu-cp311-*.whl 2>/dev/null | head -1 || true)
     if [[ -n "$wheel" ]]; then
