@@ -2,7 +2,8 @@
 
 Every generator returns ``(X, y)`` with ``X`` of shape (n, d) and ``y`` of shape
 (n,), both float64, and is deterministic for a given seed: it draws only from
-its own ``np.random.default_rng(seed)`` and never touches a global RNG.
+its own ``np.random.default_rng(seed)`` (or, for ``theorem2(..., rng="paper")``,
+its own legacy ``np.random.RandomState(seed)``) and never touches a global RNG.
 """
 
 from __future__ import annotations
@@ -12,7 +13,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GENERATORS", "build", "custom", "orthogonal", "teacher", "theorem2"]
+__all__ = [
+    "GENERATORS",
+    "THEOREM2_RNGS",
+    "build",
+    "correlated",
+    "custom",
+    "orthogonal",
+    "teacher",
+    "theorem2",
+]
+
+#: The perturbation sources of :func:`theorem2`.
+THEOREM2_RNGS = ("default", "paper")
+#: The legacy generator's seeds are 32-bit: np.random.seed(2**32) raises ValueError.
+_LEGACY_SEED_LIMIT = 2**32
 
 
 def _positive_ints(**values: Any) -> list[int]:
@@ -100,25 +115,91 @@ def orthogonal(n: int, d: int, teacher_width: int, seed: int) -> tuple[np.ndarra
     return X, _teacher_labels(X, teacher_width, rng)
 
 
-def theorem2(d: int, perturbation: float = 1e-3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def correlated(
+    n: int, d: int, rho: float, teacher_width: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm inputs with pairwise correlation rho, labelled by a random ReLU teacher.
+
+    X = C Q, where Q (n, d) is the first n rows of the same Haar-random orthogonal
+    matrix that :func:`orthogonal` draws from ``default_rng(seed)``, and C is the
+    lower Cholesky factor of the target Gram matrix G = (1 - rho) I_n + rho 1 1^T.
+    So X X^T = C C^T = G to rounding (about 1e-15): unit rows, x_i . x_j = rho.
+    The teacher (as in :func:`teacher`) is drawn after the matrix from the same RNG.
+    With rho = 0, C = I exactly, so X and y are bitwise those of
+    ``orthogonal(n, d, teacher_width, seed)``. (The law of X does not depend on
+    the choice of square root of G: another one is C O with O orthogonal, and O Q
+    is again the first n rows of a Haar matrix.)
+
+    Args:
+        n: number of points, n <= d.
+        d: input dimension.
+        rho: pairwise correlation, 0 <= rho < 1 (G is positive definite, so the
+            points are linearly independent and have all 2^n patterns).
+        teacher_width: teacher width k >= 1.
+        seed: non-negative integer seed.
+
+    Returns:
+        X: (n, d) float64 with unit rows, y: (n,) float64.
+
+    Raises:
+        ValueError: if a size is not a positive integer, d < n, or rho is not in [0, 1).
+    """
+    n, d, teacher_width = _positive_ints(n=n, d=d, teacher_width=teacher_width)
+    if d < n:
+        raise ValueError(f"correlated data needs d >= n, got n={n}, d={d}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float, np.integer, np.floating)):
+        raise ValueError(f"rho must be a number, got {rho!r}")
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"rho must be in [0, 1), got {rho!r}")
+    rng = np.random.default_rng(seed)
+    gram = (1.0 - rho) * np.eye(n) + rho * np.ones((n, n))
+    X = np.linalg.cholesky(gram) @ _haar_orthogonal(d, rng)[:n]
+    return X, _teacher_labels(X, teacher_width, rng)
+
+
+def _theorem2_noise(d: int, perturbation: float, seed: int, rng: str) -> np.ndarray:
+    """The (d, d) N(0, perturbation^2) perturbation of :func:`theorem2`, from its own RNG."""
+    if rng == "default":
+        return perturbation * np.random.default_rng(seed).standard_normal((d, d))
+    if rng == "paper":
+        if not 0 <= seed < _LEGACY_SEED_LIMIT:
+            raise ValueError(f'rng "paper" needs 0 <= seed < 2**32, got {seed!r}')
+        # The legacy Mersenne Twister seeded as np.random.seed(seed) does, then
+        # np.random.normal(0, perturbation, (d, d)): the same numbers as the paper's
+        # global draw, without touching the process's global state.
+        return np.random.RandomState(seed).normal(0.0, perturbation, (d, d))
+    raise ValueError(f"rng must be one of {list(THEOREM2_RNGS)}, got {rng!r}")
+
+
+def theorem2(
+    d: int, perturbation: float = 1e-3, seed: int = 0, rng: str = "default"
+) -> tuple[np.ndarray, np.ndarray]:
     """The data of the paper's Theorem 2, with n = d points in R^d.
 
     Points: x1 = e1, x2 = (8/9, -4/9, 1/9, 0, ...), x3 = (8/9, 4/9, 1/9, 0, ...),
     and x_i = (8/9, 0, ..., sqrt(17)/9 at coordinate i, ...) for i >= 4. Each
-    gets i.i.d. N(0, perturbation^2) noise, then is renormalised to unit length
-    (norms are 1 to about 1e-15). Labels are linear, y = X t with
-    t = (4/5, 0, 3/5, 0, ...).
+    gets i.i.d. N(0, perturbation^2) noise, one (d, d) draw added to the (d, d)
+    matrix of points, then is renormalised to unit length (norms are 1 to about
+    1e-15). Labels are linear, y = X t with t = (4/5, 0, 3/5, 0, ...).
 
     Args:
         d: dimension, d >= 3; also the number of points.
         perturbation: noise standard deviation, >= 0 (0 gives the exact points).
-        seed: non-negative integer seed.
+        seed: non-negative integer seed (below 2**32 for rng "paper").
+        rng: where the noise comes from. "default": the service's
+            ``perturbation * default_rng(seed).standard_normal((d, d))``.
+            "paper": the paper's runs, ``np.random.seed(seed)`` then
+            ``np.random.normal(0, perturbation, (d, d))``, reproduced bitwise by a
+            private ``np.random.RandomState(seed)`` (the global state is untouched).
+            With seed 0, d = 4 and weight_decay 1e-4 its optimum is 1.9734395e-4
+            (SCIENCE.md section 8).
 
     Returns:
         X: (d, d) float64 with unit rows, y: (d,) float64.
 
     Raises:
-        ValueError: if d < 3 or perturbation is negative or not finite.
+        ValueError: if d < 3, perturbation is negative or not finite, rng is
+            unknown, or rng is "paper" and seed >= 2**32.
     """
     (d,) = _positive_ints(d=d)
     if d < 3:
@@ -131,8 +212,7 @@ def theorem2(d: int, perturbation: float = 1e-3, seed: int = 0) -> tuple[np.ndar
     X[2, :3] = (8 / 9, 4 / 9, 1 / 9)
     for i in range(3, d):
         X[i, 0], X[i, i] = 8 / 9, np.sqrt(17.0) / 9
-    rng = np.random.default_rng(seed)
-    X = X + perturbation * rng.standard_normal((d, d))
+    X = X + _theorem2_noise(d, perturbation, seed, rng)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     t = np.zeros(d)
     t[0], t[2] = 4 / 5, 3 / 5
@@ -169,7 +249,8 @@ def custom(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 GENERATORS: dict[str, tuple[Any, tuple[str, ...], tuple[str, ...]]] = {
     "teacher": (teacher, ("n", "d", "teacher_width", "seed"), ()),
     "orthogonal": (orthogonal, ("n", "d", "teacher_width", "seed"), ()),
-    "theorem2": (theorem2, ("d",), ("perturbation", "seed")),
+    "correlated": (correlated, ("n", "d", "rho"), ("teacher_width", "seed")),
+    "theorem2": (theorem2, ("d",), ("perturbation", "seed", "rng")),
     "custom": (custom, ("X", "y"), ()),
 }
 """Generator name -> (function, required keys, optional keys)."""
@@ -179,9 +260,10 @@ def build(spec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Build a dataset from its JSON spec.
 
     Examples of specs: ``{"generator": "teacher", "n": 6, "d": 10,
-    "teacher_width": 10, "seed": 0}``, ``{"generator": "theorem2", "d": 4,
-    "perturbation": 0.001, "seed": 0}``, ``{"generator": "custom", "X": [[...]],
-    "y": [...]}``. Keys that the generator does not take are ignored, except
+    "teacher_width": 10, "seed": 0}``, ``{"generator": "correlated", "n": 6, "d": 10,
+    "rho": 0.5, "teacher_width": 10, "seed": 0}``, ``{"generator": "theorem2", "d": 4,
+    "perturbation": 0.001, "seed": 0, "rng": "paper"}``, ``{"generator": "custom",
+    "X": [[...]], "y": [...]}``. Keys that the generator does not take are ignored, except
     that a theorem2 spec with an ``n`` other than null or d is rejected.
     Optional keys that are missing or null take the generator's defaults.
 
