@@ -159,7 +159,7 @@ teardown() {
       compose -p "$PROJECT" logs --tail 40 >&2 2>/dev/null
     fi
     log "tearing down"
-    compose -p "$HOST2" -f deploy/worker.compose.yml -f "$WORK/attach.yml" down -v -t 5 >/dev/null 2>&1
+    host2 down -v -t 5 >/dev/null 2>&1
     compose -p "$PROJECT" down -v -t 5 >/dev/null 2>&1
     left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"; docker ps -aq --filter "label=com.docker.compose.project=$HOST2")
     [[ -z "$left" ]] || docker rm -f $left >/dev/null 2>&1
@@ -185,6 +185,12 @@ export API_PORT; API_PORT=$(free_port)
 export BUILD_NETWORK=host WORKER_CONCURRENCY=1 COMPOSE_PROJECT_NAME=$PROJECT
 URL="http://127.0.0.1:$API_PORT"
 client() { python3 deploy/smoke_client.py "$1" "$URL" "$TOKEN" "${@:2}"; }
+# compose for the "second host": deploy/worker.compose.yml with only the two addresses
+host2() {
+  DATABASE_URL="postgresql+psycopg://benignity:$POSTGRES_PASSWORD@postgres:5432/benignity" \
+    BROKER_URL=redis://redis:6379/0 \
+    compose -p "$HOST2" -f deploy/worker.compose.yml -f "$WORK/attach.yml" "$@"
+}
 
 cat >"$WORK/attach.yml" <<EOF
 # the "second host" joins the stack's network (a real one would use addresses)
@@ -214,10 +220,7 @@ log "$KINDS"
 step_done kinds
 
 log "a third CPU worker from deploy/worker.compose.yml (a second host)"
-DATABASE_URL="postgresql+psycopg://benignity:$POSTGRES_PASSWORD@postgres:5432/benignity" \
-BROKER_URL=redis://redis:6379/0 \
-  compose -p "$HOST2" -f deploy/worker.compose.yml -f "$WORK/attach.yml" up -d worker >"$WORK/host2.log" 2>&1 \
-  || die "worker host up failed: $(tail -20 "$WORK/host2.log")"
+host2 up -d worker >"$WORK/host2.log" 2>&1 || die "worker host up failed: $(tail -20 "$WORK/host2.log")"
 client wait-ready 3
 CENSUS=$(client census 200)
 while :; do
@@ -239,10 +242,10 @@ step_done kill-mid-census
 
 if ((SPEEDUP)); then
   log "speed-up: one census on 1, 2 and 3 worker containers"
-  compose -p "$HOST2" -f deploy/worker.compose.yml -f "$WORK/attach.yml" stop -t 20 worker >/dev/null 2>&1
+  host2 stop -t 20 worker >/dev/null 2>&1
   SPEED=()
   for n in 1 2 3; do
-    compose -p "$PROJECT" up -d --no-recreate --scale worker-cpu=$n worker-cpu >>"$WORK/up.log" 2>&1
+    compose -p "$PROJECT" up -d --no-deps --no-recreate --scale worker-cpu=$n worker-cpu >>"$WORK/up.log" 2>&1
     client wait-ready $n
     start=$(date +%s.%N)
     id=$(client census 400)
