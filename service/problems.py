@@ -69,7 +69,16 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return out
 
 
-_TAGS = {"optimum", "census", "training", "teacher", "orthogonal", "theorem2", "custom"}
+_TAGS = {
+    "optimum",
+    "census",
+    "training",
+    "teacher",
+    "orthogonal",
+    "theorem2",
+    "correlated",
+    "custom",
+}
 
 
 def _untagged(loc: tuple[Any, ...]) -> list[Any]:

@@ -111,7 +111,10 @@ async def submit(
 ) -> Response:
     """Submit an experiment; it runs in the background."""
     body = spec.model_dump(mode="json")
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    # An Idempotency-Key's body is compared without defaults, so that a field added later
+    # with a default does not turn a replay of the same body into a conflict.
+    given = spec.model_dump(mode="json", exclude_defaults=True)
+    digest = hashlib.sha256(json.dumps(given, sort_keys=True).encode()).hexdigest()
     key = idempotency_key or None
     if key:
         replay = await db.run(lambda s: _replay(s, who, key, digest))
