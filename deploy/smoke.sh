@@ -150,6 +150,22 @@ build_context() {
 secret() { python3 -c 'import secrets; print(secrets.token_hex(16))'; }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# Containers, networks and volumes of both projects (this run's, or one left behind).
+remove_projects() {
+  local p ids
+  host2 down -v -t 5 >/dev/null 2>&1
+  compose -p "$PROJECT" down -v -t 5 >/dev/null 2>&1
+  for p in "$HOST2" "$PROJECT"; do
+    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$p")
+    [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1
+    ids=$(docker network ls -q --filter "label=com.docker.compose.project=$p")
+    [[ -z "$ids" ]] || docker network rm $ids >/dev/null 2>&1
+    ids=$(docker volume ls -q --filter "label=com.docker.compose.project=$p")
+    [[ -z "$ids" ]] || docker volume rm -f $ids >/dev/null 2>&1
+  done
+  return 0
+}
+
 teardown() {
   local rc=$?
   set +e
@@ -159,10 +175,7 @@ teardown() {
       compose -p "$PROJECT" logs --tail 40 >&2 2>/dev/null
     fi
     log "tearing down"
-    host2 down -v -t 5 >/dev/null 2>&1
-    compose -p "$PROJECT" down -v -t 5 >/dev/null 2>&1
-    left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"; docker ps -aq --filter "label=com.docker.compose.project=$HOST2")
-    [[ -z "$left" ]] || docker rm -f $left >/dev/null 2>&1
+    remove_projects
   fi
   if ((STARTED_ENGINE)); then
     kill "$(cat "$DROOT/dockerd.pid")" 2>/dev/null
@@ -209,6 +222,7 @@ log "building the benignity image"
 compose -p "$PROJECT" build migrate >"$WORK/build.log" 2>&1 || die "build failed: $(tail -20 "$WORK/build.log")"
 step_done images
 
+remove_projects  # anything an interrupted earlier run left
 log "starting PostgreSQL, Redis, migrate, the API and 2 CPU workers"
 compose -p "$PROJECT" up -d --scale worker-cpu=2 postgres redis migrate api worker-cpu >"$WORK/up.log" 2>&1 \
   || die "compose up failed: $(tail -20 "$WORK/up.log")"
