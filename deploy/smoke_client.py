@@ -4,7 +4,7 @@ so it runs with any python3 on the host.
 
     python3 deploy/smoke_client.py wait-ready URL TOKEN WORKERS
     python3 deploy/smoke_client.py kinds URL TOKEN
-    python3 deploy/smoke_client.py census URL TOKEN SAMPLES   (prints the experiment id)
+    python3 deploy/smoke_client.py census URL TOKEN SAMPLES [WIDTHS]   (prints the id)
     python3 deploy/smoke_client.py progress URL TOKEN ID      (prints done/total)
     python3 deploy/smoke_client.py check-census URL TOKEN ID
 """
@@ -34,12 +34,12 @@ TRAINING = {  # device left to its default, "auto": a CPU-only stack must still 
 }
 
 
-def census(samples: int) -> dict[str, Any]:
+def census(samples: int, widths: tuple[int, ...] = (5, 10, 20)) -> dict[str, Any]:
     return {
         "kind": "census",
         "weight_decay": 0.01,
         "dataset": {"generator": "teacher", "n": 6, "d": 10, "teacher_width": 10, "seed": 0},
-        "widths": [5, 10, 20],
+        "widths": list(widths),
         "samples_per_width": samples,
     }
 
@@ -167,7 +167,8 @@ def main(argv: list[str]) -> None:
     elif command == "kinds":
         print(kinds(api))
     elif command == "census":
-        print(api.submit(census(int(rest[0]))))
+        widths = tuple(int(w) for w in rest[1].split(",")) if len(rest) > 1 else (5, 10, 20)
+        print(api.submit(census(int(rest[0]), widths)))
     elif command == "progress":
         exp = api.get(rest[0])
         print(f"{exp['status']} {exp['progress']['done']}/{exp['progress']['total']}")
