@@ -110,6 +110,18 @@ def optimum_job(ctx: Context) -> Outcome:
     )
 
 
+def _tolerances(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's loss tolerances: an explicit absolute one (stored specs have 1e-7), or None
+    and the relative one (``verdicts.loss_tolerance``)."""
+    from workers.landscape.verdicts import RELATIVE_TOLERANCE
+
+    tolerance = spec.get("tolerance")
+    return {
+        "tolerance": None if tolerance is None else float(tolerance),
+        "relative_tolerance": float(spec.get("relative_tolerance", RELATIVE_TOLERANCE)),
+    }
+
+
 def _bits(rows: list[str], n: int) -> np.ndarray:
     out = np.array([[c == "1" for c in row] for row in rows], dtype=bool)
     return out.reshape(len(rows), n)
@@ -127,9 +139,9 @@ def census_chunk_job(ctx: Context) -> Outcome:
         np.asarray(opt["support"]["signs"], dtype=np.int8),
     )
     sampling = ctx.spec["sampling"]
-    every = None
-    if sampling == "uniform":
-        every = _all_patterns(json.dumps(ctx.spec["dataset"], sort_keys=True))
+    # every sampling needs them for the birth test of spurious cones (bounded by max_patterns,
+    # as the optimum enumerated them too)
+    every = _all_patterns(json.dumps(ctx.spec["dataset"], sort_keys=True))
     try:
         records = census.certify_samples(
             X,
@@ -141,7 +153,7 @@ def census_chunk_job(ctx: Context) -> Outcome:
             samples=range(start, stop),
             seed=int(ctx.spec["seed"]),
             sampling=sampling,
-            tolerance=float(ctx.spec["tolerance"]),
+            **_tolerances(ctx.spec),
             patterns=every,
             num_signed_cones=int(opt["num_signed_cones"]),
             on_progress=ctx.progress,
@@ -150,6 +162,7 @@ def census_chunk_job(ctx: Context) -> Outcome:
         raise Stopped from exc
     cones = [_cone_row(r.as_dict()) for r in records]
     counts = {v: sum(c["verdict"] == v for c in cones) for v in census.VERDICTS}
+    counts["spurious_strict"] = sum(r.verdict == "spurious" and r.strict is True for r in records)
     covered = float(sum(c["covered"] for c in cones))
     return Outcome(
         output={"width": width, "samples": len(cones), "counts": counts, "covered_sum": covered},
@@ -219,7 +232,12 @@ def training_job(ctx: Context) -> Outcome:
     except training.SweepCancelled as exc:
         raise Stopped from exc
     judge = verdicts.VerdictJudge(
-        X, y, float(spec["weight_decay"]), optimum=optimum, tolerance=float(spec["tolerance"])
+        X,
+        y,
+        float(spec["weight_decay"]),
+        optimum=optimum,
+        **_tolerances(spec),
+        patterns=_all_patterns(json.dumps(spec["dataset"], sort_keys=True)),
     )
     updates = [_run_update(start + i, out, judge) for i, out in enumerate(outcomes)]
     return Outcome(output={"runs": [start, stop], "resumed_from": resumed_from}, runs=updates)
@@ -237,6 +255,10 @@ def _run_update(index: int, out: Any, judge: Any) -> dict[str, Any]:
         "gap": _num(out.gap),
         "num_neurons": int(out.num_neurons),
         "cone_value": verdict.cone_value,
+        "cone_global": verdict.cone_global,
+        "projected_verdict": verdict.projected_verdict,
+        "birth_margin": verdict.birth_margin,
+        "strict": verdict.strict,
     }
     return {
         "index": index,
@@ -308,6 +330,7 @@ def _census_rows(spec: dict[str, Any], chunks: list[dict[str, Any]]) -> list[dic
         count = {
             v: sum(c["counts"][v] for c in mine) for v in ("global", "spurious", "no_local_min")
         }
+        strict = [c["counts"].get("spurious_strict") for c in mine]
         rows.append(
             {
                 "width": width,
@@ -315,6 +338,8 @@ def _census_rows(spec: dict[str, Any], chunks: list[dict[str, Any]]) -> list[dic
                 "p_global": count["global"] / total,
                 "p_spurious": count["spurious"] / total,
                 "p_no_local_min": count["no_local_min"] / total,
+                # None when a chunk was certified before the birth test existed
+                "p_spurious_strict": None if None in strict else sum(strict) / total,
                 "p_covered": sum(c["covered_sum"] for c in mine) / total,
             }
         )
@@ -332,17 +357,18 @@ def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str
     groups = []
     for width in spec["widths"]:
         for scale in spec["init_scales"]:
-            cell = [
-                r.verdict
-                for r in runs
-                if r.params["width"] == width and r.params["init_scale"] == scale
+            mine = [
+                r for r in runs if r.params["width"] == width and r.params["init_scale"] == scale
             ]
+            cell = [r.verdict for r in mine]
+            held = sum((r.final or {}).get("cone_global") is True for r in mine)
             groups.append(
                 {
                     "width": width,
                     "init_scale": scale,
                     "runs": len(cell),
                     **{k: cell.count(v) / max(len(cell), 1) for k, v in shares.items()},
+                    "p_cone_global": held / max(len(cell), 1),
                 }
             )
     return groups

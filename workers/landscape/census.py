@@ -8,6 +8,18 @@ solved over their distinct members, and the cone is classified:
   stationary (:mod:`.stationarity`);
 - "no_local_min": otherwise.
 
+The tolerance is ``verdicts.loss_tolerance``: relative to the scale of the loss (the optimum,
+floored at a fraction of mean(y²)) unless an absolute one is given, so that the verdicts do not
+change when y and λ are multiplied by the same c. (With the old absolute 1e-7, y and λ times
+1e3 turned 26 of 120 cones of teacher (6, 10), λ = 0.01, from "global" into "spurious", and
+times 1e-3 turned 73 others into "global": tests/workers/landscape/test_unit_free_verdicts.py.)
+
+A spurious cone also gets the birth test of :func:`.stationarity.birth_test` at its minimiser
+(SCIENCE §8): ``birth_margin`` (2 λ minus the largest projection norm over all signed cones at
+its residual, in the units of λ; negative when a small new neuron lowers L) and ``strict``
+(False when the margin is negative and the width-m network has a neuron free to grow: fewer
+than m distinct signed cones carry a neuron).
+
 The fast path (:func:`certify_samples`):
 
 1. Screening, a sufficient test: a cone whose signed cones include the support of a known
@@ -53,6 +65,8 @@ from .census_sampling import SAMPLINGS, cone_keys, distinct_cones, sample_cones
 from .census_screen import GlobalScreen
 from .census_solver import RestrictedSolver
 from .scaling import Scaling
+from .stationarity import birth_test
+from .verdicts import RELATIVE_TOLERANCE, loss_tolerance
 
 __all__ = [
     "SAMPLINGS",
@@ -96,7 +110,8 @@ def certify_samples(
     samples: Sequence[int],
     seed: int,
     sampling: str,
-    tolerance: float = 1e-7,
+    tolerance: float | None = None,
+    relative_tolerance: float = RELATIVE_TOLERANCE,
     patterns: np.ndarray | None = None,
     num_signed_cones: int,
     on_progress: Callable[[int], bool] | None = None,
@@ -114,9 +129,12 @@ def certify_samples(
         samples: sample indices to do (any subset of range(N), in any order).
         seed: census seed; sample j draws from ``np.random.default_rng([seed, width, j])``.
         sampling: "uniform", "random_vector" or "rejection" (see :func:`sample_cones`).
-        tolerance: absolute tolerance on value - optimum for "global" (in the units of y²;
-            the programs and the classification run at unit scale, see ``scaling.Scaling``).
-        patterns: (P, n) bool, every pattern of X; required for "uniform".
+        tolerance: absolute tolerance on value - optimum for "global", in the units of y²;
+            None (the default) for ``relative_tolerance`` times ``verdicts.loss_scale`` (the
+            programs and the classification run at unit scale, see ``scaling.Scaling``).
+        relative_tolerance: see ``verdicts.loss_tolerance``.
+        patterns: (P, n) bool, every pattern of X; required for "uniform", and used by the
+            birth test of spurious cones (enumerated on first need when not given).
         num_signed_cones: 2 P, the denominator of ``covered``.
         on_progress: called with the number of cones done after each cone; returning False
             stops the call.
@@ -129,9 +147,18 @@ def certify_samples(
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
+    tolerance = loss_tolerance(
+        optimum,
+        X,
+        y,
+        weight_decay,
+        tolerance=tolerance,
+        relative_tolerance=relative_tolerance,
+    )
     scaling = Scaling.of(X, y)  # solve at unit size; records in the user's units
     X, y, weight_decay = scaling.data(X, y, weight_decay)
     optimum, tolerance = optimum / scaling.value, tolerance / scaling.value
+    every = _Patterns(X, patterns)
     solver = RestrictedSolver(X, y, weight_decay, tol=SOLVER_TOL)
     screen = _screen(X, y, weight_decay, solver, support, optimum=optimum, tolerance=tolerance)
     columns = ColumnSolver(solver, screen.atom)
@@ -169,6 +196,7 @@ def certify_samples(
                 header,
                 optimum=optimum,
                 tolerance=tolerance,
+                every=every,
             )
         records.append(_in_units(record, scaling))
         if on_progress is not None and on_progress(done) is False:
@@ -183,7 +211,22 @@ def _in_units(record: ConeRecord, scaling: Scaling) -> ConeRecord:
         value=record.value * scaling.value,
         gap=record.gap * scaling.value,
         stationarity_residual=record.stationarity_residual * scaling.gradient,
+        birth_margin=record.birth_margin * scaling.dual,
     )
+
+
+class _Patterns:
+    """Every pattern of X, enumerated on first use when the caller did not pass them."""
+
+    def __init__(self, X: np.ndarray, patterns: np.ndarray | None) -> None:
+        self.X, self.patterns = X, patterns
+
+    def get(self) -> np.ndarray:
+        if self.patterns is None:
+            from .patterns import enumerate_patterns
+
+            self.patterns = enumerate_patterns(self.X)
+        return self.patterns
 
 
 def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> GlobalScreen:
@@ -212,9 +255,12 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
 
 
 def _solve_and_classify(
-    X, y, weight_decay, columns, cones, signs, keys, header, *, optimum, tolerance
+    X, y, weight_decay, columns, cones, signs, keys, header, *, optimum, tolerance, every
 ):
-    """Solve the restricted program on the cones that can carry a neuron, then classify."""
+    """Solve the restricted program on the cones that can carry a neuron, then classify.
+
+    A spurious cone's minimiser gets the birth test, as a network of the sample's width.
+    """
     useful = np.any(cones & np.any(X != 0.0, axis=1)[None, :], axis=1)
     if useful.any():
         solution = columns.solve(cones[useful], signs[useful], keys[useful])
@@ -232,6 +278,10 @@ def _solve_and_classify(
         optimum=optimum,
         tolerance=tolerance,
     )
+    born = None
+    if found.verdict == "spurious" and found.network is not None:
+        W, a = found.network
+        born = birth_test(X, y, W, a, weight_decay, every.get(), width=header["width"])
     return ConeRecord(
         **header,
         value=value,
@@ -241,4 +291,6 @@ def _solve_and_classify(
         stationarity_residual=found.residual,
         num_neurons=found.num_neurons,
         polished=found.polished,
+        birth_margin=math.nan if born is None else born.margin,
+        strict=None if born is None else born.strict,
     )

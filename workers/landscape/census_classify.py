@@ -1,9 +1,16 @@
-"""Classifying a restricted minimiser: global, spurious, or no local minimum (SCIENCE §4)."""
+"""Classifying a restricted minimiser: global, spurious, or no local minimum (SCIENCE §4).
+
+Every tolerance here is absolute and meant for data at unit scale (``scaling.py``): the
+census and ``verdicts.VerdictJudge`` call :func:`classify` on (X̂, ŷ, λ̂), with the optimum and
+the loss tolerance divided by ``Scaling.value``, so its verdicts do not depend on the units of
+X and y (gradients of L scale by ``Scaling.gradient``, c^1.5 when y and λ are multiplied by
+c, and so would an absolute gradient tolerance in the user's units).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -61,6 +68,8 @@ class Classification:
         num_neurons: neurons of the recovered network (after pruning); 0 when "global".
         num_kinks: (neuron, point) pairs on a kink; 0 when "global".
         polished: whether the test ran on the polished minimiser (False when "global").
+        network: (W (p, d), a (p,)), the network that was tested (balanced, one neuron per
+            nonzero row, before merging); None when "global".
     """
 
     verdict: str
@@ -68,6 +77,7 @@ class Classification:
     num_neurons: int
     num_kinks: int
     polished: bool = False
+    network: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
 
 
 def classify(
@@ -94,15 +104,16 @@ def classify(
     :func:`clarke_stationarity` finds it stationary within ``stationarity_tol``.
 
     Args:
-        X: (n, d) float64 data.
-        y: (n,) float64 labels.
+        X: (n, d) float64 data, at unit scale (module docstring).
+        y: (n,) float64 labels, at unit scale.
         weight_decay: λ.
         patterns: (k, n) bool, the signed cones of U's rows.
         signs: (k,) in {+1, -1}.
         U: (k, d) float64 restricted minimiser.
         value: the restricted program's value at U.
         optimum: the global optimum.
-        tolerance: absolute tolerance on value - optimum.
+        tolerance: absolute tolerance on value - optimum (``verdicts.loss_tolerance`` divided
+            by ``Scaling.value``).
         stationarity_tol: absolute tolerance on the gradient norm; by default
             ``STATIONARITY_TOL`` for a polished point, ``FALLBACK_STATIONARITY_TOL`` otherwise.
 
@@ -124,7 +135,7 @@ def classify(
     result = clarke_stationarity(X, y, W, a, weight_decay, tol=tol, kink_tol=1e-12)
     verdict = "spurious" if result.stationary else "no_local_min"
     return Classification(
-        verdict, result.residual, result.num_neurons, result.num_kinks, found is not None
+        verdict, result.residual, result.num_neurons, result.num_kinks, found is not None, (W, a)
     )
 
 

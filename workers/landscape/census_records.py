@@ -30,6 +30,11 @@ class ConeRecord:
         num_neurons: neurons of the recovered network; 0 when not tested.
         polished: whether the stationarity test ran on the polished, exact minimiser
             (:func:`.census_polish.polish`) rather than the interior point.
+        birth_margin: for a spurious cone, 2 λ minus the largest projection norm over all
+            signed cones at its minimiser's residual, in the units of λ
+            (:func:`.stationarity.birth_test`); NaN otherwise.
+        strict: for a spurious cone, False when the margin is negative and a neuron of the
+            width-m network is free to grow; None otherwise.
     """
 
     width: int
@@ -44,10 +49,12 @@ class ConeRecord:
     stationarity_residual: float
     num_neurons: int
     polished: bool = False
+    birth_margin: float = math.nan
+    strict: bool | None = None
 
     def as_dict(self) -> dict:
-        """JSON-ready form: patterns as '0'/'1' strings, NaN residual as None."""
-        residual = self.stationarity_residual
+        """JSON-ready form: patterns as '0'/'1' strings, NaN residual and margin as None."""
+        residual, margin = self.stationarity_residual, self.birth_margin
         return {
             "width": self.width,
             "sample": self.sample,
@@ -61,6 +68,8 @@ class ConeRecord:
             "stationarity_residual": None if math.isnan(residual) else residual,
             "num_neurons": self.num_neurons,
             "polished": self.polished,
+            "birth_margin": None if math.isnan(margin) else margin,
+            "strict": self.strict,
         }
 
 
@@ -72,7 +81,8 @@ def summarize(records: Sequence[ConeRecord]) -> list[dict]:
 
     Returns:
         One dict per width, sorted by width, with keys width, samples, p_global, p_spurious,
-        p_no_local_min (fractions of that width's samples) and p_covered (mean ``covered``).
+        p_no_local_min, p_spurious_strict (spurious and strict; fractions of that width's
+        samples) and p_covered (mean ``covered``).
     """
     by_width: dict[int, list[ConeRecord]] = {}
     for record in records:
@@ -88,6 +98,10 @@ def summarize(records: Sequence[ConeRecord]) -> list[dict]:
                 "p_global": verdicts.count("global") / len(group),
                 "p_spurious": verdicts.count("spurious") / len(group),
                 "p_no_local_min": verdicts.count("no_local_min") / len(group),
+                "p_spurious_strict": sum(
+                    r.verdict == "spurious" and r.strict is True for r in group
+                )
+                / len(group),
                 "p_covered": float(np.mean([r.covered for r in group])),
             }
         )
