@@ -103,6 +103,17 @@ class Cone(BaseModel):
         description="the stationarity test ran on the restricted minimiser polished to "
         "machine precision (Newton on its faces), not on the interior-point solution",
     )
+    birth_margin: float | None = Field(
+        default=None,
+        description="spurious cones: 2 weight_decay minus the largest cone projection at "
+        "the point's residual (weight_decay's units); negative when a new small neuron "
+        "lowers the loss",
+    )
+    strict: bool | None = Field(
+        default=None,
+        description="spurious cones: false when birth_margin is negative and the network "
+        "has a neuron free to grow (a saddle at its width)",
+    )
 
     @classmethod
     def of(cls, row: ConeRow) -> Cone:
@@ -120,6 +131,8 @@ class Cone(BaseModel):
             stationarity_residual=d.get("stationarity_residual"),
             num_neurons=d.get("num_neurons", 0),
             polished=d.get("polished", False),
+            birth_margin=d.get("birth_margin"),
+            strict=d.get("strict"),
         )
 
 

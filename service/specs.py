@@ -10,6 +10,29 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+#: An absolute tolerance on loss differences, in the units of y² (opt-in; SCIENCE.md).
+Tolerance = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="Absolute tolerance on loss differences, in the units of y squared. "
+        "Leave it out to use relative_tolerance, so verdicts do not depend on units.",
+    ),
+]
+#: A tolerance relative to the scale of the problem (README, "Tolerances").
+RelativeTolerance = Annotated[
+    float,
+    Field(
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Tolerance on loss differences relative to the global optimum "
+        "(used when tolerance is not given).",
+    ),
+]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -43,10 +66,41 @@ class Theorem2Dataset(_Strict):
     d: int = Field(ge=3, le=10_000)
     perturbation: float = Field(default=1e-3, ge=0, allow_inf_nan=False)
     seed: int = Field(default=0, ge=0)
+    rng: Literal["default", "paper"] = Field(
+        default="default",
+        description='"paper": the perturbation as the paper draws it (numpy\'s legacy '
+        "np.random.seed(seed), one d x d normal draw); default: the service's own generator.",
+    )
+
+    @model_validator(mode="after")
+    def _paper_seed_fits(self) -> Theorem2Dataset:
+        if self.rng == "paper" and self.seed >= 2**32:
+            raise ValueError(
+                f'rng "paper" takes seeds below 2**32 (numpy\'s legacy seeding), got {self.seed}'
+            )
+        return self
 
     @property
     def n(self) -> int:
         return self.d
+
+
+class CorrelatedDataset(_Strict):
+    """Unit-norm inputs with pairwise correlation rho (rho = 0: orthogonal data), labelled
+    by a random ReLU teacher; needs d >= n."""
+
+    generator: Literal["correlated"]
+    n: int = Field(ge=1, le=10_000)
+    d: int = Field(ge=1, le=10_000)
+    rho: float = Field(ge=0, lt=1, allow_inf_nan=False)
+    teacher_width: int = Field(default=10, ge=1, le=10_000)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _d_at_least_n(self) -> CorrelatedDataset:
+        if self.d < self.n:
+            raise ValueError(f"correlated data needs d >= n, got n={self.n}, d={self.d}")
+        return self
 
 
 class CustomDataset(_Strict):
@@ -83,7 +137,7 @@ class CustomDataset(_Strict):
 
 
 Dataset = Annotated[
-    TeacherDataset | OrthogonalDataset | Theorem2Dataset | CustomDataset,
+    TeacherDataset | OrthogonalDataset | Theorem2Dataset | CorrelatedDataset | CustomDataset,
     Field(discriminator="generator"),
 ]
 
@@ -107,7 +161,8 @@ class CensusSpec(_Common):
     widths: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(min_length=1, max_length=200)
     samples_per_width: int = Field(ge=1, le=100_000)
     sampling: Literal["uniform", "random_vector", "rejection"] = "uniform"
-    tolerance: Positive = 1e-7
+    tolerance: Tolerance = None
+    relative_tolerance: RelativeTolerance = 1e-7
 
 
 class Optimizer(_Strict):
@@ -129,7 +184,8 @@ class TrainingSpec(_Common):
     max_epochs: int = Field(ge=1, le=1_000_000_000)
     grad_tol: Positive = 1e-16
     log_growth: float = Field(default=1.01, gt=1, le=10, allow_inf_nan=False)
-    tolerance: Positive = 1e-7
+    tolerance: Tolerance = None
+    relative_tolerance: RelativeTolerance = 1e-7
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @property

@@ -50,6 +50,13 @@ def test_census_end_to_end(api, start_worker):
             assert cone["method"] == "solved" and cone["polished"], cone
             assert cone["stationarity_residual"] is not None
     assert any(c["verdict"] != "global" for c in cones)
+    every = api.get(f"/v1/experiments/{exp['id']}/cones", params={"limit": 1000}).json()["items"]
+    spurious = [c for c in every if c["verdict"] == "spurious"]
+    for cone in every:  # saddles told from minima on the spurious cones only
+        assert (cone["birth_margin"] is not None) == (cone["verdict"] == "spurious"), cone
+        assert (cone["strict"] is not None) == (cone["verdict"] == "spurious"), cone
+    strict = sum(1 for c in spurious if c["strict"])
+    assert strict == round(sum(r["p_spurious_strict"] * 12 for r in res["rows"]))
     global_cones = api.get(
         f"/v1/experiments/{exp['id']}/cones", params={"verdict": "global", "limit": 1000}
     ).json()["items"]

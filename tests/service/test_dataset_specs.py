@@ -80,9 +80,15 @@ def test_theorem2_unknown_rng_is_422(client: TestClient) -> None:
     assert [e["loc"][-1] for e in problem["errors"]] == ["rng"], problem
 
 
-@pytest.mark.xfail(reason="service/problems.py: _TAGS lacks 'correlated', so the tag stays in loc")
 def test_errors_are_located_without_the_generator_tag(client: TestClient) -> None:
     resp = client.post("/v1/experiments", json={**SPEC, "dataset": {**CORRELATED, "rho": 1}})
     assert [e["loc"] for e in resp.json()["errors"]] == [["body", "dataset", "rho"]]
     resp = client.post("/v1/experiments", json={**SPEC, "dataset": {**CORRELATED, "d": 5}})
     assert [e["loc"] for e in resp.json()["errors"]] == [["body", "dataset"]]
+
+
+def test_paper_rng_refuses_seeds_numpy_cannot_take(client: TestClient) -> None:
+    dataset = {"generator": "theorem2", "d": 4, "rng": "paper", "seed": 2**32}
+    resp = client.post("/v1/experiments", json={**SPEC, "dataset": dataset})
+    problem = assert_problem(resp, 422, "2**32")
+    assert [e["loc"] for e in problem["errors"]] == [["body", "dataset"]], problem

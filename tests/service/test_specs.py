@@ -41,7 +41,9 @@ def test_training_defaults():
         }
     ).model_dump(mode="json")
     assert spec["optimizer"] == {"name": "gd", "lr": 0.01, "batch_size": None}
-    assert (spec["grad_tol"], spec["log_growth"], spec["tolerance"]) == (1e-16, 1.01, 1e-7)
+    assert (spec["grad_tol"], spec["log_growth"]) == (1e-16, 1.01)
+    # verdicts use a tolerance relative to the optimum unless an absolute one is given
+    assert (spec["tolerance"], spec["relative_tolerance"]) == (None, 1e-7)
     assert spec["device"] == "auto" and spec["seeds"] == 1
 
 
