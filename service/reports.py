@@ -17,6 +17,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 FORMATS = ("svg", "png")
 GAP_FLOOR = 1e-16
@@ -64,6 +65,9 @@ def census_figure(
 ) -> bytes:
     """Outcome shares of a census against width, with the cone counts marked.
 
+    P(global) and P(spurious) are shaded with their Wilson 95% intervals when the
+    rows carry them (`p_global_ci`, `p_spurious_ci`; results stored before them do not).
+
     Args:
         result: a census result (shared/API.md): rows, num_signed_cones,
             theory_bound, threshold {m_half, m_95} (either may be None).
@@ -82,6 +86,7 @@ def census_figure(
         ("p_spurious", "P(spurious local minimum)", "#e63946", "X"),
         ("p_covered", "mean fraction of signed cones hit", "#457b9d", "s"),
     )
+    banded = [_wilson_band(ax, rows, key, colour) for key, _, colour, _ in series[:2]]
     for key, label, colour, marker in series:
         values = [r.get(key) for r in rows]
         ax.plot(
@@ -107,11 +112,27 @@ def census_figure(
     ax.set_xlabel("width m (number of sampled signed cones)")
     ax.set_ylabel("fraction of samples")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    handles, _ = ax.get_legend_handles_labels()
+    if any(banded):
+        handles.append(Patch(color="0.5", alpha=0.25, label="95% Wilson interval (shaded)"))
+    ax.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
     samples = {r.get("samples") for r in rows} - {None}
     per = f", {samples.pop()} samples per width" if len(samples) == 1 else ""
     ax.set_title(_title("Census of sampled cones", spec, per), fontsize=10)
     return _save(fig, fmt)
+
+
+def _wilson_band(ax: Axes, rows: Sequence[Mapping[str, Any]], key: str, colour: str) -> bool:
+    """Shade the rows' `<key>_ci` intervals (gid wilson-band-<key>); rows from results
+    stored before the intervals existed have none, and then nothing is drawn."""
+    ci = [r.get(f"{key}_ci") for r in rows]
+    if not any(ci):
+        return False
+    lo, hi = (np.array([np.nan if c is None else c[i] for c in ci], dtype=float) for i in (0, 1))
+    widths = [r["width"] for r in rows]
+    band = ax.fill_between(widths, lo, hi, color=colour, alpha=0.15, lw=0, zorder=1)
+    band.set_gid(f"wilson-band-{key}")
+    return True
 
 
 def _mark_thresholds(ax: Axes, threshold: Mapping[str, Any]) -> None:
@@ -162,7 +183,11 @@ def training_figure(
     spec: Mapping[str, Any] | None = None,
     total_runs: int | None = None,
 ) -> bytes:
-    """Optimality gap against epoch per run, and the verdict shares per init_scale.
+    """Optimality gap against epoch per run, final gap against init_scale, verdict shares.
+
+    The middle panel is the paper's Theorem 2 figure: each drawn run's final gap
+    against its init_scale α (log-log), coloured by verdict, with the median final
+    gap of the spurious runs marked as the spurious level.
 
     Args:
         result: a training result (shared/API.md) with `groups` and `optimum`.
@@ -185,8 +210,9 @@ def training_figure(
     cmap = colormaps["viridis"]
     colour = {s: cmap(0.85 * i / max(1, len(scales) - 1)) for i, s in enumerate(scales)}
     fig = Figure(figsize=(12, 5), layout="constrained")
-    gap_ax, bar_ax = fig.subplots(1, 2, width_ratios=[2.2, 1])
+    gap_ax, final_ax, bar_ax = fig.subplots(1, 3, width_ratios=[1.7, 1.25, 1])
     _gap_panel(gap_ax, drawn, colour)
+    _final_gap_panel(final_ax, drawn)
     _share_panel(bar_ax, groups, scales, colour)
     total = total_runs if total_runs is not None else len(runs)
     shown = f"{len(drawn)} of {total} runs drawn" if len(drawn) < total else f"{total} runs"
@@ -222,7 +248,83 @@ def _gap_panel(ax: Axes, drawn: Sequence[TrainingRun], colour: Mapping[float, An
     first = ax.legend(handles=handles, title="init_scale", fontsize=8, loc="lower left")
     ax.add_artist(first)
     if ends:
-        ax.legend(handles=ends, title="verdict (final point)", fontsize=7, loc="best")
+        ax.legend(handles=ends, title="verdict (final point)", fontsize=7, loc="center left")
+
+
+def _final_gap_panel(ax: Axes, drawn: Sequence[TrainingRun]) -> int:
+    """Each judged run's final gap against its init_scale α (log-log), coloured by verdict.
+
+    The final gap is the last point of the run's curve (training records the epoch a run
+    stops at). Gaps at or below GAP_FLOOR (0 or negative at the solver's precision) are
+    drawn at GAP_FLOOR; non-finite gaps (diverged runs) at the top of the panel. Each
+    verdict's points form one line with gid ``final-gap-vs-alpha-<verdict>``, spread
+    slightly apart in α per verdict; the spurious level (gid ``spurious-level``) is the
+    median final gap of the spurious_local_minimum runs.
+
+    Returns:
+        The number of points drawn: one per run with a verdict and an init_scale > 0.
+    """
+    ax.set_gid("final-gap-vs-alpha")
+    points = _final_points(drawn)
+    finite = [g for _, _, g in points if math.isfinite(g)]
+    top = 10 * max(finite, default=0.1)
+    style = {v[0]: v for v in VERDICTS}
+    order = [v[0] for v in VERDICTS] + sorted({v for v, _, _ in points} - set(style))
+    for k, verdict in enumerate(order):
+        mine = [(alpha, gap) for v, alpha, gap in points if v == verdict]
+        if not mine:
+            continue
+        _, _, label, col, marker = style.get(verdict, (verdict, "", verdict, "0.5", "o"))
+        spread = 10 ** (0.035 * (k - 2))  # so verdicts at the same α do not hide each other
+        xs = [alpha * spread for alpha, _ in mine]
+        ys = [gap if math.isfinite(gap) else top for _, gap in mine]
+        if any(not math.isfinite(g) for _, g in mine):
+            label += " (non-finite gap, drawn at top)"
+        ax.plot(
+            xs,
+            ys,
+            ls="none",
+            marker=marker,
+            color=col,
+            ms=5,
+            mec="black",
+            mew=0.4,
+            alpha=0.75,
+            label=label,
+            gid=f"final-gap-vs-alpha-{verdict}",
+        )
+    spurious = [g for v, _, g in points if v == "spurious_local_minimum" and math.isfinite(g)]
+    if spurious:
+        level = float(np.median(spurious))
+        ax.axhline(
+            level,
+            color=style["spurious_local_minimum"][3],
+            ls="--",
+            lw=1.2,
+            label=f"spurious level (median) = {level:.3g}",
+            gid="spurious-level",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("init_scale α")
+    ax.set_ylabel(f"final gap L − L*  (≤ {GAP_FLOOR:g} drawn at {GAP_FLOOR:g})")
+    ax.set_title("final gap per run (Theorem 2)", fontsize=9)
+    ax.grid(True, which="major", alpha=0.25)
+    if points:
+        ax.legend(fontsize=7, loc="best")
+    return len(points)
+
+
+def _final_points(drawn: Sequence[TrainingRun]) -> list[tuple[str, float, float]]:
+    """(verdict, α, final gap clipped below at GAP_FLOOR; NaN when not finite) per judged run."""
+    points = []
+    for params, verdict, curve in drawn:
+        alpha = float(params.get("init_scale", math.nan))
+        if verdict is None or curve is None or not len(curve["gap"]) or not alpha > 0:
+            continue
+        gap = float(curve["gap"][-1])
+        points.append((verdict, alpha, max(gap, GAP_FLOOR) if math.isfinite(gap) else math.nan))
+    return points
 
 
 def _share_panel(

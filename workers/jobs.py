@@ -327,48 +327,69 @@ def _census_rows(spec: dict[str, Any], chunks: list[dict[str, Any]]) -> list[dic
     for width in spec["widths"]:
         mine = [c for c in chunks if c["width"] == width]
         total = sum(c["samples"] for c in mine)
-        count = {
-            v: sum(c["counts"][v] for c in mine) for v in ("global", "spurious", "no_local_min")
+        count: dict[str, int | None] = {
+            f"p_{v}": sum(c["counts"][v] for c in mine)
+            for v in ("global", "spurious", "no_local_min")
         }
         strict = [c["counts"].get("spurious_strict") for c in mine]
+        # None when a chunk was certified before the birth test existed
+        count["p_spurious_strict"] = None if None in strict else sum(strict)
         rows.append(
             {
                 "width": width,
                 "samples": total,
-                "p_global": count["global"] / total,
-                "p_spurious": count["spurious"] / total,
-                "p_no_local_min": count["no_local_min"] / total,
-                # None when a chunk was certified before the birth test existed
-                "p_spurious_strict": None if None in strict else sum(strict) / total,
+                **{k: None if c is None else c / total for k, c in count.items()},
                 "p_covered": sum(c["covered_sum"] for c in mine) / total,
+                **_intervals(count, total),
             }
         )
     return rows
 
 
-def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
-    shares = {
-        "p_global": "global_minimum",
-        "p_spurious": "spurious_local_minimum",
-        "p_saddle": "saddle_point",
-        "p_not_converged": "not_converged",
-        "p_diverged": "diverged",
+def _intervals(counts: dict[str, int | None], total: int) -> dict[str, list[float] | None]:
+    """Wilson 95% intervals of the shares counts / total, as <share>_ci; None for no samples
+    or an unknown count."""
+    from workers.landscape.census_records import wilson_interval
+
+    return {
+        f"{key}_ci": None if k is None else wilson_interval(k, total) for key, k in counts.items()
     }
+
+
+_SHARES = {
+    "p_global": "global_minimum",
+    "p_spurious": "spurious_local_minimum",
+    "p_saddle": "saddle_point",
+    "p_not_converged": "not_converged",
+    "p_diverged": "diverged",
+}
+
+
+def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
     groups = []
     for width in spec["widths"]:
         for scale in spec["init_scales"]:
             mine = [
                 r for r in runs if r.params["width"] == width and r.params["init_scale"] == scale
             ]
-            cell = [r.verdict for r in mine]
-            held = sum((r.final or {}).get("cone_global") is True for r in mine)
-            groups.append(
-                {
-                    "width": width,
-                    "init_scale": scale,
-                    "runs": len(cell),
-                    **{k: cell.count(v) / max(len(cell), 1) for k, v in shares.items()},
-                    "p_cone_global": held / max(len(cell), 1),
-                }
-            )
+            groups.append({"width": width, "init_scale": scale, **_group_shares(mine)})
     return groups
+
+
+def _group_shares(mine: Sequence[Run]) -> dict[str, Any]:
+    """A group's run count, verdict shares, p_cone_global, and Wilson 95% intervals of
+    p_global, p_spurious and p_cone_global (None for an empty group)."""
+    cell = [r.verdict for r in mine]
+    total = len(cell)
+    held = sum((r.final or {}).get("cone_global") is True for r in mine)
+    counted: dict[str, int | None] = {
+        "p_global": cell.count(_SHARES["p_global"]),
+        "p_spurious": cell.count(_SHARES["p_spurious"]),
+        "p_cone_global": held,
+    }
+    return {
+        "runs": total,
+        **{k: cell.count(v) / max(total, 1) for k, v in _SHARES.items()},
+        "p_cone_global": held / max(total, 1),
+        **_intervals(counted, total),
+    }

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ConeRecord", "summarize", "thresholds"]
+__all__ = ["WILSON_Z", "ConeRecord", "summarize", "thresholds", "wilson_interval"]
+
+#: The two-sided 95% normal quantile, Φ⁻¹(0.975).
+WILSON_Z = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ def summarize(records: Sequence[ConeRecord]) -> list[dict]:
     Returns:
         One dict per width, sorted by width, with keys width, samples, p_global, p_spurious,
         p_no_local_min, p_spurious_strict (spurious and strict; fractions of that width's
-        samples) and p_covered (mean ``covered``).
+        samples), p_covered (mean ``covered``), and for each of the four fractions its
+        Wilson 95% interval as <key>_ci = [lo, hi] (:func:`wilson_interval`).
     """
     by_width: dict[int, list[ConeRecord]] = {}
     for record in records:
@@ -91,21 +95,51 @@ def summarize(records: Sequence[ConeRecord]) -> list[dict]:
     for width in sorted(by_width):
         group = by_width[width]
         verdicts = [r.verdict for r in group]
+        counts = {
+            "p_global": verdicts.count("global"),
+            "p_spurious": verdicts.count("spurious"),
+            "p_no_local_min": verdicts.count("no_local_min"),
+            "p_spurious_strict": sum(r.verdict == "spurious" and r.strict is True for r in group),
+        }
         rows.append(
             {
                 "width": width,
                 "samples": len(group),
-                "p_global": verdicts.count("global") / len(group),
-                "p_spurious": verdicts.count("spurious") / len(group),
-                "p_no_local_min": verdicts.count("no_local_min") / len(group),
-                "p_spurious_strict": sum(
-                    r.verdict == "spurious" and r.strict is True for r in group
-                )
-                / len(group),
+                **{key: count / len(group) for key, count in counts.items()},
                 "p_covered": float(np.mean([r.covered for r in group])),
+                **{f"{key}_ci": wilson_interval(c, len(group)) for key, c in counts.items()},
             }
         )
     return rows
+
+
+def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> list[float] | None:
+    """The Wilson score interval of a binomial proportion k / n (95% for the default z).
+
+    With p = k / n, the interval is the set of proportions π with
+    |p - π| <= z sqrt(π (1 - π) / n), whose ends are
+    (k + z²/2 ± z sqrt(k (n - k) / n + z²/4)) / (n + z²).
+    At k = 0 the lower end is exactly 0, at k = n the upper end exactly 1
+    (Newcombe 1998, method 3; scipy's ``proportion_ci(method="wilson")``).
+
+    Args:
+        k: successes, 0 <= k <= n.
+        n: trials.
+        z: the normal quantile of the confidence level.
+
+    Returns:
+        [lo, hi] with 0 <= lo <= k / n <= hi <= 1, or None when n = 0 (no samples).
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return None
+    z2 = z * z
+    centre = (k + z2 / 2) / (n + z2)
+    half = z * math.sqrt(k * (n - k) / n + z2 / 4) / (n + z2)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return [lo, hi]
 
 
 def thresholds(rows: list[dict]) -> dict:
