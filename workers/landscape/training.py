@@ -10,6 +10,13 @@ runs that stop are frozen by a mask and dropped from the batch at the next chunk
 boundary; the step is a hand-fused closed-form forward/backward pass
 (training_kernels) compiled with ``torch.compile``, or eager.
 
+With ``stop_on_collapse``, both paths stop a run as "collapsed" at the first
+epoch where every neuron is inactive on all data (training_kernels.collapsed):
+the data term's gradient is then exactly 0 and GD only shrinks the weights
+towards the zero network, so the rest of the run would be wasted. Each run
+also gets the sharpness of L at its initial point (training_sharpness) and a
+warning when lr > 2 / sharpness.
+
 Loss: L(W, a) = (1/n) sum_k (f(x_k) - y_k)^2 + weight_decay (||W||_F^2 + ||a||^2).
 """
 
@@ -27,6 +34,7 @@ import torch
 from workers.landscape.training_curves import CURVE_COLUMNS, assemble_curves
 from workers.landscape.training_driver import Sweep, SweepConfig
 from workers.landscape.training_native import NativeSweep, load_library, supported
+from workers.landscape.training_sharpness import lr_warning, sharpness
 from workers.landscape.training_state import RUNNING, STATUS_NAMES, SweepState
 
 __all__ = [
@@ -55,13 +63,19 @@ class RunOutcome:
     """The end of one run.
 
     Attributes:
-        status: "converged" | "not_converged" | "diverged".
-        epoch: updates applied when it stopped.
+        status: "converged" | "not_converged" | "diverged" | "collapsed"
+            (every neuron inactive on all data, so the run can only decay to the
+            zero network; it stops at the first such epoch).
+        epoch: updates applied when it stopped (for "collapsed": the epoch at
+            which it collapsed).
         mse, reg_loss, grad_norm_sq, gap: at the final epoch (gap = reg_loss - optimum).
         num_neurons: distinct signed cones among neurons with |a_j| ||w_j|| > 1e-6.
         W: (width, d) float64 final inner weights.
         a: (width,) float64 final outer weights.
         curve: columns ``CURVE_COLUMNS``, each (points,); epoch and num_neurons int64.
+        sharpness_init: largest eigenvalue of the Hessian of L at the initial
+            point (full data; NaN if not finite).
+        lr_warning: a sentence when lr > 2 / sharpness_init, else None.
     """
 
     status: str
@@ -74,6 +88,8 @@ class RunOutcome:
     W: np.ndarray
     a: np.ndarray
     curve: dict[str, np.ndarray]
+    sharpness_init: float
+    lr_warning: str | None
 
 
 class SweepCancelled(Exception):
@@ -129,11 +145,14 @@ def train_sweep(
     on_checkpoint: Callable[[SweepState, int, int], bool] | None = None,
     compiled: bool = True,
     cpu_threads: int = 1,
+    stop_on_collapse: bool = False,
 ) -> list[RunOutcome]:
     """Train all runs together with full-batch GD or mini-batch SGD, in float64.
 
     Each run stops at the first epoch where ||grad L||^2 < grad_tol (converged),
-    where L or the gradient is not finite (diverged), or at max_epochs. Curve
+    where L or the gradient is not finite (diverged), where every neuron is
+    inactive on all data (collapsed; only with ``stop_on_collapse`` and when
+    2 lr weight_decay < 1), or at max_epochs, with that precedence. Curve
     points are taken at epoch 0, then whenever epoch >= previous * log_growth
     and >= previous + 1, and at each run's final epoch.
 
@@ -161,6 +180,14 @@ def train_sweep(
             runs over threads; torch.compile gets inductor's cpp.threads for
             this compilation only; -1: torch's thread count). One suits a
             worker with one process per core or a shared machine.
+        stop_on_collapse: stop a run, with status "collapsed", at the first
+            epoch where x_k . w_j <= 0 for every point and neuron. From there GD
+            can only shrink the weights by 1 - 2 lr weight_decay per epoch (the
+            data term's gradient is exactly 0), so the run would sit until
+            max_epochs or converge, after up to ~log(grad_tol)/(4 lr
+            weight_decay) epochs, to the zero network. Not part of the state's
+            fingerprint: a state resumes under either setting (runs already
+            stopped keep their status).
 
     Returns:
         One RunOutcome per run, in the order of ``runs``.
@@ -179,14 +206,17 @@ def train_sweep(
         max_epochs=int(max_epochs),
         grad_tol=float(grad_tol),
         log_growth=float(log_growth),
+        stop_on_collapse=bool(stop_on_collapse),
     )
     _validate(X, y, runs, config)
     fingerprint = _fingerprint(X, y, runs, config)
+    fresh = state is None
     if state is None:
-        state = _initial_state(X.shape[1], runs, fingerprint)
+        state = _initial_state(*_initial_weights(X.shape[1], runs), runs, fingerprint)
     elif state.fingerprint != fingerprint:
         raise ValueError("the state belongs to another sweep (data, runs or settings differ)")
     dev = torch.device(resolve_device(device, allow_cuda=True) if device == "auto" else device)
+    sharp = _initial_sharpness(X, y, config, runs, state if fresh else None, dev)
     sweep: Sweep | NativeSweep
     lib = None
     if compiled and supported(X.shape[0], optimizer, dev):
@@ -203,7 +233,7 @@ def train_sweep(
             last = time.monotonic()
     if on_checkpoint is not None:
         _checkpoint(sweep, on_checkpoint)
-    return _outcomes(state, runs, optimum)
+    return _outcomes(state, runs, optimum, sharp, config.lr)
 
 
 def _checkpoint(
@@ -229,20 +259,46 @@ def _validate(X: np.ndarray, y: np.ndarray, runs: Sequence[RunSpec], config: Swe
 
 def _fingerprint(X: np.ndarray, y: np.ndarray, runs: Sequence[RunSpec], config: SweepConfig) -> str:
     digest = hashlib.sha256(X.tobytes() + y.tobytes()).hexdigest()
+    settings = {k: v for k, v in config.__dict__.items() if k != "stop_on_collapse"}
     spec = {
         "data": [list(X.shape), digest],
-        "config": config.__dict__,
+        "config": settings,
         "runs": [[r.width, float(r.init_scale), int(r.seed)] for r in runs],
     }
     return json.dumps(spec, sort_keys=True)
 
 
-def _initial_state(d: int, runs: Sequence[RunSpec], fingerprint: str) -> SweepState:
+def _initial_weights(d: int, runs: Sequence[RunSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """(R, m, d) and (R, m) initial weights, narrower runs padded with zero neurons."""
     m = max(r.width for r in runs)
     W = np.zeros((len(runs), m, d))
     a = np.zeros((len(runs), m))
     for i, r in enumerate(runs):
         W[i, : r.width], a[i, : r.width] = init_network(d, r.width, r.init_scale, r.seed)
+    return W, a
+
+
+def _initial_sharpness(
+    X: np.ndarray,
+    y: np.ndarray,
+    config: SweepConfig,
+    runs: Sequence[RunSpec],
+    fresh: SweepState | None,
+    device: torch.device,
+) -> np.ndarray:
+    """(R,) sharpness of L at each run's initial point: from a fresh state's weights,
+    or from the initialisation rebuilt (a resumed state holds later weights)."""
+    if fresh is not None:
+        W, a = fresh.W, fresh.a
+    else:
+        W, a = _initial_weights(X.shape[1], runs)
+    widths = np.array([r.width for r in runs])
+    return sharpness(X, y, config.weight_decay, W, a, widths, device=device)
+
+
+def _initial_state(
+    W: np.ndarray, a: np.ndarray, runs: Sequence[RunSpec], fingerprint: str
+) -> SweepState:
     seeds = np.array([r.seed for r in runs], dtype=np.int64)  # negative seeds wrap
     return SweepState(
         fingerprint=fingerprint,
@@ -262,7 +318,9 @@ def _initial_state(d: int, runs: Sequence[RunSpec], fingerprint: str) -> SweepSt
     )
 
 
-def _outcomes(state: SweepState, runs: Sequence[RunSpec], optimum: float) -> list[RunOutcome]:
+def _outcomes(
+    state: SweepState, runs: Sequence[RunSpec], optimum: float, sharp: np.ndarray, lr: float
+) -> list[RunOutcome]:
     curves = assemble_curves(
         state.curve_run, state.curve_epoch, state.curve_stats, len(runs), optimum
     )
@@ -281,6 +339,8 @@ def _outcomes(state: SweepState, runs: Sequence[RunSpec], optimum: float) -> lis
                 W=state.W[i, : r.width].copy(),
                 a=state.a[i, : r.width].copy(),
                 curve=curves[i],
+                sharpness_init=float(sharp[i]),
+                lr_warning=lr_warning(lr, float(sharp[i])),
             )
         )
     return outcomes

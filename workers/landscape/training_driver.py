@@ -29,6 +29,7 @@ from workers.landscape.training_curves import (
     shuffle_permutations,
 )
 from workers.landscape.training_state import (
+    COLLAPSED,
     CONVERGED,
     DIVERGED,
     NOT_CONVERGED,
@@ -51,6 +52,14 @@ class SweepConfig:
     max_epochs: int
     grad_tol: float
     log_growth: float
+    stop_on_collapse: bool = False
+
+    @property
+    def detects_collapse(self) -> bool:
+        """Whether a run stops as collapsed when every neuron is inactive on all
+        data: when ``stop_on_collapse`` and ``2 lr weight_decay < 1``, where such
+        a state is absorbing (see training_kernels.collapsed)."""
+        return self.stop_on_collapse and 2.0 * self.lr * self.weight_decay < 1.0
 
 
 class Sweep:
@@ -89,6 +98,7 @@ class Sweep:
             scalar(config.grad_tol),
         )
         self.max_epochs = scalar(config.max_epochs, torch.int64)
+        self.collapse = scalar(config.detects_collapse, torch.bool)
 
         def kernel(fn: Callable[..., Any], batched: int = 4) -> kernels.Kernel:
             return kernels.Kernel(fn, batched, compiled, device, cpu_threads)
@@ -144,13 +154,13 @@ class Sweep:
             epoch += 1
         st.global_epoch = end
         self._store_records(epochs, records)
-        self._finalise(metrics[:4])
+        self._finalise(metrics[:5])
 
     def _gd_steps(self) -> tuple[torch.Tensor, ...]:
         """``STEPS_PER_CALL`` GD epochs in one call; returns the last step's metrics."""
         out = self.gd_steps(
             self.W, self.a, self.active, self.epoch, self.X, self.y,
-            self.lam, self.lr, self.tol, self.max_epochs,
+            self.lam, self.lr, self.tol, self.max_epochs, self.collapse,
         )  # fmt: skip
         self.W, self.a, self.active, self.epoch = out[:4]
         return tuple(out[4:])
@@ -159,21 +169,21 @@ class Sweep:
         """One epoch of every active run.
 
         Returns:
-            (mse, loss, gns, pns) at the weights before the step, followed, when
-            ``record``, by their Gram matrices and cone codes.
+            (mse, loss, gns, pns, dead) at the weights before the step, followed,
+            when ``record``, by their Gram matrices and cone codes.
         """
         if self.config.optimizer == "gd":
             step = self.gd_step_record if record else self.gd_step
             out = step(
                 self.W, self.a, self.active, self.epoch, self.X, self.y,
-                self.lam, self.lr, self.tol, self.max_epochs,
+                self.lam, self.lr, self.tol, self.max_epochs, self.collapse,
             )  # fmt: skip
             self.W, self.a, self.active, self.epoch = out[:4]
             return tuple(out[4:])
         evaluate = self.evaluate_record if record else self.evaluate
         alive, *metrics = evaluate(
             self.W, self.a, self.active, self.epoch, self.X, self.y,
-            self.lam, self.tol, self.max_epochs,
+            self.lam, self.tol, self.max_epochs, self.collapse,
         )  # fmt: skip
         n, size = self.X.shape[0], int(self.config.batch_size or 1)
         keys = self.state.shuffle_keys[np.maximum(self.ids, 0)]
@@ -190,7 +200,7 @@ class Sweep:
         """Move a chunk's curve points to the state (one transfer per chunk)."""
         if not records:
             return
-        active, mse, loss, gns, pns, grams, codes = (
+        active, mse, loss, gns, pns, _, grams, codes = (
             torch.stack(c) for c in zip(*records, strict=True)
         )
         neurons = count_cones(codes.flatten(0, 1), self.X.shape[0] + 1).view(active.shape)
@@ -203,7 +213,7 @@ class Sweep:
         """Record runs that stopped during the chunk, then drop them from the batch.
 
         A stopped run is frozen, so the metrics of the chunk's last step are its
-        metrics at its final epoch.
+        metrics at its final epoch. ``metrics``: (mse, loss, gns, pns, dead).
         """
         st = self.state
         active = self.active.cpu().numpy()
@@ -212,7 +222,7 @@ class Sweep:
             return
         rows = torch.tensor(stopped, device=self.device)
         W, a = self.W[rows], self.a[rows]
-        mse, loss, gns, pns = (m[rows] for m in metrics)
+        mse, loss, gns, pns, dead = (m[rows] for m in metrics)
         stats = point_stats(W, a, self.X, (mse, loss, gns, pns)).cpu().numpy()
         ids = self.ids[stopped]
         st.epoch[ids] = self.epoch[rows].cpu().numpy()
@@ -221,7 +231,8 @@ class Sweep:
         st.final[ids] = stats
         finite = np.isfinite(stats[:, 1]) & np.isfinite(stats[:, 2])
         converged = stats[:, 2] < self.config.grad_tol
-        st.status[ids] = np.where(~finite, DIVERGED, np.where(converged, CONVERGED, NOT_CONVERGED))
+        stuck = np.where(dead.cpu().numpy(), COLLAPSED, NOT_CONVERGED)
+        st.status[ids] = np.where(~finite, DIVERGED, np.where(converged, CONVERGED, stuck))
         new = st.last_point[ids] != st.epoch[ids]
         st.add_points(ids[new], st.epoch[ids][new], stats[new])
         keep = np.flatnonzero(active & (self.ids >= 0))

@@ -61,21 +61,41 @@ def evaluate(
     return mse, loss, grad_norm_sq, param_norm_sq, grad_W, grad_a, Z
 
 
+def collapsed(Z: Tensor, enabled: Tensor) -> Tensor:
+    """(R,) bool: runs whose network has collapsed, when ``enabled``.
+
+    Every neuron is inactive on every point (``x_k . w_j <= 0`` for all k, j;
+    zero neurons included), so f = 0 on the data and the gradient of the data
+    term is exactly 0 (relu'(0) = 0). A GD or SGD update then only multiplies
+    the weights by ``1 - 2 lr lam``, which keeps every preactivation's sign when
+    ``2 lr lam < 1``: the run can never leave the state and decays to the zero
+    network. (training_driver.SweepConfig.detects_collapse enables the test
+    only then: with ``2 lr lam >= 1`` the weights flip sign or grow instead.)
+
+    Args:
+        Z: (R, n, m) preactivations. enabled: () bool.
+    """
+    return ~(Z > 0).flatten(1).any(1) & enabled
+
+
 def still_running(
     active: Tensor,
     epoch: Tensor,
     loss: Tensor,
     grad_norm_sq: Tensor,
+    dead: Tensor,
     tol: Tensor,
     max_epochs: Tensor,
 ) -> Tensor:
     """(R,) bool: runs that take another step after being evaluated at ``epoch``.
 
     A run stops when its loss or gradient is not finite (diverged), when
-    ``grad_norm_sq < tol`` (converged) or when ``epoch == max_epochs``.
+    ``grad_norm_sq < tol`` (converged), when ``dead`` (collapsed, see
+    ``collapsed``) or when ``epoch == max_epochs``; the final status takes them
+    in that order of precedence.
     """
     finite = torch.isfinite(loss) & torch.isfinite(grad_norm_sq)
-    return active & finite & (grad_norm_sq >= tol) & (epoch < max_epochs)
+    return active & finite & (grad_norm_sq >= tol) & ~dead & (epoch < max_epochs)
 
 
 def _gd(
@@ -89,12 +109,14 @@ def _gd(
     lr: Tensor,
     tol: Tensor,
     max_epochs: Tensor,
+    collapse: Tensor,
 ) -> tuple[Tensor, ...]:
     mse, loss, gns, pns, gW, ga, Z = evaluate(W, a, X, y, lam)
-    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
+    dead = collapsed(Z, collapse)
+    alive = still_running(active, epoch, loss, gns, dead, tol, max_epochs)
     W_new = torch.where(alive.view(-1, 1, 1), W - lr * gW, W)
     a_new = torch.where(alive.view(-1, 1), a - lr * ga, a)
-    return W_new, a_new, alive, epoch + alive.to(epoch.dtype), mse, loss, gns, pns, Z
+    return W_new, a_new, alive, epoch + alive.to(epoch.dtype), mse, loss, gns, pns, dead, Z
 
 
 def gd_step(*args: Tensor) -> tuple[Tensor, ...]:
@@ -107,12 +129,14 @@ def gd_step(*args: Tensor) -> tuple[Tensor, ...]:
         X: (n, d), y: (n,): the data.
         lam, lr, tol: () float64 weight decay, learning rate and grad_tol.
         max_epochs: () int64.
+        collapse: () bool, whether runs stop as collapsed (see ``collapsed``).
 
     Returns:
-        ``(W, a, active, epoch, mse, loss, grad_norm_sq, param_norm_sq)``: the new
-        weights, mask and epochs, and the (R,) metrics at the weights passed in.
+        ``(W, a, active, epoch, mse, loss, grad_norm_sq, param_norm_sq, dead)``:
+        the new weights, mask and epochs, and the (R,) metrics at the weights
+        passed in (``dead``: bool, see ``collapsed``).
     """
-    return _gd(*args)[:8]
+    return _gd(*args)[:9]
 
 
 def gd_steps(*args: Tensor) -> tuple[Tensor, ...]:
@@ -126,7 +150,7 @@ def gd_steps(*args: Tensor) -> tuple[Tensor, ...]:
     for _ in range(STEPS_PER_CALL):
         out = _gd(*state, *rest)
         state = out[:4]
-    return out[:8]
+    return out[:9]
 
 
 def gd_step_record(*args: Tensor) -> tuple[Tensor, ...]:
@@ -134,7 +158,7 @@ def gd_step_record(*args: Tensor) -> tuple[Tensor, ...]:
     (R, d, d) Gram matrices and the (R, m, words) cone codes."""
     W, a = args[0], args[1]
     out = _gd(*args)
-    return (*out[:8], gram(W), cone_codes(out[8], W, a))
+    return (*out[:9], gram(W), cone_codes(out[9], W, a))
 
 
 def _full(
@@ -147,28 +171,31 @@ def _full(
     lam: Tensor,
     tol: Tensor,
     max_epochs: Tensor,
+    collapse: Tensor,
 ) -> tuple[Tensor, ...]:
     mse, loss, gns, pns, _, _, Z = evaluate(W, a, X, y, lam)
-    alive = still_running(active, epoch, loss, gns, tol, max_epochs)
-    return alive, mse, loss, gns, pns, Z
+    dead = collapsed(Z, collapse)
+    alive = still_running(active, epoch, loss, gns, dead, tol, max_epochs)
+    return alive, mse, loss, gns, pns, dead, Z
 
 
 def full_evaluation(*args: Tensor) -> tuple[Tensor, ...]:
     """Metrics on the full data and the stopping rule, without an update (SGD).
 
-    Args (positional): W, a, active, epoch, X, y, lam, tol, max_epochs (see gd_step).
+    Args (positional): W, a, active, epoch, X, y, lam, tol, max_epochs, collapse
+    (see gd_step).
 
     Returns:
-        ``(alive, mse, loss, grad_norm_sq, param_norm_sq)``, each (R,).
+        ``(alive, mse, loss, grad_norm_sq, param_norm_sq, dead)``, each (R,).
     """
-    return _full(*args)[:5]
+    return _full(*args)[:6]
 
 
 def full_evaluation_record(*args: Tensor) -> tuple[Tensor, ...]:
     """``full_evaluation`` plus the Gram matrices and cone codes (see gd_step_record)."""
     W, a = args[0], args[1]
     out = _full(*args)
-    return (*out[:5], gram(W), cone_codes(out[5], W, a))
+    return (*out[:6], gram(W), cone_codes(out[6], W, a))
 
 
 def minibatch_update(

@@ -7,7 +7,11 @@ at curve-point epochs it also returns the statistics of the point: mse, loss,
 grad_norm_sq, param_norm_sq, the effective rank (from the eigenvalues of the
 d×d Gram matrix ``W Wᵀ`` by cyclic Jacobi rotations, as in
 ``training_curves.effective_rank``) and the number of distinct signed cones
-(cone codes sorted per point).
+(cone codes sorted per point). With ``stop_on_collapse`` it also stops a run at
+the first epoch where every preactivation is <= 0 (``all_inactive``: a scan of Z
+that exits at the first positive entry, so a live run pays a few comparisons: a
+1024-run, 3000-epoch sweep at width 100, n = d = 4 took 2.94 s with and without
+it, best of 5).
 
 The C source is compiled with the system C compiler at first use (about 0.3 s)
 into the kernel cache (training_native_cache: a private directory, owner-checked
@@ -137,6 +141,15 @@ static void evaluate(const Problem *p, const double *W, const double *a, double 
     out4[3] = pns;
 }
 
+/* 1 when no neuron is active on any point (every x_k . w_j <= 0, Z is (n, m)): the
+ * data term then has zero gradient and GD only shrinks the weights (collapse). */
+static int all_inactive(const Problem *p, const double *Z) {
+    const int64_t nm = N_(p->n) * M_(p->m);
+    for (int64_t c = 0; c < nm; ++c)
+        if (Z[c] > 0.0) return 0;
+    return 1;
+}
+
 static int cmp_u64(const void *x, const void *y) {
     const uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
     return (a > b) - (a < b);
@@ -230,17 +243,19 @@ static void point(const Problem *p, const double *W, const double *a, const doub
 /*
  * Runs r in [r0, r1) with status[r] == 0 (running) take epochs start..end-1.
  * At each epoch e: evaluate; if e == rec_epochs[q], write point q of run r;
- * stop (status 1 converged, 2 max_epochs, 3 diverged; final statistics
- * written) when the loss or gradient is not finite, grad_norm_sq < tol or
- * e == max_epochs; otherwise update. epoch[r] ends at the stop epoch or end.
+ * stop (status 1 converged, 2 max_epochs, 3 diverged, 4 collapsed; final
+ * statistics written) when the loss or gradient is not finite, grad_norm_sq <
+ * tol, every neuron is inactive on all data (when collapse != 0) or e ==
+ * max_epochs, with that precedence; otherwise update. epoch[r] ends at the stop
+ * epoch or end.
  * W (R, d, m), a (R, m); statistics (mse, loss, grad_norm_sq, param_norm_sq,
  * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6).
  * Returns 0, or -1 if out of memory.
  */
 int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
              const double *y, double lam, double lr, double tol, double threshold,
-             int64_t max_epochs, double *W, double *a, int64_t *epoch, int8_t *status,
-             int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
+             int64_t max_epochs, int64_t collapse, double *W, double *a, int64_t *epoch,
+             int8_t *status, int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
              double *rec_stats, double *final_stats) {
     m = M_(m), n = N_(n), d = D_(d);
     const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
@@ -257,7 +272,8 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
             double s[6];
             evaluate(&p, Wr, ar, Z, G, gW, ga, s);
             const int finite = isfinite(s[1]) && isfinite(s[2]);
-            const int alive = finite && s[2] >= tol && e < max_epochs;
+            const int dead = finite && s[2] >= tol && collapse && all_inactive(&p, Z);
+            const int alive = finite && s[2] >= tol && !dead && e < max_epochs;
             const int record = q < K && rec_epochs[q] == e;
             if (record || !alive) point(&p, Wr, ar, Z, codes, g, s);
             if (record) {
@@ -266,7 +282,7 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
             }
             if (!alive) {
                 for (int c = 0; c < 6; ++c) final_stats[r * 6 + c] = s[c];
-                status[r] = !finite ? 3 : (s[2] < tol ? 1 : 2);
+                status[r] = !finite ? 3 : (s[2] < tol ? 1 : (dead ? 4 : 2));
                 break;
             }
             for (int64_t c = 0; c < d * m; ++c) Wr[c] = Wr[c] - lr * gW[c];
@@ -314,7 +330,7 @@ def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
             return None
         i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
         lib.gd_chunk.restype = ctypes.c_int
-        lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] + [ptr] * 4
+        lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] * 2 + [ptr] * 4
         lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr]
         _libraries[family] = lib
         return lib
@@ -405,7 +421,7 @@ class NativeSweep:
         fixed = (
             self.m, self.n, self.d, self.X.ctypes.data, self.y.ctypes.data,
             cfg.weight_decay, cfg.lr, cfg.grad_tol, NEURON_THRESHOLD**2,
-            cfg.max_epochs, self.W.ctypes.data, self.a.ctypes.data,
+            cfg.max_epochs, int(cfg.detects_collapse), self.W.ctypes.data, self.a.ctypes.data,
             self.epoch.ctypes.data, self.status.ctypes.data, start, end,
             buffers[0].ctypes.data, buffers[0].size,
             *(b.ctypes.data for b in buffers[1:]),

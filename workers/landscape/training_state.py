@@ -8,8 +8,13 @@ from typing import Any
 
 import numpy as np
 
-RUNNING, CONVERGED, NOT_CONVERGED, DIVERGED = 0, 1, 2, 3
-STATUS_NAMES = {CONVERGED: "converged", NOT_CONVERGED: "not_converged", DIVERGED: "diverged"}
+RUNNING, CONVERGED, NOT_CONVERGED, DIVERGED, COLLAPSED = 0, 1, 2, 3, 4
+STATUS_NAMES = {
+    CONVERGED: "converged",
+    NOT_CONVERGED: "not_converged",
+    DIVERGED: "diverged",
+    COLLAPSED: "collapsed",
+}
 
 
 @dataclass
@@ -25,7 +30,9 @@ class SweepState:
         a: (R, m) float64 outer weights.
         widths: (R,) int64.
         epoch: (R,) int64 updates applied to each run.
-        status: (R,) int8, ``RUNNING``, ``CONVERGED``, ``NOT_CONVERGED`` or ``DIVERGED``.
+        status: (R,) int8, ``RUNNING``, ``CONVERGED``, ``NOT_CONVERGED``, ``DIVERGED``
+            or ``COLLAPSED`` (stopped at the first epoch where every neuron was
+            inactive on all data; see training_kernels.still_running).
         final: (R, 6) float64 statistics at the final epoch (``STAT_COLUMNS`` of
             training_curves); NaN while running.
         shuffle_keys: (R,) uint64 per-run keys of the SGD shuffles. The shuffle of
