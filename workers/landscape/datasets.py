@@ -81,6 +81,27 @@ def teacher(n: int, d: int, teacher_width: int, seed: int) -> tuple[np.ndarray, 
     return X, _teacher_labels(X, teacher_width, rng)
 
 
+def teacher_test_points(
+    n: int, d: int, teacher_width: int, seed: int, n_test: int, test_seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh N(0, 1) inputs labelled by the teacher of ``teacher(n, d, teacher_width, seed)``.
+
+    The teacher is drawn as there, after the n training inputs from ``default_rng(seed)``;
+    the test inputs come from their own stream ``default_rng([test_seed, seed])``, so they
+    are fresh even when test_seed == seed.
+
+    Returns:
+        X_test: (n_test, d) float64, y_test: (n_test,) float64.
+    """
+    n, d, teacher_width, n_test = _positive_ints(
+        n=n, d=d, teacher_width=teacher_width, n_test=n_test
+    )
+    rng = np.random.default_rng(seed)
+    rng.standard_normal((n, d))  # the training inputs: the teacher comes after them
+    X_test = np.random.default_rng([test_seed, seed]).standard_normal((n_test, d))
+    return X_test, _teacher_labels(X_test, teacher_width, rng)
+
+
 def _haar_orthogonal(d: int, rng: np.random.Generator) -> np.ndarray:
     """A Haar-distributed (d, d) orthogonal matrix: QR of a Gaussian, R's diagonal made positive."""
     Q, R = np.linalg.qr(rng.standard_normal((d, d)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from workers.landscape.convex import global_optimum
-from workers.landscape.datasets import teacher, theorem2
+from workers.landscape.datasets import teacher, teacher_test_points, theorem2
 from workers.landscape.network import forward, loss
 from workers.landscape.training import RunSpec, init_network, train_sweep
 from workers.landscape.training_after import (
@@ -21,19 +21,6 @@ from workers.landscape.training_after import (
 
 # SCIENCE §8: one point x = (0.6, 0.8, 0), y = 1.5, weight decay 0.1 -> optimum 0.29.
 X1, Y1, LAM1, OPT1 = np.array([[0.6, 0.8, 0.0]]), np.array([1.5]), 0.1, 0.29
-
-
-def stub_teacher_test_points(
-    n: int, d: int, teacher_width: int, seed: int, n_test: int, test_seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stand-in for the proposed datasets.teacher_test_points: fresh Gaussian inputs
-    labelled by the teacher of ``teacher(n, d, teacher_width, seed)`` (drawn, as
-    there, after the n training inputs from default_rng(seed))."""
-    rng = np.random.default_rng(seed)
-    rng.standard_normal((n, d))
-    T, b = rng.standard_normal((teacher_width, d)), rng.standard_normal(teacher_width)
-    X_test = np.random.default_rng([test_seed, seed]).standard_normal((n_test, d))
-    return X_test, np.maximum(X_test @ T.T, 0.0) @ b
 
 
 def test_held_out_mse_by_hand() -> None:
@@ -103,16 +90,16 @@ def test_the_zero_network_is_a_saddle_unless_it_is_the_global_minimum() -> None:
 
 
 def test_teacher_test_points_come_from_the_training_teacher() -> None:
-    """The stub labels the training inputs exactly as datasets.teacher does, its
+    """The test points' labels come from the training data's teacher, its
     test inputs are fresh, and the teacher network itself has held-out error 0."""
     X, y = teacher(6, 3, 4, seed=5)
-    X_same, y_same = stub_teacher_test_points(6, 3, 4, 5, n_test=6, test_seed=5)
+    X_same, y_same = teacher_test_points(6, 3, 4, 5, n_test=6, test_seed=5)
     assert not np.allclose(X_same, X)  # test_seed == seed still gives fresh points
     rng = np.random.default_rng(5)
     rng.standard_normal((6, 3))
     T, b = rng.standard_normal((4, 3)), rng.standard_normal(4)
     np.testing.assert_array_equal(forward(X, T, b), y)
-    X_test, y_test = stub_teacher_test_points(6, 3, 4, 5, n_test=200, test_seed=1)
+    X_test, y_test = teacher_test_points(6, 3, 4, 5, n_test=200, test_seed=1)
     assert held_out_mse(T, b, X_test, y_test) == pytest.approx(0.0, abs=1e-28)
     np.testing.assert_array_equal(forward(X_same, T, b), y_same)
     out = train_sweep(X, y, 1e-2, [RunSpec(20, 0.5, 0)], lr=0.05, max_epochs=2_000, optimum=0.0)
