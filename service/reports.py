@@ -28,6 +28,7 @@ VERDICTS = (  # (verdict, share key in result["groups"], label, colour, end mark
     ("saddle_point", "p_saddle", "saddle point", "#f4a261", "D"),
     ("not_converged", "p_not_converged", "not converged", "#8d99ae", "s"),
     ("diverged", "p_diverged", "diverged", "#264653", "^"),
+    ("collapsed", "p_collapsed", "collapsed to zero", "#6d597a", "v"),
 )
 _MARKERS = {v[0]: v[4] for v in VERDICTS}
 TrainingRun = tuple[dict[str, Any], str | None, dict[str, np.ndarray] | None]

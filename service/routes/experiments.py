@@ -39,6 +39,7 @@ Verdict = Literal[
     "saddle_point",
     "not_converged",
     "diverged",
+    "collapsed",
     "global",
     "spurious",
     "no_local_min",

@@ -15,6 +15,11 @@ cone's minimiser: a global minimum when the cone holds one, else a spurious loca
 when that minimiser is Clarke stationary (the census's test, ``census_classify.classify``),
 else a saddle point (the minimiser is not a local minimum, so the run would leave the cone).
 
+A run stopped because it collapsed to the zero network (every neuron inactive on all data:
+from there it can only decay to zero) is ``collapsed``; its cone value is the zero network's
+loss, and ``projected_verdict`` says what the zero network is (``training_after``): a global
+minimum when it attains the optimum, else a saddle point, never a spurious minimum.
+
 Units. Every tolerance is relative (:func:`loss_tolerance`), and cones are found and solved at
 unit scale (``scaling.py``), so the verdicts do not change when y and λ are multiplied by the
 same c (which multiplies L by c²), nor when X is scaled with λ. The only absolute numbers are
@@ -34,6 +39,7 @@ from workers.landscape.census_solver import RestrictedSolver
 from workers.landscape.network import signed_cones_of
 from workers.landscape.scaling import Scaling
 from workers.landscape.stationarity import birth_test
+from workers.landscape.training_after import zero_network_verdict
 
 VERDICTS = (
     "global_minimum",
@@ -41,6 +47,7 @@ VERDICTS = (
     "saddle_point",
     "not_converged",
     "diverged",
+    "collapsed",
 )
 
 #: The default of ``relative_tolerance`` (shared/API.md, "Tolerances").
@@ -183,6 +190,10 @@ class VerdictJudge:
         """The verdict of one run from its stopping status, final loss and weights."""
         if status == "diverged" or not np.isfinite(reg_loss):
             return Verdict("diverged", None)
+        if status == "collapsed":  # it can only decay to the zero network (training_after)
+            limit = zero_network_verdict(self.y, self.optimum, self.tolerance)
+            zero = float(np.mean(self.y**2))
+            return Verdict("collapsed", zero, limit == "global_minimum", limit)
         at_optimum = reg_loss - self.optimum <= self.tolerance
         if status == "converged" and at_optimum:
             return Verdict("global_minimum", None, True)
