@@ -157,12 +157,20 @@ def optimum_output_bytes(n: int, d: int, patterns: int) -> int:
     return 400 + k * (24 * d + n + 60)
 
 
-def result_bytes(kind: str, *, widths: int, init_scales: int) -> int:
-    """The experiment's result JSON beyond the optimum's neurons."""
+def result_bytes(
+    kind: str, *, widths: int, init_scales: int, optima: int = 1, cells: int = 1
+) -> int:
+    """The experiment's result JSON beyond the optimum's neurons.
+
+    ``optima``: the realisations (census) or (data seed, weight decay) pairs, each listed
+    in ``optima`` when more than one; ``cells``: the census realisations, each with its
+    own row per width (``by_data_seed``), or the training (data seed, λ, lr) cells.
+    """
+    listed = 0 if optima == 1 and cells == 1 else 120 * optima
     if kind == "census":
-        return 400 + 220 * widths
+        return 400 + 220 * widths * (1 + (cells if cells > 1 else 0)) + listed
     if kind == "training":
-        return 200 + 260 * widths * init_scales
+        return 200 + 260 * widths * init_scales * cells + listed
     return 0
 
 

@@ -28,7 +28,10 @@ def run_rows(
     Returns:
         Dicts with id, index, status, verdict, then the params (nested keys
         joined with "_"), then `final` as final_<field> for training, or the
-        width's row fields (samples, p_global, ...) for a census.
+        width's row fields (samples, p_global, ...) for a census. A training
+        sweep's params add data_seed, weight_decay and lr, each only when the
+        spec sweeps it, so those columns appear exactly then; a census over
+        data_seeds pools them per width, with `by_data_seed` as one JSON column.
     """
     by_width = {r.get("width"): r for r in (result or {}).get("rows") or []}
     out = []

@@ -18,7 +18,16 @@ import numpy as np
 
 from service import budgets
 from service.config import Settings
-from service.specs import CensusSpec, CustomDataset, OptimumSpec, TrainingSpec
+from service.specs import (
+    CensusSpec,
+    CustomDataset,
+    OptimumSpec,
+    TrainingSpec,
+    realisations,
+    swept,
+    training_grid,
+    weight_decays,
+)
 
 
 class SpecRejected(ValueError):
@@ -97,13 +106,28 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
     where = ("body", "dataset")
     _budget(optimum, budgets.optimum(n, d, patterns), settings, where, where)
     if isinstance(spec, CensusSpec):
+        seeds = realisations(spec.data_seeds)
         return Plan(
-            items=[optimum, *_census_chunks(spec, settings, patterns)],
-            runs=[{"width": w, "samples": spec.samples_per_width} for w in spec.widths],
+            items=[*_optima(spec, optimum), *_census_chunks(spec, settings, patterns)],
+            runs=[
+                {"width": w, "samples": len(seeds) * spec.samples_per_width} for w in spec.widths
+            ],
         )
     if isinstance(spec, TrainingSpec):
-        return _training_plan(spec, settings, optimum, patterns)
+        return _training_plan(spec, settings, _optima(spec, optimum), patterns)
     return Plan(items=[optimum])
+
+
+def _optima(spec: CensusSpec | TrainingSpec, optimum: dict[str, Any]) -> list[dict[str, Any]]:
+    """One optimum item per (data seed, weight decay): the payload names the swept ones
+    (an empty payload, as before the sweeps, when nothing is swept)."""
+    flags = swept(_grid_json(spec))
+    items = []
+    for data_seed in realisations(spec.data_seeds):
+        for lam in weight_decays(spec):
+            cell = {"data_seed": data_seed, "weight_decay": lam}
+            items.append({**optimum, "payload": {k: v for k, v in cell.items() if flags[k]}})
+    return items
 
 
 Loc = tuple[str | int, ...]
@@ -139,38 +163,48 @@ def census_chunk_size(width: int, samples: int) -> int:
     return min(size, max(1, -(-samples // 2)))  # at least two chunks, so two workers share
 
 
+def _grid_json(spec: CensusSpec | TrainingSpec) -> dict[str, Any]:
+    """The spec's JSON as stored, without the dataset (custom X can be large)."""
+    keys = {"data_seeds", "weight_decay", "optimizer", "widths", "init_scales", "seeds"}
+    return spec.model_dump(mode="json", include=keys)
+
+
 def _census_chunks(spec: CensusSpec, settings: Settings, patterns: int) -> list[dict[str, Any]]:
+    """The census's chunks, realisation by realisation. Sample indices run on across the
+    realisations (realisation r holds [r S, (r + 1) S) for S samples per width), so that
+    each cone has its own RNG stream and key; a payload names its data seed when swept."""
     n, d = spec.dataset.n, spec.dataset.d
+    per = spec.samples_per_width
     items = []
-    for width in spec.widths:
-        size = census_chunk_size(width, spec.samples_per_width)
-        for start in range(0, spec.samples_per_width, size):
-            stop = min(start + size, spec.samples_per_width)
-            item: dict[str, Any] = {
-                "task": "census_chunk",
-                "queue": "cpu",
-                "stage": 1,
-                "progress_total": stop - start,
-                "payload": {"width": width, "start": start, "stop": stop},
-            }
-            uniform = spec.sampling == "uniform"
-            est = budgets.census_chunk(
-                n, d, patterns, width=width, cones=stop - start, uniform=uniform
-            )
-            _budget(item, est, settings, ("body", "widths"), ("body", "samples_per_width"))
-            items.append(item)
+    for r, data_seed in enumerate(realisations(spec.data_seeds)):
+        named = {} if data_seed is None else {"data_seed": data_seed}
+        for width in spec.widths:
+            size = census_chunk_size(width, per)
+            for start in range(0, per, size):
+                stop = min(start + size, per)
+                item: dict[str, Any] = {
+                    "task": "census_chunk",
+                    "queue": "cpu",
+                    "stage": 1,
+                    "progress_total": stop - start,
+                    "payload": {"width": width, "start": r * per + start, "stop": r * per + stop}
+                    | named,
+                }
+                uniform = spec.sampling == "uniform"
+                est = budgets.census_chunk(
+                    n, d, patterns, width=width, cones=stop - start, uniform=uniform
+                )
+                _budget(item, est, settings, ("body", "widths"), ("body", "samples_per_width"))
+                items.append(item)
     return items
 
 
 def _training_plan(
-    spec: TrainingSpec, settings: Settings, optimum: dict[str, Any], patterns: int
+    spec: TrainingSpec, settings: Settings, optima: list[dict[str, Any]], patterns: int
 ) -> Plan:
-    runs = [
-        {"width": w, "init_scale": a, "seed": s}
-        for w in spec.widths
-        for a in spec.init_scales
-        for s in range(spec.seeds)
-    ]
+    """Batches of at most TRAINING_BATCH_RUNS runs, each within one (data seed, weight
+    decay, lr) cell of the grid (``training_grid``), since a batch trains one X, y, λ, lr."""
+    runs = training_grid(_grid_json(spec))
     # "auto" prefers a GPU worker and falls back to the CPU ones (service/fleet.py).
     queue = "cpu" if spec.device == "cpu" else "gpu"
     fallback = "cpu" if spec.device == "auto" else None
@@ -178,31 +212,33 @@ def _training_plan(
     n, d = spec.dataset.n, spec.dataset.d
     opt = spec.optimizer
     steps = -(-n // opt.batch_size) if opt.name == "sgd" and opt.batch_size else 1
+    block = len(runs) // spec.num_cells
     items = []
-    for start in range(0, len(runs), size):
-        batch = runs[start : start + size]
-        item: dict[str, Any] = {
-            "task": "training_batch",
-            "queue": queue,
-            "fallback": fallback,
-            "stage": 1,
-            "progress_total": len(batch),
-            "payload": {"runs": [start, start + len(batch)]},
-        }
-        est = budgets.training_batch(
-            n,
-            d,
-            patterns,
-            runs=len(batch),
-            width=int(max(r["width"] for r in batch)),
-            epochs=spec.max_epochs,
-            steps_per_epoch=steps,
-            native=budgets.uses_native(n, opt.name, spec.device),
-            log_growth=spec.log_growth,
-        )
-        _budget(item, est, settings, ("body", "widths"), ("body", "max_epochs"))
-        items.append(item)
-    return Plan(items=[optimum, *items], runs=runs)
+    for cell in range(0, len(runs), block):
+        for start in range(cell, cell + block, size):
+            batch = runs[start : min(start + size, cell + block)]
+            item: dict[str, Any] = {
+                "task": "training_batch",
+                "queue": queue,
+                "fallback": fallback,
+                "stage": 1,
+                "progress_total": len(batch),
+                "payload": {"runs": [start, start + len(batch)]},
+            }
+            est = budgets.training_batch(
+                n,
+                d,
+                patterns,
+                runs=len(batch),
+                width=int(max(r["width"] for r in batch)),
+                epochs=spec.max_epochs,
+                steps_per_epoch=steps,
+                native=budgets.uses_native(n, opt.name, spec.device),
+                log_growth=spec.log_growth,
+            )
+            _budget(item, est, settings, ("body", "widths"), ("body", "max_epochs"))
+            items.append(item)
+    return Plan(items=[*optima, *items], runs=runs)
 
 
 MIN_REJECTION_RATE = 1e-3
@@ -218,7 +254,17 @@ MIN_WEIGHT_DECAY = 1e-280
 def _check_weight_decay(
     spec: OptimumSpec | CensusSpec | TrainingSpec, X: np.ndarray | None
 ) -> None:
-    lam, ds = spec.weight_decay, spec.dataset
+    """Refuse a weight decay (each one of a list) too small for the solvers."""
+    many = isinstance(spec.weight_decay, list)
+    for i, lam in enumerate(weight_decays(spec)):
+        loc: Loc = ("body", "weight_decay", i) if many else ("body", "weight_decay")
+        _check_one_weight_decay(spec, lam, X, loc)
+
+
+def _check_one_weight_decay(
+    spec: OptimumSpec | CensusSpec | TrainingSpec, lam: float, X: np.ndarray | None, loc: Loc
+) -> None:
+    ds = spec.dataset
     if isinstance(ds, CustomDataset) and X is not None:
         y = np.asarray(ds.y, dtype=float)
         s = float(np.sqrt(np.einsum("ij,ij->i", X, X).max())) or 1.0
@@ -232,7 +278,7 @@ def _check_weight_decay(
     else:
         why = f"λ at unit scale could underflow (below {MIN_WEIGHT_DECAY:g})"
     raise SpecRejected(
-        ("body", "weight_decay"),
+        loc,
         f"weight_decay {lam:g} is too small: {why}, under the smallest the solvers take "
         f"({MIN_UNIT_WEIGHT_DECAY:g})",
     )
@@ -286,16 +332,23 @@ def _log10_cover(spec: OptimumSpec | CensusSpec | TrainingSpec) -> float:
 def _check_item_count(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
     """Refuse more than MAX_ITEMS_PER_EXPERIMENT items, counted before any is built."""
     if isinstance(spec, CensusSpec):
-        count = 1 + sum(
-            -(-spec.samples_per_width // census_chunk_size(w, spec.samples_per_width))
-            for w in spec.widths
+        seeds = len(realisations(spec.data_seeds))
+        count = seeds * (
+            1
+            + sum(
+                -(-spec.samples_per_width // census_chunk_size(w, spec.samples_per_width))
+                for w in spec.widths
+            )
         )
         loc: Loc = ("body", "samples_per_width")
         why = f"{len(spec.widths)} widths x {spec.samples_per_width} samples in chunks"
+        why += f", for each of {seeds} data seeds" if spec.data_seeds else ""
     elif isinstance(spec, TrainingSpec):
-        count = 1 + -(-spec.num_runs // settings.training_batch_runs)
-        loc, why = ("body", "seeds"), f"{spec.num_runs} runs in batches of "
-        why += str(settings.training_batch_runs)
+        cells, size = spec.num_cells, settings.training_batch_runs
+        per_cell = spec.num_runs // cells
+        count = _num_optima(spec) + cells * -(-per_cell // size)
+        loc, why = ("body", "seeds"), f"{spec.num_runs} runs in batches of {size}"
+        why += f" within each of {cells} (data seed, weight_decay, lr) cells" if cells > 1 else ""
     else:
         return
     if count > settings.max_items_per_experiment:
@@ -306,6 +359,10 @@ def _check_item_count(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: S
         )
 
 
+def _num_optima(spec: CensusSpec | TrainingSpec) -> int:
+    return len(realisations(spec.data_seeds)) * len(weight_decays(spec))
+
+
 def _check_result(
     spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings, patterns: int
 ) -> None:
@@ -313,7 +370,14 @@ def _check_result(
     size = budgets.optimum_output_bytes(n, d, patterns)
     widths = len(spec.widths) if isinstance(spec, CensusSpec | TrainingSpec) else 0
     scales = len(spec.init_scales) if isinstance(spec, TrainingSpec) else 1
-    size += budgets.result_bytes(spec.kind, widths=widths, init_scales=scales)
+    optima = cells = 1
+    if isinstance(spec, CensusSpec):
+        optima = cells = len(realisations(spec.data_seeds))
+    elif isinstance(spec, TrainingSpec):
+        optima, cells = _num_optima(spec), spec.num_cells
+    size += budgets.result_bytes(
+        spec.kind, widths=widths, init_scales=scales, optima=optima, cells=cells
+    )
     if size > settings.max_result_bytes:
         loc = ("body", "dataset", "X" if isinstance(spec.dataset, CustomDataset) else "d")
         raise SpecRejected(
@@ -326,17 +390,22 @@ def _check_result(
 
 def _check_budget(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
     if isinstance(spec, TrainingSpec) and spec.num_runs > settings.max_runs:
+        cells = spec.num_cells
+        per = f" x {cells} (data seed, weight_decay, lr) cells" if cells > 1 else ""
         raise SpecRejected(
             ("body", "seeds"),
             f"the grid has {spec.num_runs} runs ({len(spec.widths)} widths x "
-            f"{len(spec.init_scales)} init_scales x {spec.seeds} seeds), over the limit of "
+            f"{len(spec.init_scales)} init_scales x {spec.seeds} seeds{per}), over the limit of "
             f"{settings.max_runs}",
         )
     if isinstance(spec, CensusSpec):
-        cones = len(spec.widths) * spec.samples_per_width
+        seeds = len(realisations(spec.data_seeds))
+        cones = len(spec.widths) * spec.samples_per_width * seeds
         if cones > settings.max_census_cones:
+            per = f" x {seeds} data seeds" if spec.data_seeds else ""
             raise SpecRejected(
                 ("body", "samples_per_width"),
                 f"the census has {cones} cones ({len(spec.widths)} widths x "
-                f"{spec.samples_per_width} samples), over the limit of {settings.max_census_cones}",
+                f"{spec.samples_per_width} samples{per}), over the limit of "
+                f"{settings.max_census_cones}",
             )

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -148,13 +157,52 @@ class _Common(_Strict):
     seed: int = Field(default=0, ge=0)
 
 
+#: Positive numbers swept by a training spec: 1 to MAX_SWEEP distinct values.
+MAX_SWEEP = 20
+#: Dataset seeds of one census or training spec: 1 to MAX_DATA_SEEDS distinct values.
+MAX_DATA_SEEDS = 100
+Sweep = Annotated[list[Positive], Field(min_length=1, max_length=MAX_SWEEP)]
+
+
+def _distinct(values: list[Any] | None, what: str) -> None:
+    if values is not None and len(set(values)) != len(values):
+        raise ValueError(f"{what} must be distinct, got {values}")
+
+
+class _Realisations(_Common):
+    """Several datasets in one experiment: each data seed replaces ``dataset.seed``."""
+
+    data_seeds: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_DATA_SEEDS,
+        description="Dataset seeds, each replacing dataset.seed (one realisation of the data, "
+        "with its own certified optimum); leave it out for the dataset's own seed.",
+    )
+
+    @field_validator("data_seeds")
+    @classmethod
+    def _seeded_data(cls, seeds: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if seeds is None:
+            return seeds
+        _distinct(seeds, "data_seeds")
+        dataset = info.data.get("dataset")
+        if isinstance(dataset, CustomDataset):
+            raise ValueError("custom data has no seed: data_seeds needs a generated dataset")
+        if isinstance(dataset, Theorem2Dataset) and dataset.rng == "paper":
+            big = [s for s in seeds if s >= 2**32]
+            if big:
+                raise ValueError(f'rng "paper" takes seeds below 2**32, got {big[0]}')
+        return seeds
+
+
 class OptimumSpec(_Common):
     """The global minimum of the regularised loss, certified by the dual."""
 
     kind: Literal["optimum"]
 
 
-class CensusSpec(_Common):
+class CensusSpec(_Realisations):
     """The fraction of activation cones that hold a global minimum, per width."""
 
     kind: Literal["census"]
@@ -169,14 +217,26 @@ class Optimizer(_Strict):
     """Full-batch gradient descent or mini-batch SGD."""
 
     name: Literal["gd", "sgd"] = "gd"
-    lr: Positive = 0.01
+    lr: Positive | Sweep = Field(
+        default=0.01, description="The step size, or a list of 1 to 20 distinct ones to sweep."
+    )
     batch_size: int | None = Field(default=None, ge=1)
 
+    @field_validator("lr")
+    @classmethod
+    def _distinct_lr(cls, value: float | list[float]) -> float | list[float]:
+        _distinct(value if isinstance(value, list) else None, "lr")
+        return value
 
-class TrainingSpec(_Common):
-    """A sweep of gradient-descent runs over widths, initialisation scales and seeds."""
+
+class TrainingSpec(_Realisations):
+    """A sweep of gradient-descent runs over widths, initialisation scales and seeds, and
+    optionally data seeds, weight decays and step sizes."""
 
     kind: Literal["training"]
+    weight_decay: Positive | Sweep = Field(  # type: ignore[assignment]
+        description="λ > 0, or a list of 1 to 20 distinct ones to sweep."
+    )
     widths: list[Annotated[int, Field(ge=1, le=100_000)]] = Field(min_length=1, max_length=100)
     init_scales: list[Positive] = Field(min_length=1, max_length=100)
     seeds: int = Field(default=1, ge=1, le=100_000)
@@ -188,10 +248,80 @@ class TrainingSpec(_Common):
     relative_tolerance: RelativeTolerance = 1e-7
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+    @field_validator("weight_decay")
+    @classmethod
+    def _distinct_weight_decay(cls, value: float | list[float]) -> float | list[float]:
+        _distinct(value if isinstance(value, list) else None, "weight_decay")
+        return value
+
+    @property
+    def num_cells(self) -> int:
+        """The (data seed, weight decay, lr) combinations, each with widths x scales x seeds."""
+        return len(realisations(self.data_seeds)) * len(weight_decays(self)) * len(lrs(self))
+
     @property
     def num_runs(self) -> int:
-        return len(self.widths) * len(self.init_scales) * self.seeds
+        return self.num_cells * len(self.widths) * len(self.init_scales) * self.seeds
 
 
 ExperimentSpec = Annotated[OptimumSpec | CensusSpec | TrainingSpec, Field(discriminator="kind")]
 spec_adapter: TypeAdapter[OptimumSpec | CensusSpec | TrainingSpec] = TypeAdapter(ExperimentSpec)
+
+
+# --- the sweeps, on a validated spec or its stored JSON --------------------------------
+
+
+def realisations(data_seeds: list[int] | None) -> list[int | None]:
+    """The data seeds of a spec in order; [None] (the dataset's own seed) without them."""
+    return [None] if not data_seeds else [int(s) for s in data_seeds]
+
+
+def weight_decays(spec: Any) -> list[float]:
+    """A spec's weight decays, from a spec model or its stored JSON (a number or a list)."""
+    value = spec["weight_decay"] if isinstance(spec, Mapping) else spec.weight_decay
+    return [float(v) for v in value] if isinstance(value, list) else [float(value)]
+
+
+def lrs(spec: Any) -> list[float]:
+    """A training spec's step sizes, from a spec model or its stored JSON."""
+    opt = spec["optimizer"] if isinstance(spec, Mapping) else spec.optimizer
+    value = opt["lr"] if isinstance(opt, Mapping) else opt.lr
+    return [float(v) for v in value] if isinstance(value, list) else [float(value)]
+
+
+def realise(dataset: Mapping[str, Any], data_seed: int | None) -> dict[str, Any]:
+    """The dataset JSON of one realisation: ``seed`` replaced by data_seed (None: as given)."""
+    return dict(dataset) if data_seed is None else {**dataset, "seed": int(data_seed)}
+
+
+def swept(spec: Mapping[str, Any]) -> dict[str, bool]:
+    """Which of data_seed, weight_decay and lr a stored spec sweeps (lists given)."""
+    opt = spec.get("optimizer") or {}
+    return {
+        "data_seed": bool(spec.get("data_seeds")),
+        "weight_decay": isinstance(spec.get("weight_decay"), list),
+        "lr": isinstance(opt.get("lr"), list),
+    }
+
+
+def training_grid(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A stored training spec's runs in grid order, as their params.
+
+    Data seed, weight decay and lr are outermost, so that each (data seed, λ, lr) cell is
+    a contiguous block (batches train one X, y, λ and lr); each run's params name only the
+    swept ones, so a spec without lists has the params {width, init_scale, seed} of old.
+    """
+    flags = swept(spec)
+    runs = []
+    for data_seed in realisations(spec.get("data_seeds")):
+        for lam in weight_decays(spec):
+            for lr in lrs(spec):
+                cell = {"data_seed": data_seed, "weight_decay": lam, "lr": lr}
+                named = {k: v for k, v in cell.items() if flags[k]}
+                runs += [
+                    {"width": w, "init_scale": a, "seed": s, **named}
+                    for w in spec["widths"]
+                    for a in spec["init_scales"]
+                    for s in range(spec["seeds"])
+                ]
+    return runs

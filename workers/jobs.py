@@ -7,6 +7,7 @@ through the Context the task hands them.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ import numpy as np
 
 from service.config import get_settings
 from service.models import Run
+from service.specs import lrs, realisations, realise, swept, training_grid, weight_decays
 
 
 class Stopped(Exception):
@@ -58,10 +60,24 @@ class Outcome:
     cones: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _dataset(spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _dataset(spec: dict[str, Any], data_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The spec's data, or its realisation with ``dataset.seed`` replaced by data_seed."""
     from workers.landscape import datasets
 
-    return datasets.build(spec["dataset"])
+    return datasets.build(realise(spec["dataset"], data_seed))
+
+
+def _patterns_of(spec: dict[str, Any], data_seed: int | None = None) -> np.ndarray:
+    return _all_patterns(json.dumps(realise(spec["dataset"], data_seed), sort_keys=True))
+
+
+def _optimum_of(outputs: list[dict[str, Any]], data_seed: int | None, lam: float) -> dict[str, Any]:
+    """The optimum output of one (data seed, weight decay); outputs name the swept ones
+    (an experiment that sweeps neither has one optimum)."""
+    for out in outputs:
+        if out.get("data_seed") == data_seed and out.get("weight_decay", lam) == lam:
+            return out
+    raise LookupError(f"no optimum for data seed {data_seed} and weight_decay {lam:g}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -82,8 +98,10 @@ def optimum_job(ctx: Context) -> Outcome:
     """The certified global optimum of the spec's dataset (SCIENCE.md section 3)."""
     from workers.landscape import convex, patterns
 
-    X, y = _dataset(ctx.spec)
-    opt = convex.global_optimum(X, y, float(ctx.spec["weight_decay"]))
+    cell = ctx.payload  # names the data seed and weight decay when the spec sweeps them
+    X, y = _dataset(ctx.spec, cell.get("data_seed"))
+    lam = float(cell.get("weight_decay", weight_decays(ctx.spec)[0]))
+    opt = convex.global_optimum(X, y, lam)
     n, d = X.shape
     neurons = [{"w": w.tolist(), "a": float(a)} for w, a in zip(opt.W, opt.a, strict=True)]
     support = {
@@ -106,6 +124,7 @@ def optimum_job(ctx: Context) -> Outcome:
             },
             "method": opt.method,
             "support": support,
+            **{k: cell[k] for k in ("data_seed", "weight_decay") if k in cell},
         }
     )
 
@@ -128,11 +147,14 @@ def _bits(rows: list[str], n: int) -> np.ndarray:
 
 
 def census_chunk_job(ctx: Context) -> Outcome:
-    """Certify samples [start, stop) of one width (SCIENCE.md sections 4-5)."""
+    """Certify samples [start, stop) of one width (SCIENCE.md sections 4-5) on the data of
+    the payload's data seed (indices run on across realisations, see service/plans.py)."""
     from workers.landscape import census
 
-    X, y = _dataset(ctx.spec)
-    opt = ctx.stage_outputs(0)[0]
+    data_seed = ctx.payload.get("data_seed")
+    X, y = _dataset(ctx.spec, data_seed)
+    lam = weight_decays(ctx.spec)[0]
+    opt = _optimum_of(ctx.stage_outputs(0), data_seed, lam)
     width, start, stop = (int(ctx.payload[k]) for k in ("width", "start", "stop"))
     support = (
         _bits(opt["support"]["patterns"], X.shape[0]),
@@ -141,12 +163,12 @@ def census_chunk_job(ctx: Context) -> Outcome:
     sampling = ctx.spec["sampling"]
     # every sampling needs them for the birth test of spurious cones (bounded by max_patterns,
     # as the optimum enumerated them too)
-    every = _all_patterns(json.dumps(ctx.spec["dataset"], sort_keys=True))
+    every = _patterns_of(ctx.spec, data_seed)
     try:
         records = census.certify_samples(
             X,
             y,
-            float(ctx.spec["weight_decay"]),
+            lam,
             optimum=float(opt["optimum"]),
             support=support,
             width=width,
@@ -160,20 +182,20 @@ def census_chunk_job(ctx: Context) -> Outcome:
         )
     except census.CensusCancelled as exc:
         raise Stopped from exc
-    cones = [_cone_row(r.as_dict()) for r in records]
+    named = {} if data_seed is None else {"data_seed": int(data_seed)}
+    cones = [_cone_row(r.as_dict(), named) for r in records]
     counts = {v: sum(c["verdict"] == v for c in cones) for v in census.VERDICTS}
     counts["spurious_strict"] = sum(r.verdict == "spurious" and r.strict is True for r in records)
     covered = float(sum(c["covered"] for c in cones))
-    return Outcome(
-        output={"width": width, "samples": len(cones), "counts": counts, "covered_sum": covered},
-        cones=cones,
-    )
+    output = {"width": width, "samples": len(cones), "counts": counts, "covered_sum": covered}
+    return Outcome(output={**output, **named}, cones=cones)
 
 
-def _cone_row(rec: dict[str, Any]) -> dict[str, Any]:
+def _cone_row(rec: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
+    """A cone's row; ``named``: its data seed when the census sweeps them, kept in detail."""
     keys = ("width", "sample", "verdict", "value", "gap", "covered", "method")
     detail = {k: v for k, v in rec.items() if k not in keys}
-    return {**{k: rec[k] for k in keys}, "detail": detail}
+    return {**{k: rec[k] for k in keys}, "detail": {**detail, **named}}
 
 
 def run_seed(experiment_seed: int, width: int, seed_index: int) -> int:
@@ -183,17 +205,22 @@ def run_seed(experiment_seed: int, width: int, seed_index: int) -> int:
 
 
 def training_job(ctx: Context) -> Outcome:
-    """Train runs [start, stop) of the grid as one batch and judge each (SCIENCE.md section 6)."""
+    """Train runs [start, stop) of the grid as one batch and judge each (SCIENCE.md section 6).
+
+    The runs share one (data seed, weight decay, lr) cell (``service.specs.training_grid``).
+    """
     from workers.landscape import training, verdicts
 
     spec = ctx.spec
-    X, y = _dataset(spec)
-    optimum = float(ctx.stage_outputs(0)[0]["optimum"])
     start, stop = ctx.payload["runs"]
-    grid = [
-        (w, a, s) for w in spec["widths"] for a in spec["init_scales"] for s in range(spec["seeds"])
-    ][start:stop]
-    runs = [training.RunSpec(w, a, run_seed(spec["seed"], w, s)) for w, a, s in grid]
+    grid = training_grid(spec)[start:stop]
+    data_seed, lam, lr = _cell(spec, grid)
+    X, y = _dataset(spec, data_seed)
+    optimum = float(_optimum_of(ctx.stage_outputs(0), data_seed, lam)["optimum"])
+    runs = [
+        training.RunSpec(p["width"], p["init_scale"], run_seed(spec["seed"], p["width"], p["seed"]))
+        for p in grid
+    ]
     state = training.SweepState.from_bytes(ctx.checkpoint) if ctx.checkpoint else None
     resumed_from = state.global_epoch if state is not None else 0
     opt = spec["optimizer"]
@@ -215,10 +242,10 @@ def training_job(ctx: Context) -> Outcome:
         outcomes = training.train_sweep(
             X,
             y,
-            float(spec["weight_decay"]),
+            lam,
             runs,
             optimizer=opt["name"],
-            lr=opt["lr"],
+            lr=lr,
             batch_size=opt["batch_size"],
             max_epochs=spec["max_epochs"],
             grad_tol=spec["grad_tol"],
@@ -234,13 +261,29 @@ def training_job(ctx: Context) -> Outcome:
     judge = verdicts.VerdictJudge(
         X,
         y,
-        float(spec["weight_decay"]),
+        lam,
         optimum=optimum,
         **_tolerances(spec),
-        patterns=_all_patterns(json.dumps(spec["dataset"], sort_keys=True)),
+        patterns=_patterns_of(spec, data_seed),
     )
     updates = [_run_update(start + i, out, judge) for i, out in enumerate(outcomes)]
     return Outcome(output={"runs": [start, stop], "resumed_from": resumed_from}, runs=updates)
+
+
+def _cell(spec: dict[str, Any], grid: list[dict[str, Any]]) -> tuple[int | None, float, float]:
+    """The (data seed, weight decay, lr) that a batch's runs share (the spec's own values
+    where it does not sweep them)."""
+    cells = {
+        (
+            p.get("data_seed", realisations(spec.get("data_seeds"))[0]),
+            float(p.get("weight_decay", weight_decays(spec)[0])),
+            float(p.get("lr", lrs(spec)[0])),
+        )
+        for p in grid
+    }
+    if len(cells) != 1:
+        raise ValueError(f"a training batch spans {len(cells)} (data seed, λ, lr) cells")
+    return cells.pop()
 
 
 def _run_update(index: int, out: Any, judge: Any) -> dict[str, Any]:
@@ -303,47 +346,88 @@ def finalize(
 def _result(
     kind: str, spec: dict[str, Any], outputs: dict[int, list[dict[str, Any]]], runs: Sequence[Run]
 ) -> dict[str, Any]:
-    opt = outputs[0][0]
+    """The result; with data seeds or weight decays swept, ``optimum`` and the other head
+    fields are the first realisation's (first data seed, first λ) and ``optima`` lists all."""
     if kind == "optimum":
-        return {k: v for k, v in opt.items() if k != "support"}
-    head = {
+        return {k: v for k, v in outputs[0][0].items() if k != "support"}
+    optima = _optima(spec, outputs[0])
+    opt = optima[0][1]
+    head: dict[str, Any] = {
         "optimum": opt["optimum"],
         "num_patterns": opt["num_patterns"],
         "num_signed_cones": opt["num_signed_cones"],
         "theory_bound": opt["theory_bound"],
     }
+    flags = swept(spec)
+    if flags["data_seed"] or flags["weight_decay"]:
+        head["optima"] = [
+            {**cell, **{k: o[k] for k in ("optimum", "num_patterns", "num_signed_cones")}}
+            for cell, o in optima
+        ]
     if kind == "census":
         from workers.landscape import census
 
-        rows = _census_rows(spec, outputs[1])
+        rows = _census_rows(spec, outputs[1], optima)
         return {**head, "rows": rows, "threshold": census.thresholds(rows)}
     if kind == "training":
-        return {"optimum": opt["optimum"], "groups": _training_groups(spec, runs)}
+        extra = {"optima": head["optima"]} if "optima" in head else {}
+        return {"optimum": opt["optimum"], **extra, "groups": _training_groups(spec, runs)}
     raise ValueError(f"no finalizer for kind {kind!r}")
 
 
-def _census_rows(spec: dict[str, Any], chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _optima(
+    spec: dict[str, Any], outputs: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(the swept fields of a (data seed, λ) pair, its optimum output), in the spec's order."""
+    flags = swept(spec)
+    found = []
+    for data_seed in realisations(spec.get("data_seeds")):
+        for lam in weight_decays(spec):
+            cell = {"data_seed": data_seed, "weight_decay": lam}
+            named = {k: v for k, v in cell.items() if flags[k]}
+            found.append((named, _optimum_of(outputs, data_seed, lam)))
+    return found
+
+
+def _census_rows(
+    spec: dict[str, Any],
+    chunks: list[dict[str, Any]],
+    optima: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
+) -> list[dict[str, Any]]:
+    """One row per width, pooling every realisation's samples; with data_seeds, each row
+    adds ``by_data_seed``: the same fields per realisation, with its data seed and optimum."""
     rows = []
     for width in spec["widths"]:
         mine = [c for c in chunks if c["width"] == width]
-        total = sum(c["samples"] for c in mine)
-        count: dict[str, int | None] = {
-            f"p_{v}": sum(c["counts"][v] for c in mine)
-            for v in ("global", "spurious", "no_local_min")
-        }
-        strict = [c["counts"].get("spurious_strict") for c in mine]
-        # None when a chunk was certified before the birth test existed
-        count["p_spurious_strict"] = None if None in strict else sum(strict)
-        rows.append(
-            {
-                "width": width,
-                "samples": total,
-                **{k: None if c is None else c / total for k, c in count.items()},
-                "p_covered": sum(c["covered_sum"] for c in mine) / total,
-                **_intervals(count, total),
-            }
-        )
+        row = {"width": width, **_census_row(mine)}
+        if spec.get("data_seeds") and optima:
+            row["by_data_seed"] = [
+                {
+                    "data_seed": cell["data_seed"],
+                    "optimum": opt["optimum"],
+                    **_census_row([c for c in mine if c.get("data_seed") == cell["data_seed"]]),
+                }
+                for cell, opt in optima
+            ]
+        rows.append(row)
     return rows
+
+
+def _census_row(mine: list[dict[str, Any]]) -> dict[str, Any]:
+    """Samples, verdict shares, p_covered and their Wilson intervals over some chunks."""
+    total = sum(c["samples"] for c in mine)
+    count: dict[str, int | None] = {
+        f"p_{v}": sum(c["counts"][v] for c in mine) for v in ("global", "spurious", "no_local_min")
+    }
+    strict = [c["counts"].get("spurious_strict") for c in mine]
+    # None when a chunk was certified before the birth test existed
+    count["p_spurious_strict"] = None if None in strict else sum(strict)
+    return {
+        "samples": total,
+        **{k: None if c is None else c / total for k, c in count.items()},
+        "p_covered": sum(c["covered_sum"] for c in mine) / total,
+        **_intervals(count, total),
+    }
 
 
 def _intervals(counts: dict[str, int | None], total: int) -> dict[str, list[float] | None]:
@@ -366,13 +450,26 @@ _SHARES = {
 
 
 def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One group per (width, init_scale), and per data seed, weight decay and lr where the
+    spec sweeps them (those fields then name the group), in grid order."""
+    flags = swept(spec)
+    axes = {
+        "data_seed": realisations(spec.get("data_seeds")),
+        "weight_decay": weight_decays(spec) if flags["weight_decay"] else [None],
+        "lr": lrs(spec) if flags["lr"] else [None],
+    }
+    names = [k for k, on in flags.items() if on]
+    members: dict[tuple[Any, ...], list[Run]] = {}
+    for r in runs:
+        key = tuple(r.params.get(k) for k in (*names, "width", "init_scale"))
+        members.setdefault(key, []).append(r)
     groups = []
-    for width in spec["widths"]:
-        for scale in spec["init_scales"]:
-            mine = [
-                r for r in runs if r.params["width"] == width and r.params["init_scale"] == scale
-            ]
-            groups.append({"width": width, "init_scale": scale, **_group_shares(mine)})
+    for cell in itertools.product(*(axes[k] for k in names)):
+        for width in spec["widths"]:
+            for scale in spec["init_scales"]:
+                shares = _group_shares(members.get((*cell, width, scale), []))
+                named = dict(zip(names, cell, strict=True))
+                groups.append({"width": width, "init_scale": scale, **named, **shares})
     return groups
 
 
