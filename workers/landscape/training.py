@@ -278,6 +278,10 @@ def _initial_weights(d: int, runs: Sequence[RunSpec]) -> tuple[np.ndarray, np.nd
     return W, a
 
 
+#: Sweeps allowed fewer epochs than this get no sharpness estimate (NaN, no lr warning).
+SHARPNESS_MIN_EPOCHS = 2000
+
+
 def _initial_sharpness(
     X: np.ndarray,
     y: np.ndarray,
@@ -287,7 +291,14 @@ def _initial_sharpness(
     device: torch.device,
 ) -> np.ndarray:
     """(R,) sharpness of L at each run's initial point: from a fresh state's weights,
-    or from the initialisation rebuilt (a resumed state holds later weights)."""
+    or from the initialisation rebuilt (a resumed state holds later weights).
+
+    NaN for every run when the sweep allows 1 to SHARPNESS_MIN_EPOCHS epochs: the
+    Lanczos iteration costs up to about 100 epochs' worth of gradients, which must stay a
+    small share of the sweep (a 255-epoch sweep of 64 runs of width 20,000 spent 9 s in
+    it before training started)."""
+    if 0 < config.max_epochs < SHARPNESS_MIN_EPOCHS:  # (0 epochs: the initial point only)
+        return np.full(len(runs), np.nan)
     if fresh is not None:
         W, a = fresh.W, fresh.a
     else:

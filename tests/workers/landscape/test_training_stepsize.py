@@ -241,3 +241,16 @@ def test_native_and_torch_collapse_at_the_same_epochs(monkeypatch: pytest.Monkey
         assert (nat.status, nat.epoch, nat.num_neurons) == (ref.status, ref.epoch, ref.num_neurons)
         np.testing.assert_allclose(nat.W, ref.W, rtol=1e-9, atol=1e-12)
         assert nat.sharpness_init == ref.sharpness_init
+
+
+def test_short_sweeps_skip_the_sharpness_estimate():
+    """Below SHARPNESS_MIN_EPOCHS the Lanczos iteration would be a large share of the work."""
+    from workers.landscape.training import SHARPNESS_MIN_EPOCHS
+
+    X, y = np.array([[0.6, 0.8, 0.0]]), np.array([1.5])
+    runs = [RunSpec(3, 1.0, 0)]
+    short = train_sweep(X, y, 0.1, runs, lr=50.0, max_epochs=10, optimum=0.29)[0]
+    assert np.isnan(short.sharpness_init) and short.lr_warning is None
+    full = train_sweep(X, y, 0.1, runs, lr=50.0, max_epochs=0, optimum=0.29)[0]
+    assert np.isfinite(full.sharpness_init) and full.lr_warning is not None
+    assert SHARPNESS_MIN_EPOCHS >= 1000
