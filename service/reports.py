@@ -45,7 +45,11 @@ def describe(spec: Mapping[str, Any] | None) -> str:
     parts += [f"n={n}"] if n else []
     parts += [f"d={d}"] if d else []
     if "weight_decay" in spec:
-        parts.append(f"λ={spec['weight_decay']:g}")
+        lam = spec["weight_decay"]
+        values = lam if isinstance(lam, list) else [lam]
+        parts.append("λ=" + "/".join(f"{v:g}" for v in values))
+    if spec.get("data_seeds"):
+        parts.append(f"{len(spec['data_seeds'])} data seeds")
     return ", ".join(parts)
 
 

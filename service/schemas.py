@@ -109,6 +109,9 @@ class Cone(BaseModel):
         "the point's residual (weight_decay's units); negative when a new small neuron "
         "lowers the loss",
     )
+    data_seed: int | None = Field(
+        default=None, description="the dataset seed of the cone's realisation (data_seeds)"
+    )
     strict: bool | None = Field(
         default=None,
         description="spurious cones: false when birth_margin is negative and the network "
@@ -133,6 +136,7 @@ class Cone(BaseModel):
             polished=d.get("polished", False),
             birth_margin=d.get("birth_margin"),
             strict=d.get("strict"),
+            data_seed=d.get("data_seed"),
         )
 
 

@@ -143,6 +143,8 @@ def test_describe_reads_every_dataset_kind():
     custom = {"dataset": {"generator": "custom", "X": [[1, 0, 0], [0, 1, 0]], "y": [1, 2]}}
     assert reports.describe(custom) == "custom data, n=2, d=3"
     assert reports.describe(None) == ""
+    swept = {**TRAINING_SPEC, "weight_decay": [0.1, 0.2], "data_seeds": [0, 1, 2]}
+    assert reports.describe(swept) == "theorem2 data, n=4, d=4, λ=0.1/0.2, 3 data seeds"
 
 
 # --- exports ---------------------------------------------------------------------------
