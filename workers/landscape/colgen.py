@@ -8,6 +8,15 @@ violated ones, and repeat until no cone outside the working set has a value
 above 2 weight_decay + tol. At that point the restricted optimum satisfies the
 optimality conditions of the full program, so its value is the global optimum
 without the full program ever being built.
+
+When nothing is violated at a tight solution, that solution is turned into the
+network that will be returned (``convex.network_solution``: polished to the exact
+minimiser on its support, then reduced to at most n + 1 neurons) and priced again, so
+the stopping test is the dual check of exactly those neurons, not of the interior
+point, whose off-support noise the returned network does not carry. Cones violated
+there join the working set and the rounds go on. (When the polish fails, the network
+keeps every row of the interior point and its terms to ~1e-14, so it was in effect
+priced already; further rounds would only chase rounding, and it is returned.)
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .certificate import pattern_sums, signed_values
-from .convex import ProgramSolution, residual_of, solve_program
+from .convex import POLISHED, ProgramSolution, network_solution, residual_of, solve_program
 
 #: Safety cap on restricted solves.
 MAX_ROUNDS = 500
@@ -27,6 +36,9 @@ LOOSE_SOLVER_OPTS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
 EPS_RTOL = 1e-11
 #: Cheap rounds drop working cones with ||u|| below this times the largest ||u||.
 PRUNE_RTOL = 1e-6
+#: The slack eps never exceeds this times 2 weight_decay: a tenth of the 1e-6 relative
+#: violation that the service promises at most (SCIENCE §3).
+CERTIFY_RTOL = 1e-7
 
 
 def column_generation(
@@ -47,10 +59,12 @@ def column_generation(
     ``batch`` violators. The first rounds solve at Clarabel's 1e-8 tolerances
     and drop working cones whose u vanished; once nothing is violated, the
     rounds continue at the tight tolerances of ``solve_program`` until again
-    nothing is violated.
+    nothing is violated, and then until nothing is violated at the residual of
+    the solution's ``network_solution`` either (or its polish failed).
 
     A cone is violated when its value exceeds 2 weight_decay + eps with
-    eps = min(tol, max(gap_tol * value / sum_i ||u_i||, 1e-11 weight_decay)).
+    eps = min(tol, 1e-7 * 2 weight_decay,
+              max(gap_tol * value / sum_i ||u_i||, 1e-11 weight_decay)).
     To first order the optimality gap is at most max violation * sum_i ||u_i||,
     so gap_tol bounds the relative gap.
 
@@ -65,12 +79,12 @@ def column_generation(
         **solver_opts: passed to ``solve_program`` in the tight rounds.
 
     Returns:
-        (solution, rounds, max_value): the last restricted solution, whose
-        signed cones are the working set; the number of restricted solves; and
-        the largest value over all signed cones at that solution if it exceeds
-        2 weight_decay (exact, else a number <= 2 weight_decay), from the last
-        pricing pass. If MAX_ROUNDS is hit, max_value is None and the solution
-        is uncertified.
+        (solution, rounds, max_value): the ``network_solution`` of the last
+        restricted solution, whose signed cones are the working set; the number
+        of restricted solves; and the largest value over all signed cones at
+        that network's residual if it exceeds 2 weight_decay (exact, else a
+        number <= 2 weight_decay), from the last pricing pass. If MAX_ROUNDS is
+        hit, max_value is None and the solution is uncertified.
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
@@ -80,11 +94,14 @@ def column_generation(
     rows, cols = np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
     opts = LOOSE_SOLVER_OPTS
     solution = _solve(X, y, weight_decay, patterns, rows, cols, opts)
-    rounds = 0
+    rounds, returned = 0, False
     while rounds < MAX_ROUNDS:
         pricing = _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch)
+        if returned and (len(pricing.rows) == 0 or solution.status != POLISHED):
+            return solution, rounds, pricing.max_value  # unpolished: as good as it gets
         if len(pricing.rows) == 0 and opts is not LOOSE_SOLVER_OPTS:
-            return solution, rounds, pricing.max_value
+            solution, returned = network_solution(X, y, weight_decay, solution), True
+            continue  # price the network that will be returned
         if len(pricing.rows) == 0:
             opts = solver_opts
         else:
@@ -92,16 +109,18 @@ def column_generation(
                 rows, cols = _prune(solution.U, rows, cols)
             rows = np.concatenate([rows, pricing.rows])
             cols = np.concatenate([cols, pricing.cols])
-        solution = _solve(X, y, weight_decay, patterns, rows, cols, opts)
+        solution, returned = _solve(X, y, weight_decay, patterns, rows, cols, opts), False
         rounds += 1
+    if not returned:
+        solution = network_solution(X, y, weight_decay, solution)
     return solution, rounds, None
 
 
 def _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch) -> Pricing:
     total = float(np.sum(np.linalg.norm(solution.U, axis=1)))
-    eps = tol
+    eps = min(tol, 2.0 * weight_decay * CERTIFY_RTOL)
     if total > 0:
-        eps = min(tol, max(gap_tol * solution.value / total, EPS_RTOL * weight_decay))
+        eps = min(eps, max(gap_tol * solution.value / total, EPS_RTOL * weight_decay))
     in_working = np.zeros((len(pricer.patterns), 2), dtype=bool)
     in_working[rows, cols] = True
     residual = residual_of(solution.prediction, y)
