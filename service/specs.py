@@ -247,6 +247,22 @@ class TrainingSpec(_Realisations):
     tolerance: Tolerance = None
     relative_tolerance: RelativeTolerance = 1e-7
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    test_points: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="teacher data: fresh points of the same teacher on which each run's "
+        "final.test_mse is measured (0: none)",
+    )
+
+    @model_validator(mode="after")
+    def _test_points_need_a_teacher(self) -> TrainingSpec:
+        if self.test_points and self.dataset.generator != "teacher":
+            raise ValueError(
+                f"test_points needs teacher data (fresh points of its teacher), "
+                f"not {self.dataset.generator!r} data"
+            )
+        return self
 
     @field_validator("weight_decay")
     @classmethod

@@ -216,7 +216,8 @@ def training_job(ctx: Context) -> Outcome:
     grid = training_grid(spec)[start:stop]
     data_seed, lam, lr = _cell(spec, grid)
     X, y = _dataset(spec, data_seed)
-    optimum = float(_optimum_of(ctx.stage_outputs(0), data_seed, lam)["optimum"])
+    best = _optimum_of(ctx.stage_outputs(0), data_seed, lam)
+    optimum = float(best["optimum"])
     runs = [
         training.RunSpec(p["width"], p["init_scale"], run_seed(spec["seed"], p["width"], p["seed"]))
         for p in grid
@@ -255,6 +256,7 @@ def training_job(ctx: Context) -> Outcome:
             state=state,
             checkpoint_every=min(STOP_CHECK_INTERVAL, interval),
             on_checkpoint=checkpoint,
+            stop_on_collapse=True,
         )
     except training.SweepCancelled as exc:
         raise Stopped from exc
@@ -266,8 +268,34 @@ def training_job(ctx: Context) -> Outcome:
         **_tolerances(spec),
         patterns=_patterns_of(spec, data_seed),
     )
-    updates = [_run_update(start + i, out, judge) for i, out in enumerate(outcomes)]
+    after = After.of(spec, data_seed, best, X.shape[1])
+    updates = [_run_update(start + i, out, judge, after) for i, out in enumerate(outcomes)]
     return Outcome(output={"runs": [start, stop], "resumed_from": resumed_from}, runs=updates)
+
+
+@dataclass(frozen=True)
+class After:
+    """What a trained network is compared with: the optimal network (for norm_ratio) and,
+    for teacher data with ``test_points``, fresh points of the same teacher (test_mse)."""
+
+    W_opt: np.ndarray
+    a_opt: np.ndarray
+    test: tuple[np.ndarray, np.ndarray] | None
+
+    @classmethod
+    def of(cls, spec: dict[str, Any], data_seed: int | None, best: dict[str, Any], d: int) -> After:
+        from workers.landscape import datasets
+
+        neurons = best.get("neurons") or []
+        W = np.array([k["w"] for k in neurons], dtype=np.float64).reshape(len(neurons), d)
+        a = np.array([k["a"] for k in neurons], dtype=np.float64)
+        ds, count = realise(spec["dataset"], data_seed), int(spec.get("test_points") or 0)
+        test = None
+        if count and ds.get("generator") == "teacher":
+            test = datasets.teacher_test_points(
+                ds["n"], ds["d"], ds.get("teacher_width", 10), ds.get("seed", 0), n_test=count
+            )
+        return cls(W, a, test)
 
 
 def _cell(spec: dict[str, Any], grid: list[dict[str, Any]]) -> tuple[int | None, float, float]:
@@ -286,8 +314,9 @@ def _cell(spec: dict[str, Any], grid: list[dict[str, Any]]) -> tuple[int | None,
     return cells.pop()
 
 
-def _run_update(index: int, out: Any, judge: Any) -> dict[str, Any]:
+def _run_update(index: int, out: Any, judge: Any, after: After | None = None) -> dict[str, Any]:
     from service.curves import encode_curve
+    from workers.landscape import training_after
 
     verdict = judge.judge(out.status, out.reg_loss, out.W, out.a)
     final = {
@@ -302,7 +331,18 @@ def _run_update(index: int, out: Any, judge: Any) -> dict[str, Any]:
         "projected_verdict": verdict.projected_verdict,
         "birth_margin": verdict.birth_margin,
         "strict": verdict.strict,
+        "stop": out.status,  # converged | not_converged | diverged | collapsed
+        "sharpness_init": _num(out.sharpness_init),
+        "lr_warning": out.lr_warning,
+        "norm_ratio": None,
+        "test_mse": None,
     }
+    if after is not None and np.isfinite(out.reg_loss):
+        final["norm_ratio"] = _num(
+            training_after.norm_ratio(out.W, out.a, after.W_opt, after.a_opt)
+        )
+        if after.test is not None:
+            final["test_mse"] = _num(training_after.held_out_mse(out.W, out.a, *after.test))
     return {
         "index": index,
         "status": "done",
@@ -446,6 +486,7 @@ _SHARES = {
     "p_saddle": "saddle_point",
     "p_not_converged": "not_converged",
     "p_diverged": "diverged",
+    "p_collapsed": "collapsed",
 }
 
 

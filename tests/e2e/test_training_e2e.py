@@ -68,3 +68,53 @@ def test_training_end_to_end(api, start_worker):
 
     table = pq.read_table(io.BytesIO(parquet.content))
     assert table.num_rows == 8 and "verdict" in table.column_names
+
+
+def test_runs_report_step_size_collapse_and_after_training_measures(api, start_worker):
+    """Through real workers: every run's final has its stop reason, sharpness at
+    initialisation and norm ratio, teacher runs a held-out MSE; theorem2 runs at lr 0.05
+    from alpha = 1 collapse to the zero network within a few epochs and say so."""
+    start_worker()
+    teacher = {
+        "kind": "training",
+        "dataset": {"generator": "teacher", "n": 5, "d": 3, "teacher_width": 2, "seed": 1},
+        "weight_decay": 0.05,
+        "widths": [20],
+        "init_scales": [0.5],
+        "seeds": 2,
+        "optimizer": {"name": "gd", "lr": 0.05},
+        "max_epochs": 5000,
+        "test_points": 200,
+        "device": "cpu",
+    }
+    collapse = {
+        "kind": "training",
+        "dataset": {"generator": "theorem2", "d": 4},
+        "weight_decay": 1e-4,
+        "widths": [100],
+        "init_scales": [1.0],
+        "seeds": 2,
+        "optimizer": {"name": "gd", "lr": 0.05},
+        "max_epochs": 1_000_000,
+        "device": "cpu",
+    }
+    ids = [api.post("/v1/experiments", json=s).json()["id"] for s in (teacher, collapse)]
+    for eid in ids:
+        assert wait_for(api, eid, timeout=240)["status"] == "succeeded"
+    runs = api.get(f"/v1/experiments/{ids[0]}/runs").json()["items"]
+    for run in runs:
+        final = run["final"]
+        assert final["stop"] in ("converged", "not_converged")
+        assert final["sharpness_init"] > 0 and final["norm_ratio"] > 0
+        assert final["test_mse"] is not None and final["test_mse"] >= 0
+    verdicts = api.get(f"/v1/experiments/{ids[1]}/runs").json()["items"]
+    collapsed = [r for r in verdicts if r["verdict"] == "collapsed"]
+    assert collapsed, [(r["verdict"], r["final"]["epoch"]) for r in verdicts]
+    for run in collapsed:
+        final = run["final"]
+        assert final["stop"] == "collapsed" and final["epoch"] < 100
+        assert final["projected_verdict"] == "saddle_point" and final["cone_global"] is False
+        assert final["lr_warning"] and "exceeds 2/sharpness" in final["lr_warning"]
+        assert final["test_mse"] is None  # theorem2 data has no teacher
+    group = api.get(f"/v1/experiments/{ids[1]}").json()["result"]["groups"][0]
+    assert group["p_collapsed"] == len(collapsed) / 2

@@ -88,3 +88,18 @@ def test_unknown_fields_are_rejected():
 def test_cover_count():
     assert cover_count(6, 10) == 64
     assert cover_count(40, 3) == 2 * (1 + 39 + math.comb(39, 2)) == 1562
+
+
+def test_test_points_need_teacher_data():
+    base = {
+        "kind": "training",
+        "weight_decay": 0.01,
+        "widths": [3],
+        "init_scales": [1.0],
+        "max_epochs": 10,
+        "test_points": 100,
+    }
+    teacher = {"generator": "teacher", "n": 4, "d": 2}
+    assert spec_adapter.validate_python({**base, "dataset": teacher}).test_points == 100
+    with pytest.raises(ValidationError, match="test_points needs teacher data"):
+        spec_adapter.validate_python({**base, "dataset": {"generator": "theorem2", "d": 4}})
