@@ -262,16 +262,16 @@ if ((SPEEDUP)); then
     compose -p "$PROJECT" up -d --no-deps --no-recreate --scale worker-cpu=$n worker-cpu >>"$WORK/up.log" 2>&1
     client wait-ready $n
     start=$(date +%s.%N)
-    id=$(client census 300 40,160,640)
+    id=$(client census 1500 40,160,640)
     client wait "$id" 1200 >/dev/null
     client check-census "$id" >/dev/null
     SPEED+=("$n:$(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')")")
-    log "census of 900 cones on $n worker container(s): ${SPEED[-1]#*:} s"
+    log "census of 4500 cones on $n worker container(s): ${SPEED[-1]#*:} s"
   done
   SPEEDUP_LINE=$(python3 - "${SPEED[@]}" <<'EOF'
 import sys
 t = {int(a.split(":")[0]): float(a.split(":")[1]) for a in sys.argv[1:]}
-print("speed-up of one census (900 cones, widths 40/160/640): " + ", ".join(
+print("speed-up of one census (4500 cones, widths 40/160/640): " + ", ".join(
     f"{n} worker{'s' if n > 1 else ''} {t[n]:.1f} s ({t[1] / t[n]:.2f}x)" for n in sorted(t)))
 EOF
 )

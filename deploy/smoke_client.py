@@ -73,7 +73,7 @@ class Api:
                 raise SystemExit(
                     f"experiment {experiment_id} still {exp['status']} after {timeout:g} s"
                 )
-            time.sleep(1)
+            time.sleep(0.2)
 
     def pages(self, path: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
