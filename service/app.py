@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from service import crud_recovery, problems
 from service.config import Settings, get_settings
 from service.db import get_database, get_engine
-from service.deps import RateLimit, require_token
+from service.deps import RateLimit, known_query, require_token
 from service.middleware import BodyLimit, Metrics, PollFastPath
 from service.pollcache import PollCache
 from service.routes import experiments, health, reports
@@ -39,8 +39,9 @@ def create_app() -> FastAPI:
     app.state.drawing = anyio.CapacityLimiter(2)  # figures drawn at once (matplotlib is heavy)
     problems.install(app)
     app.include_router(health.router)
-    app.include_router(experiments.router, dependencies=[Depends(require_token)])
-    app.include_router(reports.router, dependencies=[Depends(require_token)])
+    checks = [Depends(require_token), Depends(known_query)]
+    app.include_router(experiments.router, dependencies=checks)
+    app.include_router(reports.router, dependencies=checks)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(PollFastPath)
     app.add_middleware(Metrics)

@@ -10,9 +10,11 @@ import hmac
 import math
 import time
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.dependencies.models import Dependant
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -111,3 +113,41 @@ async def require_token(
 
 
 PrincipalDep = Annotated[Principal, Depends(require_token)]
+
+
+#: The query parameters each route takes, by route object (filled on first use).
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+async def known_query(request: Request) -> None:
+    """422 for a query parameter the route does not take: a typo such as ``?statu=failed``
+    must not silently widen a list to everything. It names the closest known parameter."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    allowed = _QUERY_NAMES.get(id(route))
+    if allowed is None:
+        allowed = _QUERY_NAMES[id(route)] = frozenset(_query_names(dependant))
+    errors = []
+    for name in dict.fromkeys(request.query_params.keys()):
+        if name not in allowed:
+            near = get_close_matches(name, sorted(allowed), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            known = ", ".join(sorted(allowed)) or "none"
+            errors.append(
+                {"loc": ["query", name], "msg": f"unknown query parameter{hint} (known: {known})"}
+            )
+    if errors:
+        names = ", ".join(repr(e["loc"][1]) for e in errors)
+        raise ProblemError(422, f"unknown query parameter {names}", errors=errors)
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters of a route and of every dependency under it."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
