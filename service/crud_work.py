@@ -235,14 +235,18 @@ def top_up(session: Session, *, experiment_id: str, window: int) -> list[Envelop
         .values(status="queued", enqueued_at=now, queued_at=func.coalesce(WorkItem.queued_at, now))
         .returning(WorkItem.id, WorkItem.queue, WorkItem.fallback, WorkItem.time_limit)
     ).all()
-    out = []
+    out, moved = [], []
     for item_id, queue, fallback, limit in promoted:
-        routed, other = fleet.pick(session, queue, fallback)
+        routed, _ = fleet.pick(session, queue, fallback)
         if routed != queue:
-            session.execute(
-                update(WorkItem).where(WorkItem.id == item_id).values(queue=routed, fallback=other)
-            )
+            moved.append(item_id)
         out.append(Envelope(item_id, routed, limit))
+    if moved:  # to the fallback, which keeps the planned queue as its own fallback
+        session.execute(
+            update(WorkItem)
+            .where(WorkItem.id.in_(moved))
+            .values(queue=WorkItem.fallback, fallback=WorkItem.queue)
+        )
     return out
 
 

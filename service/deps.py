@@ -115,8 +115,9 @@ async def require_token(
 PrincipalDep = Annotated[Principal, Depends(require_token)]
 
 
-#: The query parameters each route takes, by route object (filled on first use).
-_QUERY_NAMES: dict[int, frozenset[str]] = {}
+#: The attribute that caches, on each route object, the query parameters it takes (so the
+#: cache lives and dies with the route; routes are unhashable, and ids get reused).
+_QUERY_NAMES = "_benignity_query_names"
 
 
 async def known_query(request: Request) -> None:
@@ -128,9 +129,10 @@ async def known_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    allowed = _QUERY_NAMES.get(id(route))
+    allowed = getattr(route, _QUERY_NAMES, None)
     if allowed is None:
-        allowed = _QUERY_NAMES[id(route)] = frozenset(_query_names(dependant))
+        allowed = frozenset(_query_names(dependant))
+        setattr(route, _QUERY_NAMES, allowed)
     errors = []
     for name in dict.fromkeys(request.query_params.keys()):
         if name not in allowed:
