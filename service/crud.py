@@ -14,7 +14,16 @@ from sqlalchemy import Row, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session, defer, undefer
 
 from service import fleet
-from service.models import CensusCone, Experiment, Run, WorkItem, as_utc, new_id, utcnow
+from service.models import (
+    CensusCone,
+    Experiment,
+    ExperimentTag,
+    Run,
+    WorkItem,
+    as_utc,
+    new_id,
+    utcnow,
+)
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE_ITEMS = ("queued", "waiting", "blocked", "running")
@@ -96,8 +105,12 @@ def create_experiment(
         idempotency_key=idempotency_key,
         progress_total=sum(int(i.get("progress_total", 1)) for i in items),
         created_at=utcnow(),
+        name=spec.get("name"),
+        notes=spec.get("notes"),
+        **dataset_columns(spec),
     )
     session.add(exp)
+    session.add_all(ExperimentTag(experiment_id=exp.id, tag=t) for t in spec.get("tags") or [])
     now = utcnow()
     envelopes: list[Envelope] = []
     for item in items:
@@ -132,6 +145,16 @@ def create_experiment(
         session.add(Run(id=new_id(), experiment_id=exp.id, index=index, params=run))
     session.flush()
     return exp, envelopes
+
+
+def dataset_columns(spec: dict[str, Any]) -> dict[str, Any]:
+    """The generator, n and d of a spec's dataset, as the experiments table keeps them."""
+    ds = spec.get("dataset") or {}
+    generator = ds.get("generator")
+    if generator == "custom":
+        return {"generator": generator, "n": len(ds["X"]), "d": len(ds["X"][0])}
+    n = ds.get("d") if generator == "theorem2" else ds.get("n")
+    return {"generator": generator, "n": n, "d": ds.get("d")}
 
 
 def get_experiment(

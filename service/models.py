@@ -47,7 +47,7 @@ class Experiment(Base):
     kind: Mapped[str] = mapped_column(String(16), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -56,6 +56,13 @@ class Experiment(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     spec_hash: Mapped[str] = mapped_column(String(64))
     tenant: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    #: The spec's name, and its notes as last changed by PATCH.
+    name: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    #: The dataset's generator, n and d, copied from the spec so that lists filter on them.
+    generator: Mapped[str | None] = mapped_column(String(16))
+    n: Mapped[int | None] = mapped_column(Integer)
+    d: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_experiments_created", "created_at", "id"),
@@ -87,8 +94,8 @@ class WorkItem(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     requeues: Mapped[int] = mapped_column(Integer, default=0)
-    progress_done: Mapped[int] = mapped_column(Integer, default=0)
-    progress_total: Mapped[int] = mapped_column(Integer, default=1)
+    progress_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_total: Mapped[int] = mapped_column(BigInteger, default=1)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)
@@ -102,6 +109,9 @@ class WorkItem(Base):
     fallback: Mapped[str | None] = mapped_column(String(16))
     #: When the item was first queued (sent to a worker).
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: When a worker last claimed the item, and when it finished (done, failed, cancelled).
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Worker(Base):
@@ -131,6 +141,9 @@ class Run(Base):
     verdict: Mapped[str | None] = mapped_column(String(32), index=True)
     final: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     curve: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: A running run's latest curve point (epoch, loss, gap, grad_norm_sq), at its batch's
+    #: last checkpoint.
+    latest: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_runs_experiment_index", "experiment_id", "index", unique=True),)
 
@@ -157,3 +170,35 @@ class CensusCone(Base):
         Index("ix_census_cones_key", "experiment_id", "width", "sample", unique=True),
         Index("ix_census_cones_verdict", "experiment_id", "verdict"),
     )
+
+
+class ExperimentTag(Base):
+    """One tag of an experiment (the spec's `tags`, as last changed by PATCH)."""
+
+    __tablename__ = "experiment_tags"
+
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index("ix_experiment_tags_tag", "tag", "experiment_id"),)
+
+
+class Notification(Base):
+    """A signed POST of an experiment's terminal status to its spec's `notify` URL."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(16))  # the terminal status
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

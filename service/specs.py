@@ -151,7 +151,45 @@ Dataset = Annotated[
 ]
 
 
-class _Common(_Strict):
+#: A tag: letters, digits and . _ : / = - (1 to 64 characters).
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/=-]+$")]
+#: Tags on one experiment.
+MAX_TAGS = 32
+
+
+class _Labels(_Strict):
+    """What a person or a pipeline calls an experiment, and where to tell it of the end."""
+
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A short name to find the experiment by (the list's `name` filter).",
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Labels to filter and export by (`?tag=`); PATCH changes them.",
+    )
+    notes: str | None = Field(
+        default=None, max_length=10_000, description="Free text; PATCH changes it."
+    )
+    notify: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://[^\s]+$",
+        description="An http(s) URL that gets a POST, signed with HMAC-SHA256, at each "
+        "terminal status (succeeded, failed, cancelled).",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _distinct_tags(cls, tags: list[str]) -> list[str]:
+        _distinct(tags, "tags")
+        return tags
+
+
+class _Common(_Labels):
     dataset: Dataset
     weight_decay: Positive
     seed: int = Field(default=0, ge=0)
