@@ -102,7 +102,8 @@ class JsonOnly:
             return
         headers = dict(scope["headers"])
         length = headers.get(b"content-length", b"0").strip()
-        has_body = length != b"0" or b"chunked" in headers.get(b"transfer-encoding", b"")
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        has_body = chunked or not length.isdigit() or int(length) > 0
         declared = headers.get(b"content-type", b"").decode("latin-1")
         if not has_body or _is_json(declared):
             await self.app(scope, receive, send)

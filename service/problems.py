@@ -66,7 +66,7 @@ def validation_errors(exc: RequestValidationError, body_type: Any = None) -> lis
     place; a required field missing beside its near miss says so. A string or a
     boolean for a number says which it got.
     """
-    errors = list(exc.errors())
+    errors = _best_members(list(exc.errors()))
     near = _near_misses(errors, body_type)
     sent_as = {(*loc[:-1], hint): loc[-1] for loc, hint in near.items()}
     first: list[dict[str, Any]] = []
@@ -80,8 +80,6 @@ def validation_errors(exc: RequestValidationError, body_type: Any = None) -> lis
         if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
             out.append(str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
         entry = {"loc": out, "msg": msg}
-        if any(map(_is_member_label, loc)) and any(e["loc"] == out for e in rest):
-            continue  # another member of the same plain union said it first
         (first if err.get("type") == "extra_forbidden" else rest).append(entry)
     return first + rest
 
@@ -187,6 +185,35 @@ def _untagged(loc: tuple[Any, ...]) -> list[Any]:
         if not _is_member_label(part):
             out.append(part)
     return out
+
+
+def _best_members(errors: list[Any]) -> list[Any]:
+    """The errors of a plain union's members that fit the input's kind.
+
+    `weight_decay: float | list[float]` given [] fails as a float and as a list; only
+    the list's error ("at least 1 item") helps. A member whose only error is that
+    the input is not of its type is dropped when another member got further; when
+    none did, the first member speaks for all.
+    """
+    unions: dict[tuple[Any, ...], dict[Any, list[Any]]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        k = next((i for i, part in enumerate(loc) if _is_member_label(part)), None)
+        if k is not None:
+            unions.setdefault(loc[:k], {}).setdefault(loc[k], []).append(err)
+    dropped: set[int] = set()
+    for members in unions.values():
+        groups = list(members.values())
+        misfits = [g for g in groups if all(_misfit(e) for e in g)]
+        for group in misfits if len(misfits) < len(groups) else groups[1:]:
+            dropped |= {id(e) for e in group}
+    return [e for e in errors if id(e) not in dropped]
+
+
+def _misfit(err: Any) -> bool:
+    """Whether the error only says the input is not of the member's type."""
+    loc = err["loc"]
+    return str(err.get("type", "")).endswith("_type") and _is_member_label(loc[-1])
 
 
 def _is_member_label(part: Any) -> bool:

@@ -189,17 +189,22 @@ Generator = Literal["teacher", "orthogonal", "theorem2", "correlated", "custom"]
 Size = Annotated[int | None, Query(ge=1, le=INT_MAX)]
 
 
-def _iso_only(value: object) -> object:
-    """Refuse a bare number, which pydantic would read as seconds since 1970."""
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "").isdigit():
+def _iso_8601(value: object) -> object:
+    """An ISO 8601 date or time (a bare number, which pydantic would read as seconds
+    since 1970, is refused)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        why = "" if str(exc).startswith("Invalid isoformat") else f" ({exc})"
         raise ValueError(
-            f"expected an ISO 8601 date or time such as 2026-05-01 or 2026-05-01T12:00:00Z, "
-            f"not {value!r}"
-        )
-    return value
+            "expected an ISO 8601 date or time such as 2026-05-01 or 2026-05-01T12:00:00Z, "
+            f"not {value!r}{why}"
+        ) from None
 
 
-IsoTime = Annotated[datetime, BeforeValidator(_iso_only)]
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601)]
 
 
 async def experiment_filters(

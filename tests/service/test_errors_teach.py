@@ -45,6 +45,9 @@ def test_form_posts_and_patches_are_415_too(client):
     assert_problem(
         client.post("/v1/experiments", data={"kind": "optimum"}), 415, "application/json"
     )
+    chunks = iter([json.dumps(SPEC).encode()])  # sent chunked, with no Content-Length
+    chunked = client.post("/v1/experiments", content=chunks, headers={"content-type": "text/plain"})
+    assert_problem(chunked, 415, "'text/plain'")
     exp = client.post("/v1/experiments", json=SPEC).json()
     resp = client.patch(f"/v1/experiments/{exp['id']}", content=b'{"notes": "x"}')
     assert_problem(resp, 415, "Content-Type: application/json")

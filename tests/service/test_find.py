@@ -131,7 +131,7 @@ def test_created_after_and_before(client):
     assert ids(client, created_after=later.isoformat()) == []  # naive times are UTC
     assert len(ids(client, created_before=later.isoformat())) == 4
     for bad in ("yesterday", "2026-13-01", "1700000000"):
-        problem = assert_problem(client.get(LIST, params={"created_after": bad}), 422)
+        problem = assert_problem(client.get(LIST, params={"created_after": bad}), 422, "ISO 8601")
         assert problem["errors"][0]["loc"] == ["query", "created_after"], problem
     assert_problem(client.get(LIST, params={"created_before": "1700000000"}), 422, "ISO 8601")
 
@@ -324,3 +324,50 @@ def test_tenants_find_patch_and_delete_only_their_own(tenants):
     assert client.patch(url, json={"notes": "ops"}, headers=ROOT).json()["notes"] == "ops"
     assert client.delete(url, headers=B).status_code == 204
     assert_problem(client.get(url, headers=ROOT), 404)
+
+
+def test_the_same_queries_on_sqlite(tmp_path):
+    """The embedded database (`benignity serve` without DATABASE_URL) filters, aggregates
+    tags, relabels and deletes as PostgreSQL does."""
+    from service import crud, crud_find
+    from service.db import make_engine
+    from service.models import Base
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'find.db'}")
+    Base.metadata.create_all(engine)
+    made = []
+    with Session(engine) as session:
+        for i, (name, tags) in enumerate([("a_b", ["x", "y"]), ("A%B", ["y"]), ("ab", [])]):
+            spec = {**TRAINING, "seed": i, "name": name, "tags": tags}
+            exp, _ = crud.create_experiment(
+                session, kind="training", spec=spec, spec_hash="h", idempotency_key=None,
+                items=[{"task": "train"}], runs=[{"width": 2}],
+            )  # fmt: skip
+            made.append(exp.id)
+        session.commit()
+
+        def found(**filters: object) -> list[str]:
+            f = crud_find.Filters(**filters)  # type: ignore[arg-type]
+            rows, _ = crud.list_experiments(session, filters=f, limit=10, cursor=None)
+            return sorted(r.id for r in rows)
+
+        assert found(tags=("x", "y")) == [made[0]]
+        assert found(name="a_") == [made[0]] and found(name="%") == [made[1]]
+        assert found(name="A") == sorted(made) and found(id_prefix=made[2][:32]) == [made[2]]
+        snap = crud.snapshot(session, experiment_id=made[0], tenant=None)
+        assert snap is not None and crud_find.split_tags(snap.tag_text) == ["x", "y"]
+        crud_find.relabel(session, experiment_id=made[0], changes={"tags": ["z"], "notes": "n"})
+        session.commit()
+        assert crud_find.tags_of(session, experiment_ids=made) == {made[0]: ["z"], made[1]: ["y"]}
+        with pytest.raises(crud_find.Unfinished, match="cancel it first"):
+            crud_find.delete_experiment(session, experiment_id=made[0])
+        crud.cancel_experiment(session, experiment_id=made[0])
+        crud_find.delete_experiment(session, experiment_id=made[0])
+        session.commit()
+        assert found() == sorted(made[1:])
+        left = {
+            t.__tablename__: session.scalar(select(func.count()).select_from(t))
+            for t in (Run, WorkItem, ExperimentTag)
+        }
+        assert left == {"runs": 2, "work_items": 2, "experiment_tags": 1}  # the others' rows
+    engine.dispose()
