@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
@@ -60,12 +60,18 @@ def narrowed(query: Select[Any], f: Filters) -> Select[Any]:
     if f.name is not None:
         query = query.where(Experiment.name.icontains(f.name, autoescape=True))
     if f.created_after is not None:
-        query = query.where(Experiment.created_at >= as_utc(f.created_after))
+        query = query.where(Experiment.created_at >= in_utc(f.created_after))
     if f.created_before is not None:
-        query = query.where(Experiment.created_at < as_utc(f.created_before))
+        query = query.where(Experiment.created_at < in_utc(f.created_before))
     if f.id_prefix is not None:
         query = query.where(Experiment.id.startswith(f.id_prefix, autoescape=True))
     return query
+
+
+def in_utc(moment: datetime) -> datetime:
+    """The same moment in UTC (a naive time is taken as UTC). SQLite compares times as
+    text without their offset, so a parameter must be in the zone the rows are stored in."""
+    return as_utc(moment).astimezone(UTC)
 
 
 def tag_text() -> Any:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from service.models import CensusCone, ExperimentTag, Notification, Run, WorkItem
+from service.models import (
+    CensusCone,
+    Experiment,
+    ExperimentTag,
+    Notification,
+    Run,
+    WorkItem,
+    as_utc,
+)
 from tests.service.test_api import SPEC, assert_problem, broker, make_client  # noqa: F401 - fixture
 from tests.service.test_tenants import A1, ROOT, TOKENS, B
 
@@ -127,6 +135,8 @@ def test_created_after_and_before(client):
         made[2]["id"],
         made[1]["id"],
     ]
+    east = datetime.fromisoformat(times[2]).astimezone(timezone(timedelta(hours=5)))
+    assert ids(client, created_after=east.isoformat()) == [made[3]["id"], made[2]["id"]]
     later = (datetime.fromisoformat(times[3]) + timedelta(hours=1)).replace(tzinfo=None)
     assert ids(client, created_after=later.isoformat()) == []  # naive times are UTC
     assert len(ids(client, created_before=later.isoformat())) == 4
@@ -354,6 +364,10 @@ def test_the_same_queries_on_sqlite(tmp_path):
         assert found(tags=("x", "y")) == [made[0]]
         assert found(name="a_") == [made[0]] and found(name="%") == [made[1]]
         assert found(name="A") == sorted(made) and found(id_prefix=made[2][:32]) == [made[2]]
+        created = session.get(Experiment, made[1]).created_at  # type: ignore[union-attr]
+        east = as_utc(created).astimezone(timezone(timedelta(hours=5)))  # the same moment
+        assert found(created_after=east) == sorted(made[1:])
+        assert found(created_before=east) == [made[0]]
         snap = crud.snapshot(session, experiment_id=made[0], tenant=None)
         assert snap is not None and crud_find.split_tags(snap.tag_text) == ["x", "y"]
         crud_find.relabel(session, experiment_id=made[0], changes={"tags": ["z"], "notes": "n"})
