@@ -103,7 +103,7 @@ def _cursor_error(exc: ValueError) -> ProblemError:
     "",
     status_code=202,
     response_model=Experiment,
-    responses={200: {"model": Experiment}, 429: {}},
+    responses={200: {"model": Experiment}, 415: {}, 429: {}},
 )
 async def submit(
     request: Request,
