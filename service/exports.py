@@ -23,22 +23,20 @@ Naming: a nested spec field is flattened with "_" (``dataset.n`` -> ``dataset_n`
 ``data_seeds``) are per-row columns holding the row's own value (``weight_decay``, ``lr``,
 ``data_seed``), so every column is a scalar; ``data_seed`` is the dataset seed the row
 used (the dataset's own seed when the spec does not sweep data seeds; null for custom
-data). CSV has the same columns, lists as JSON text, null as an empty cell.
+data). service/arrow_tables.py turns rows into batches of a schema and writes them as
+Parquet or as CSV (the same columns, lists as JSON text, null as an empty cell).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from service.arrow_tables import coerce
 from service.curves import FIELDS as CURVE_FIELDS
 from service.curves import INT_FIELDS as CURVE_INT_FIELDS
 
@@ -237,7 +235,6 @@ BY_KIND: dict[str, pa.Schema] = {"training": TRAINING, "census": CENSUS, "optimu
 
 
 def experiment_columns(
-    kind: str,
     spec: Mapping[str, Any],
     *,
     experiment_id: str,
@@ -245,8 +242,9 @@ def experiment_columns(
     tags: Sequence[str],
     status: str,
 ) -> Row:
-    """The columns every row of one experiment shares: EXPERIMENT_FIELDS and its kind's
-    scalar spec fields (a swept field's value is left to each row)."""
+    """The columns every row of one experiment shares: EXPERIMENT_FIELDS and the spec's
+    scalar fields, for any kind (a table keeps the columns its schema has; a swept field's
+    value is left to each row)."""
     data = spec.get("dataset") or {}
     columns: Row = {
         "experiment_id": experiment_id,
@@ -271,8 +269,11 @@ def experiment_columns(
 
 def _dataset_columns(data: Mapping[str, Any]) -> Row:
     X, generator = data.get("X"), data.get("generator")
-    n = len(X) if isinstance(X, list) else data.get("n", data.get("d") if generator else None)
-    d = len(X[0]) if isinstance(X, list) and X else data.get("d")
+    n, d = data.get("n"), data.get("d")
+    if generator == "theorem2":  # n = d
+        n = d
+    elif isinstance(X, list) and X:  # custom data
+        n, d = len(X), len(X[0])
     out = {"dataset_generator": generator, "dataset_n": n, "dataset_d": d}
     for key in ("seed", "teacher_width", "rho", "perturbation", "rng"):
         out[f"dataset_{key}"] = data.get(key)
@@ -370,118 +371,6 @@ def curve_batch(
             whole = np.where(missing, 0, values).astype(np.int64)
             arrays.append(pa.array(whole, type=field.type, mask=missing))
         else:
-            value = _coerce(field.type)(head.get(field.name))
+            value = coerce(field.type)(head.get(field.name))
             arrays.append(pa.array([value] * size, type=field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=CURVES)
-
-
-# --- typed batches -----------------------------------------------------------------------
-
-
-def batch(schema: pa.Schema, rows: Sequence[Mapping[str, Any]]) -> pa.RecordBatch:
-    """Rows as a batch of exactly ``schema``: missing keys are null, other keys are dropped,
-    and each value is converted to its column's type.
-
-    Raises:
-        ValueError: a value does not fit its column (a fraction in an int64 column, text in
-            a float64 one): the declared schema and the stored rows disagree.
-    """
-    arrays = []
-    for field in schema:
-        convert = _coerce(field.type)
-        try:
-            values = [convert(row.get(field.name)) for row in rows]
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"export column {field.name} ({field.type}): {exc}") from exc
-        arrays.append(pa.array(values, type=field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _coerce(kind: pa.DataType) -> Callable[[Any], Any]:
-    if pa.types.is_list(kind):
-        item = _coerce(kind.value_type)
-        return lambda v: None if v is None else [item(x) for x in v]
-    return _SCALARS[str(kind)]
-
-
-def _to_int(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not float(value).is_integer():
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(value)
-
-
-def _to_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool | str):
-        raise ValueError(f"{value!r} is not a number")
-    return float(value)
-
-
-def _to_bool(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise ValueError(f"{value!r} is not true or false")
-
-
-def _to_str(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value) if isinstance(value, list | dict) else str(value)
-
-
-_SCALARS: dict[str, Callable[[Any], Any]] = {
-    "int64": _to_int,
-    "double": _to_float,
-    "bool": _to_bool,
-    "string": _to_str,
-}
-
-
-# --- files -------------------------------------------------------------------------------
-
-
-def write_parquet(schema: pa.Schema, batches: Iterable[pa.RecordBatch], sink: IO[bytes]) -> None:
-    """Parquet (zstd) of ``schema``, one row group per batch; with no batches, a file with
-    the schema and no rows."""
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        for part in batches:
-            if part.num_rows:
-                writer.write_batch(part)
-
-
-def write_csv(schema: pa.Schema, batches: Iterable[pa.RecordBatch], sink: IO[bytes]) -> None:
-    """UTF-8 CSV with the schema's names as header: null is an empty cell, floats keep
-    every digit (repr), booleans are true/false, lists are JSON."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(schema.names)
-    for part in batches:
-        columns = [_csv_cells(part.column(i)) for i in range(part.num_columns)]
-        writer.writerows(zip(*columns, strict=True))
-        sink.write(buf.getvalue().encode())
-        buf.seek(0)
-        buf.truncate()
-    sink.write(buf.getvalue().encode())
-
-
-def _csv_cells(column: pa.Array) -> Iterator[str]:
-    for value in column.to_pylist():
-        yield _cell(value)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list):
-        return json.dumps(value)
-    return str(value)
-
-
-WRITERS = {"parquet": write_parquet, "csv": write_csv}

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from service import crud, crud_exports, curves, exports
+from service import arrow_tables, crud, crud_exports, curves, exports
 from service.deps import DatabaseDep, Principal, PrincipalDep
 from service.models import Experiment
 from service.problems import ProblemError
@@ -70,21 +70,21 @@ def experiment_batches(
     """One experiment's table as batches of its declared schema, a page at a time."""
     tags = crud_exports.tags_of(session, experiment_id=exp.id)
     base = exports.experiment_columns(
-        exp.kind, exp.spec, experiment_id=exp.id, name=exp.name, tags=tags, status=exp.status
+        exp.spec, experiment_id=exp.id, name=exp.name, tags=tags, status=exp.status
     )
     schema = schema_of(exp.kind, table)
     if table == "widths":
-        yield exports.batch(schema, exports.width_rows(base, exp.result))
+        yield arrow_tables.batch(schema, exports.width_rows(base, exp.result))
     elif table == "curves":
         yield from _curve_batches(session, base, max_points)
     elif exp.kind == "optimum":
-        yield exports.batch(schema, exports.neuron_rows(base, exp.result))
+        yield arrow_tables.batch(schema, exports.neuron_rows(base, exp.result))
     elif exp.kind == "census":
         for cones in crud_exports.cone_pages(session, experiment_id=exp.id, size=PAGE_ROWS):
-            yield exports.batch(schema, [exports.cone_row(base, c) for c in cones])
+            yield arrow_tables.batch(schema, [exports.cone_row(base, c) for c in cones])
     else:
         for runs in crud_exports.run_pages(session, experiment_id=exp.id, size=PAGE_ROWS):
-            yield exports.batch(schema, [exports.training_row(base, r) for r in runs])
+            yield arrow_tables.batch(schema, [exports.training_row(base, r) for r in runs])
 
 
 def _curve_batches(
@@ -106,7 +106,7 @@ def spool(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: Format) -> 
     """The table written as ``fmt`` to a spooled file, rewound."""
     sink = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - streamed later
     try:
-        exports.WRITERS[fmt](schema, batches, sink)
+        arrow_tables.WRITERS[fmt](schema, batches, sink)
         sink.seek(0)
     except BaseException:
         sink.close()
@@ -147,26 +147,31 @@ async def export_many(
     table: Annotated[
         Table, Query(description="rows (per kind), widths (census) or curves (training).")
     ] = "rows",
+    max_points: Annotated[
+        int | None,
+        Query(ge=2, le=1_000_000, description="table=curves: at most this many points per run."),
+    ] = None,
 ) -> StreamingResponse:
     """One table over many experiments of one kind, concatenated under its declared schema."""
 
     def work(session: Session) -> IO[bytes]:
         found_kind, chosen = _chosen(session, who, ids=ids, tag=tag, kind=kind)
         check_table(found_kind, table)
-        return spool(schema_of(found_kind, table), _batches(session, who, chosen, table), fmt)
+        batches = _batches(session, who, chosen, table, max_points)
+        return spool(schema_of(found_kind, table), batches, fmt)
 
     sink = await db.run(work)
     return file_response(sink, fmt, "export" if table == "rows" else table)
 
 
 def _batches(
-    session: Session, who: Principal, chosen: list[str], table: Table
+    session: Session, who: Principal, chosen: list[str], table: Table, max_points: int | None
 ) -> Iterator[pa.RecordBatch]:
     for experiment_id in chosen:
         exp = crud.get_experiment(session, experiment_id=experiment_id, tenant=who.scope)
         if exp is None:  # deleted since it was chosen
             continue
-        yield from experiment_batches(session, exp, table)
+        yield from experiment_batches(session, exp, table, max_points=max_points)
         session.expunge(exp)
 
 

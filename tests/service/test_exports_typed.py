@@ -305,6 +305,8 @@ def test_an_export_across_experiments_by_ids_and_by_tag(api):
     assert parquet(client, "/v1/export.parquet", tag="nightly", kind="census").num_rows == 0
     curves = parquet(client, "/v1/export.parquet", ids=first, table="curves")
     assert curves.schema == exports.CURVES and curves.num_rows > 0
+    short = parquet(client, "/v1/export.parquet", ids=first, table="curves", max_points=3)
+    assert 2 * 2 <= short.num_rows <= 2 * 3
     assert second
 
 

@@ -17,7 +17,7 @@ from matplotlib.image import imread
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service import exports, reports
+from service import arrow_tables, exports, reports
 from service.curves import FIELDS, decode_curve, encode_curve
 from service.models import Experiment, Run, new_id
 from tests.conftest import PG_URL, use_settings
@@ -165,7 +165,7 @@ TRAINING_RUNS = [
     run_row(2, params={"width": 50, "init_scale": 1.0, "seed": 1}, status="queued"),
 ]  # fmt: skip
 BASE = exports.experiment_columns(
-    "training", TRAINING_SPEC, experiment_id="e", name=None, tags=["t"], status="running"
+    TRAINING_SPEC, experiment_id="e", name=None, tags=["t"], status="running"
 )
 
 
@@ -174,7 +174,7 @@ def training_rows() -> list[dict[str, Any]]:
 
 
 def test_training_rows_fill_the_declared_columns():
-    part = exports.batch(exports.TRAINING, training_rows())
+    part = arrow_tables.batch(exports.TRAINING, training_rows())
     assert part.schema == exports.TRAINING and part.num_rows == 3
     rows = part.to_pylist()
     assert rows[0]["run_id"] == "r0" and rows[0]["final_epoch"] == 900
@@ -188,35 +188,37 @@ def test_training_rows_fill_the_declared_columns():
 def test_batches_refuse_values_that_do_not_fit_their_column():
     for bad in ({"final_epoch": 9.5}, {"final_mse": "0.1"}, {"final_strict": 1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            exports.batch(exports.TRAINING, [{**training_rows()[0], **bad}])
+            arrow_tables.batch(exports.TRAINING, [{**training_rows()[0], **bad}])
     assert (
-        exports.batch(exports.TRAINING, [{"final_epoch": 9.0}]).column("final_epoch")[0].as_py()
+        arrow_tables.batch(exports.TRAINING, [{"final_epoch": 9.0}])
+        .column("final_epoch")[0]
+        .as_py()
         == 9
     )
 
 
 def test_csv_parses_back_to_the_rows():
-    part = exports.batch(exports.TRAINING, training_rows())
+    part = arrow_tables.batch(exports.TRAINING, training_rows())
     sink = io.BytesIO()
-    exports.write_csv(exports.TRAINING, [part], sink)
+    arrow_tables.write_csv(exports.TRAINING, [part], sink)
     back = list(csv.DictReader(io.StringIO(sink.getvalue().decode())))
     assert list(back[0]) == exports.TRAINING.names and len(back) == 3
     assert back[0]["final_grad_norm_sq"] == "1e-17" and float(back[0]["final_gap"]) == 1e-9
     assert back[1]["final_gap"] == "" and back[2]["verdict"] == "" and back[2]["final_mse"] == ""
     assert [r["run_id"] for r in back] == ["r0", "r1", "r2"] and back[0]["tags"] == '["t"]'
     empty = io.BytesIO()
-    exports.write_csv(exports.TRAINING, [], empty)
+    arrow_tables.write_csv(exports.TRAINING, [], empty)
     assert empty.getvalue().decode() == ",".join(exports.TRAINING.names) + "\n"
 
 
 def test_parquet_reads_back_with_the_declared_types():
-    part = exports.batch(exports.TRAINING, training_rows())
+    part = arrow_tables.batch(exports.TRAINING, training_rows())
     sink = io.BytesIO()
-    exports.write_parquet(exports.TRAINING, [part], sink)
+    arrow_tables.write_parquet(exports.TRAINING, [part], sink)
     table = pq.read_table(io.BytesIO(sink.getvalue()))
     assert table.schema == exports.TRAINING and table.to_pylist() == part.to_pylist()
     empty = io.BytesIO()
-    exports.write_parquet(exports.TRAINING, [], empty)
+    arrow_tables.write_parquet(exports.TRAINING, [], empty)
     assert pq.read_table(io.BytesIO(empty.getvalue())).schema == exports.TRAINING
 
 

@@ -219,7 +219,7 @@ def test_item_count_counts_each_cell() -> None:
 def test_exports_have_the_same_columns_swept_or_not() -> None:
     """Each run's row has its own weight decay and lr, from its params when swept and from
     the spec otherwise; the columns do not depend on the spec."""
-    from service import exports
+    from service import arrow_tables, exports
     from service.models import Run
 
     swept = {**TRAINING, "weight_decay": [0.1, 0.2], "optimizer": {"lr": [0.01, 0.05]}}
@@ -227,9 +227,9 @@ def test_exports_have_the_same_columns_swept_or_not() -> None:
         params = planned(body).runs
         runs = [Run(id=str(i), index=i, params=p, status="done") for i, p in enumerate(params)]
         base = exports.experiment_columns(
-            "training", body, experiment_id="e", name=None, tags=[], status="queued"
+            body, experiment_id="e", name=None, tags=[], status="queued"
         )
-        part = exports.batch(exports.TRAINING, [exports.training_row(base, r) for r in runs])
+        part = arrow_tables.batch(exports.TRAINING, [exports.training_row(base, r) for r in runs])
         assert part.schema == exports.TRAINING
         got = {(r["weight_decay"], r["lr"]) for r in part.to_pylist()}
         assert len(got) == cells and None not in {v for pair in got for v in pair}
