@@ -94,12 +94,14 @@ def _curve_batches(
     for runs in crud_exports.run_pages(
         session, experiment_id=experiment_id, size=PAGE_CURVES, curves=True
     ):
+        parts = []
         for run in runs:
             assert run.curve is not None  # the query skips runs without one
             columns = curves.decode_curve(run.curve)
             if max_points is not None:
                 columns = curves.downsample(columns, max_points)
-            yield exports.curve_batch(base, run, columns)
+            parts.append(exports.curve_batch(base, run, columns))
+        yield pa.concat_batches(parts)  # a page of runs is one Parquet row group
 
 
 def spool(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: Format) -> IO[bytes]:
@@ -185,13 +187,16 @@ def _chosen(
     if ids is not None:
         wanted = list(dict.fromkeys(i.strip() for part in ids for i in part.split(",")))
         wanted = [i for i in wanted if i]
+        if not wanted:
+            msg = "ids names no experiment"
+            raise ProblemError(422, msg, errors=[{"loc": ["query", "ids"], "msg": msg}])
         _at_most(len(wanted), "ids")
         kinds = crud_exports.kinds_of(
             session, experiment_ids=[i for i in wanted if ID.fullmatch(i)], tenant=who.scope
         )
         missing = [i for i in wanted if i not in kinds]
-        if missing or not wanted:
-            raise ProblemError(404, f"no experiment {', '.join(missing) or '(no ids given)'}")
+        if missing:
+            raise ProblemError(404, f"no experiment {', '.join(missing)}")
         return _one_kind(kind, [(i, kinds[i]) for i in wanted]), wanted
     assert tag is not None
     found = crud_exports.tagged(

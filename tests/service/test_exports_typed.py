@@ -325,6 +325,7 @@ def test_multi_experiment_export_problems(api, monkeypatch):
     wrong = client.get("/v1/export.csv", params={"ids": census, "kind": "training"})
     assert_problem(wrong, 422, f"{census} (census)")
     assert_problem(client.get("/v1/export.parquet"), 422, "ids", "tag")
+    assert_problem(client.get("/v1/export.parquet", params={"ids": " , "}), 422, "no experiment")
     both = client.get("/v1/export.parquet", params={"ids": training, "tag": "nightly"})
     assert_problem(both, 422, "not both")
     assert_problem(client.get("/v1/export.parquet", params={"tag": "none"}), 404, "none")
