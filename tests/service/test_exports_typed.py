@@ -342,3 +342,22 @@ def test_multi_experiment_export_problems(api, monkeypatch):
     assert_problem(over, 422, "at most 1 experiments", "names 2")
     add(db, {**CENSUS, "tags": ["nightly"]})
     assert_problem(client.get("/v1/export.parquet", params={"tag": "nightly"}), 422, "at most 1")
+
+
+def test_rows_are_read_a_page_at_a_time_in_order(api, monkeypatch):
+    client, db = api
+    monkeypatch.setattr(export_routes, "PAGE_ROWS", 3)
+    monkeypatch.setattr(export_routes, "PAGE_CURVES", 1)
+    cones = [cone(w, s, s % 2) for w in (2, 8) for s in range(4)]
+    census = add(db, CENSUS, cones=cones[::-1])  # stored out of order
+    resp = client.get(f"/v1/experiments/{census}/export.parquet")
+    meta = pq.ParquetFile(io.BytesIO(resp.content)).metadata
+    assert meta.num_row_groups == 3 and meta.num_rows == 8
+    got = pq.read_table(io.BytesIO(resp.content)).select(["width", "sample"]).to_pylist()
+    assert got == [{"width": w, "sample": s} for w in (2, 8) for s in range(4)]
+    swept = {**TRAINING, "weight_decay": [0.01, 0.02, 0.03, 0.04]}
+    training = add(db, swept, runs=training_runs(swept, done=True))
+    table = parquet(client, f"/v1/experiments/{training}/export.parquet")
+    assert table["run_index"].to_pylist() == list(range(8))
+    curves = client.get(f"/v1/experiments/{training}/curves.parquet")
+    assert pq.ParquetFile(io.BytesIO(curves.content)).metadata.num_row_groups == 8
