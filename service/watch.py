@@ -89,7 +89,6 @@ class Watcher:
         self.watches: dict[str, _Watch] = {}
         self.reads = 0  # state reads so far (each one query over up to BATCH experiments)
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     @property
     def waiters(self) -> int:
@@ -101,7 +100,6 @@ class Watcher:
         watch = self.watches.get(experiment_id)
         if watch is None:
             watch = self.watches[experiment_id] = _Watch()
-            self._wake.set()  # read it at once, not at the next tick
         watch.waiters += 1
         WAITERS.inc()
         loop = asyncio.get_running_loop()
@@ -125,9 +123,7 @@ class Watcher:
                     log.warning("long-poll watcher could not read: %s", exc)
                 else:
                     self._compare(ids, found)
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.sleep(self.interval)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
@@ -159,11 +155,12 @@ class Watcher:
 async def long_poll(request: Request, experiment_id: str, read: Read, seconds: float) -> bytes:
     """The experiment's body once it differs from the client's view, or after `seconds`."""
     watcher: Watcher = request.app.state.watcher
+    twice = watcher.polls.ttl > 0  # without a poll cache every read is fresh
     seen = request.headers.get("if-none-match")
     deadline = time.monotonic() + min(seconds, MAX_WAIT)
     with watcher.watching(experiment_id) as watch:
         version = watch.version
-        body = await _fresh(read)
+        body = await _fresh(read, twice)
         if seen and not matches(seen, etag_of(body)):
             return body  # the client is behind already
         tag = etag_of(body)
@@ -175,7 +172,7 @@ async def long_poll(request: Request, experiment_id: str, read: Read, seconds: f
                 if gone.done():
                     return body  # nobody to answer
                 version = watch.version
-                body = await _fresh(read)
+                body = await _fresh(read, twice)
                 if etag_of(body) != tag:
                     return body
         finally:
@@ -197,12 +194,12 @@ async def _changed(watch: _Watch, gone: asyncio.Future[None], deadline: float) -
     return (changed.done() and not changed.cancelled()) or gone.done()
 
 
-async def _fresh(read: Read) -> bytes:
-    """The body through the poll cache, read twice: a first read may have joined one begun
-    before the watcher's last eviction; the second then starts or joins a later one (and
-    is answered from the cache when the first was not stale)."""
-    await read()
-    return await read()
+async def _fresh(read: Read, twice: bool) -> bytes:
+    """The body through the poll cache, read `twice`: a first read may have joined one
+    begun before the watcher's last eviction; the second then starts or joins a later one
+    (and is answered from the cache when the first was not stale)."""
+    body = await read()
+    return await read() if twice else body
 
 
 async def _disconnected(request: Request) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 from celery.worker import state as worker_state
 
-from service import db, dispatch
+from service import db
 from service.config import get_settings
 from service.dispatch import celery_config
 from workers.landscape.training_native_cache import set_cache_dir
@@ -38,10 +38,8 @@ busy = threading.Event()
 
 @signals.worker_process_init.connect
 def _fresh_engine(**_: Any) -> None:
-    """A forked pool process must not share the parent's database or broker connections
-    (webhook messages are sent from it through the dispatch client)."""
+    """A forked pool process must not share the parent's database connections."""
     db.reset_caches()
-    dispatch.reset()
 
 
 def stop_gently_on_sigterm() -> None:
