@@ -321,6 +321,21 @@ def test_a_webhook_that_is_never_taken_fails_after_its_attempts(
         srv.stop()
 
 
+def test_a_failure_notifies_with_its_reason(server, start_worker, receiver):
+    hook = receiver()
+    start_worker()
+    failing = {  # accepted, but the interior-point solve fails on it (tests/e2e/test_failures)
+        "kind": "optimum",
+        "dataset": {"generator": "teacher", "n": 6, "d": 3, "teacher_width": 10, "seed": 0},
+        "weight_decay": 1e100,
+    }
+    items = settled(server.url, failing, hook)
+    assert [(n["event"], n["status"]) for n in items] == [("experiment.failed", "delivered")]
+    payload = json.loads(hook.calls[0][1])
+    assert payload["event"] == "experiment.failed"
+    assert payload["experiment"]["error"]["type"] == "SolverError"
+
+
 def test_cancel_notifies_even_when_its_message_was_lost(
     server, start_worker, receiver, redis_client
 ):
