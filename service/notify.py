@@ -197,7 +197,7 @@ def post(claim: Claim, *, key: bytes, timeout: float) -> Outcome:
     }
     try:
         answer = httpx.post(claim.url, content=body, headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - no answer (or a URL httpx refuses): not delivered
         return Outcome(None, f"{type(exc).__name__}: {exc}"[:2000])
     if 200 <= answer.status_code < 300:
         return Outcome(answer.status_code, None)
