@@ -149,8 +149,19 @@ def settled(base: str, spec: dict, hook: Receiver) -> list[dict]:
 # --- the long-poll ------------------------------------------------------------------
 
 
-def test_a_long_poll_answers_within_a_second_of_completion(server, start_worker):
-    base = server.url
+@pytest.mark.parametrize("poll_cache", ["0.5", "0"])
+def test_a_long_poll_answers_within_a_second_of_completion(
+    env, monkeypatch, start_worker, poll_cache
+):
+    use_settings(monkeypatch, POLL_CACHE_SECONDS=poll_cache)
+    server = Server()
+    try:
+        watch_to_the_end(server.url, start_worker)
+    finally:
+        server.stop()
+
+
+def watch_to_the_end(base: str, start_worker: Callable[[], Any]) -> None:
     exp = httpx.post(f"{base}/v1/experiments", json=SLOW).json()
     url = f"{base}/v1/experiments/{exp['id']}"
     first = httpx.get(url)
@@ -168,6 +179,7 @@ def test_a_long_poll_answers_within_a_second_of_completion(server, start_worker)
     assert body["status"] == "succeeded", body
     late = seen_at - when(body["finished_at"])
     assert late < 1.0, f"the client learnt of completion {late:.2f} s after it ({calls})"
+    print(f"learnt of completion {late:.3f} s after it; calls (status, seconds): {calls}")
     # each answer came from a change (queued -> running -> succeeded), not from a tight loop
     assert 2 <= len(calls) <= 4, calls
 
@@ -223,6 +235,7 @@ def test_many_waiters_share_one_read_per_tick(server, start_worker):
         assert peak.result() == waiters  # all 50 waited at once
     assert statuses == [304] * waiters
     ticks = watcher.reads - reads
+    print(f"{waiters} waiters for {wait:g} s: {ticks} state reads")
     interval = server.app.state.watcher.interval
     # one state read per tick for all 50 (their arrivals spread over a few ticks), not 50
     assert 1 <= ticks <= (wait + 1.5) / interval + 2, ticks
