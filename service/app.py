@@ -19,7 +19,8 @@ from service.db import get_database, get_engine
 from service.deps import RateLimit, known_query, require_token
 from service.middleware import BodyLimit, JsonOnly, Metrics, PollFastPath
 from service.pollcache import PollCache
-from service.routes import experiments, exports, health, reports
+from service.routes import experiments, exports, health, notifications, reports
+from service.watch import Watcher
 
 log = logging.getLogger("benignity.api")
 T = TypeVar("T")
@@ -36,6 +37,7 @@ def create_app() -> FastAPI:
     )
     app.state.rate_limit = RateLimit(settings.rate_limit)
     app.state.polls = PollCache(settings.poll_cache_seconds)
+    app.state.watcher = Watcher(get_database, app.state.polls, settings.watch_interval)
     app.state.drawing = anyio.CapacityLimiter(2)  # figures drawn at once (matplotlib is heavy)
     problems.install(app)
     app.include_router(health.router)
@@ -43,6 +45,7 @@ def create_app() -> FastAPI:
     app.include_router(experiments.router, dependencies=checks)
     app.include_router(reports.router, dependencies=checks)
     app.include_router(exports.router, dependencies=checks)
+    app.include_router(notifications.router, dependencies=checks)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonOnly)
     app.add_middleware(PollFastPath)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service import fleet
+from service import fleet, notify
 from service.crud import TERMINAL, Envelope
 from service.models import CensusCone, Experiment, Run, WorkItem, utcnow
 
@@ -260,16 +260,21 @@ def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:
 
 
 def finish_experiment(session: Session, *, experiment: Experiment, result: dict[str, Any]) -> None:
+    """The experiment (locked for update, unfinished) -> succeeded, with its result."""
     experiment.status, experiment.result, experiment.finished_at = "succeeded", result, utcnow()
+    notify.record(session, experiment_id=experiment.id, spec=experiment.spec, status="succeeded")
 
 
 def fail_experiment(session: Session, *, experiment_id: str, error_type: str, detail: str) -> None:
     """Any unfinished experiment -> failed, with its error; its pending work is dropped."""
-    session.execute(
+    ended = session.execute(
         update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status.not_in(TERMINAL))
         .values(status="failed", finished_at=utcnow(), error={"type": error_type, "detail": detail})
-    )
+        .returning(Experiment.spec)
+    ).first()
+    if ended is not None:
+        notify.record(session, experiment_id=experiment_id, spec=ended.spec, status="failed")
     session.execute(
         update(WorkItem)
         .where(

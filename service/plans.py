@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from service import budgets
+from service import budgets, notify
 from service.config import Settings
 from service.specs import (
     CensusSpec,
@@ -93,6 +93,8 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
             f"custom data has {spec.dataset.n} points, over the limit of "
             f"{settings.max_custom_points}",
         )
+    if spec.notify and (refused := notify.refused_host(spec.notify, settings)):
+        raise SpecRejected(("body", "notify"), refused)
     X = np.asarray(spec.dataset.X, dtype=float) if isinstance(spec.dataset, CustomDataset) else None
     _check_weight_decay(spec, X)
     _check_budget(spec, settings)

@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 
-from service import crud, crud_recovery, crud_work, dispatch
+from service import crud, crud_recovery, crud_work, dispatch, notify
 from service.config import get_settings
 from service.db import OUTAGES, session_scope
 from workers import jobs
@@ -272,3 +272,35 @@ def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
             crud_work.update_runs(session, experiment_id=exp.id, updates=final.runs)
             crud_work.finish_experiment(session, experiment=exp, result=final.output)
     dispatch.send(envelopes, app)
+
+
+class Undelivered(Exception):
+    """A webhook attempt that the receiver did not accept (retried with backoff)."""
+
+
+@app.task(
+    name=notify.TASK,
+    bind=True,
+    autoretry_for=(Undelivered, OperationalError),
+    retry_backoff=get_settings().notify_backoff,
+    retry_backoff_max=3600,
+    retry_jitter=False,
+    max_retries=get_settings().notify_attempts,
+)
+def deliver(self: Any, notification_id: int, attempts: int = 0) -> str:
+    """POST one webhook; `attempts` were made before this message was sent."""
+    settings = get_settings()
+    with session_scope() as session:
+        claim = notify.claim(
+            session, notification_id=notification_id, expected=attempts + self.request.retries
+        )
+    if claim is None:
+        return "skipped"  # another message made this attempt, or it is settled
+    outcome = notify.post(claim, key=notify.secret(settings), timeout=settings.notify_timeout)
+    with session_scope() as session:
+        settled = notify.settle(
+            session, claim=claim, outcome=outcome, max_attempts=settings.notify_attempts
+        )
+    if not settled:
+        raise Undelivered(outcome.error)
+    return "delivered" if outcome.error is None else "failed"
