@@ -1,10 +1,12 @@
 """Watching a training sweep live through the API, with a real worker (CHECKPOINT_INTERVAL
 0.5 s): its runs are `running`, their partial curves and latest points are readable and
 grow between two reads, progress rises in epochs; a cancel keeps every run's curve and
-latest point up to the cancel; a finished sweep's progress is its total."""
+latest point up to the cancel; a worker's shutdown keeps them too, with the runs queued
+until another worker resumes the batch; a finished sweep's progress is its total."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -97,14 +99,37 @@ def test_a_sweep_is_watched_live_and_a_cancel_keeps_its_partial_curves(
     assert api.get(f"/v1/experiments/{eid}").json()["status"] == "cancelled"
 
 
-def test_a_finished_sweep_has_done_all_its_epochs(api, start_worker):
+def test_a_shutdown_keeps_the_partial_curves_and_the_resumed_sweep_ends_at_its_total(
+    api, start_worker
+):
+    worker = start_worker()
+    exp = api.post("/v1/experiments", json=SPEC).json()  # about 5 s of training
+    eid = exp["id"]
+
+    def runs() -> list[dict[str, Any]]:
+        return api.get(f"/v1/experiments/{eid}/runs").json()["items"]
+
+    live = until(
+        "runs running with a latest point",
+        runs,
+        lambda rs: all(r["status"] == "running" and r["latest"] for r in rs),
+        timeout=120,
+    )
+    worker.proc.send_signal(signal.SIGTERM)  # the batch is handed back to the queue
+    worker.proc.wait(timeout=30)
+    handed_back = runs()
+    assert {r["status"] for r in handed_back} == {"queued"}
+    for before, after in zip(live, handed_back, strict=True):
+        assert after["latest"]["epoch"] >= before["latest"]["epoch"]
+        c = api.get(f"/v1/experiments/{eid}/runs/{after['id']}/curve").json()
+        assert c["epoch"][-1] == after["latest"]["epoch"]
+
     start_worker()
-    spec = {**SPEC, "max_epochs": 200_000}
-    exp = api.post("/v1/experiments", json=spec).json()
-    done = wait_for(api, exp["id"], timeout=300)
+    until("runs running again", runs, lambda rs: {r["status"] for r in rs} == {"running"}, 120)
+    done = wait_for(api, eid, timeout=300)
     assert done["status"] == "succeeded", done
-    total = RUNS * spec["max_epochs"]
+    total = RUNS * SPEC["max_epochs"]
     assert done["progress"] == {"done": total, "total": total, "unit": "epochs"}
-    for run in api.get(f"/v1/experiments/{exp['id']}/runs").json()["items"]:
+    for run in runs():
         assert run["status"] == "done" and run["latest"]["epoch"] == run["final"]["epoch"]
         assert run["latest"]["loss"] == run["final"]["reg_loss"]

@@ -211,7 +211,8 @@ def test_a_cancel_stores_the_curves_once_more_before_stopping(spec, batch, monke
         assert epochs[0] == 0 and u["latest"]["epoch"] == epochs[-1]
 
 
-def test_epochs_done_counts_a_stopped_run_as_max_epochs():
+@pytest.mark.parametrize("compiled", [True, False], ids=["native", "torch"])
+def test_epochs_done_counts_a_stopped_run_as_max_epochs(compiled):
     X, y = np.array([[0.6, 0.8, 0.0]]), np.array([1.5])
     runs = [training.RunSpec(3, 0.01, 1), training.RunSpec(10, 1.0, 2)]
     seen: list[tuple[int, list[int]]] = []
@@ -222,7 +223,7 @@ def test_epochs_done_counts_a_stopped_run_as_max_epochs():
 
     training.train_sweep(
         X, y, 0.1, runs, lr=0.05, max_epochs=MAX_EPOCHS, optimum=0.29,
-        checkpoint_every=0.0, on_checkpoint=record,
+        checkpoint_every=0.0, on_checkpoint=record, compiled=compiled,
     )  # fmt: skip
     counts = [c for c, _ in seen]
     assert counts == sorted(counts) and counts[-1] == 2 * MAX_EPOCHS
