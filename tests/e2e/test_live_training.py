@@ -29,6 +29,25 @@ def until(what: str, read: Callable[[], Any], ok: Callable[[Any], bool], timeout
         time.sleep(0.05)
 
 
+def training(api, eid: str) -> Callable[[], list[dict[str, Any]]]:
+    """A reader of the experiment's runs."""
+
+    def runs() -> list[dict[str, Any]]:
+        return api.get(f"/v1/experiments/{eid}/runs").json()["items"]
+
+    return runs
+
+
+def all_running(runs: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The runs once every one is running with a latest point (the batch's first checkpoint)."""
+    return until(
+        "runs running with a latest point",
+        runs,
+        lambda rs: all(r["status"] == "running" and r["latest"] for r in rs),
+        timeout=120,
+    )
+
+
 def test_a_sweep_is_watched_live_and_a_cancel_keeps_its_partial_curves(
     api, start_worker, pg_engine
 ):
@@ -38,8 +57,7 @@ def test_a_sweep_is_watched_live_and_a_cancel_keeps_its_partial_curves(
     total = RUNS * LONG["max_epochs"]
     assert exp["progress"] == {"done": 0, "total": total, "unit": "epochs"}
 
-    def runs() -> list[dict[str, Any]]:
-        return api.get(f"/v1/experiments/{eid}/runs").json()["items"]
+    runs = training(api, eid)
 
     def curve(run_id: str) -> dict[str, list]:
         resp = api.get(f"/v1/experiments/{eid}/runs/{run_id}/curve")
@@ -49,13 +67,7 @@ def test_a_sweep_is_watched_live_and_a_cancel_keeps_its_partial_curves(
     def progress() -> dict[str, Any]:
         return api.get(f"/v1/experiments/{eid}").json()["progress"]
 
-    # the batch trains: every run running, each with a latest point at the first checkpoint
-    live = until(
-        "runs running with a latest point",
-        runs,
-        lambda rs: all(r["status"] == "running" and r["latest"] for r in rs),
-        timeout=120,
-    )
+    live = all_running(runs)  # the batch trains, past its first checkpoint
     assert len(live) == RUNS and all(r["verdict"] is None for r in live)
     first = live[0]
     before = curve(first["id"])
@@ -106,15 +118,8 @@ def test_a_shutdown_keeps_the_partial_curves_and_the_resumed_sweep_ends_at_its_t
     exp = api.post("/v1/experiments", json=SPEC).json()  # about 5 s of training
     eid = exp["id"]
 
-    def runs() -> list[dict[str, Any]]:
-        return api.get(f"/v1/experiments/{eid}/runs").json()["items"]
-
-    live = until(
-        "runs running with a latest point",
-        runs,
-        lambda rs: all(r["status"] == "running" and r["latest"] for r in rs),
-        timeout=120,
-    )
+    runs = training(api, eid)
+    live = all_running(runs)
     worker.proc.send_signal(signal.SIGTERM)  # the batch is handed back to the queue
     worker.proc.wait(timeout=30)
     handed_back = runs()
