@@ -100,6 +100,15 @@ def test_a_cancel_is_kept_when_the_batch_is_requeued_afterwards(session):
     assert statuses(session, exp) == ["cancelled"] * 4
 
 
+def test_a_batch_that_used_up_its_attempts_fails_its_runs(session):
+    exp, (first, _) = add_training(session)
+    first.attempts = 5  # lost by a worker five times
+    session.flush()
+    assert crud_work.claim_item(session, item_id=first.id, lease="a" * 32, max_attempts=5) is None
+    session.refresh(exp)
+    assert exp.status == "failed" and statuses(session, exp) == ["failed"] * 4
+
+
 def test_partial_runs_are_stored_only_under_the_lease(session):
     exp, (first, _) = add_training(session)
     claimed = claim(session, first, "a" * 32)
