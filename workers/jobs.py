@@ -237,8 +237,9 @@ def training_job(ctx: Context) -> Outcome:
 
     def checkpoint(sweep_state: Any, done: int, total: int) -> bool:
         """Called every STOP_CHECK_INTERVAL with the runs done; reports the epochs done,
-        saves the checkpoint and the runs' partial curves every `interval`, and before
-        stopping (a cancelled sweep keeps its curves up to the cancel)."""
+        saves the checkpoint and the runs' partial curves every `interval` (the curves also
+        at the first call), and before stopping (a cancelled sweep keeps its curves up to
+        the cancel)."""
         nonlocal saved_at
         going = ctx.progress(sweep_state.epochs_done(spec["max_epochs"]))
         if done == total:  # finished: store the outcome unless cancelled
@@ -247,6 +248,8 @@ def training_job(ctx: Context) -> Outcome:
             live.save(sweep_state)
             return False
         if going and time.monotonic() - saved_at < interval:
+            if not live.started:  # the runs are readable from the first second on
+                live.save(sweep_state)
             return True
         saved_at = time.monotonic()
         saved = ctx.save_checkpoint(sweep_state.to_bytes())
@@ -288,12 +291,15 @@ def training_job(ctx: Context) -> Outcome:
 
 
 class LiveRuns:
-    """Writes a batch's partial curves and latest points while it trains; a run is written
-    again only when it has new curve points since its last stored write."""
+    """Writes a batch's partial curves and latest points while it trains: at its first
+    check for a stop (so that they are readable within a second), then with each
+    checkpoint; a run is written again only when it has new curve points since its last
+    stored write."""
 
     def __init__(self, ctx: Context, start: int, optimum: float) -> None:
         self.ctx, self.start, self.optimum = ctx, start, optimum
         self.stored: dict[int, int] = {}  # run index -> curve points stored
+        self.started = False  # whether a write was tried
         _warm_curve_encoder()
 
     def updates(self, state: Any) -> tuple[list[dict[str, Any]], dict[int, int]]:
@@ -316,6 +322,7 @@ class LiveRuns:
         return out, points
 
     def save(self, state: Any) -> None:
+        self.started = True
         updates, points = self.updates(state)
         if updates and self.ctx.save_runs(updates):
             self.stored.update(points)
