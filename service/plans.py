@@ -103,7 +103,7 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
     _check_result(spec, settings, patterns)
     n, d = spec.dataset.n, spec.dataset.d
     optimum = {"task": "optimum", "queue": "cpu", "stage": 0, "progress_total": 1}
-    if not isinstance(spec, OptimumSpec):  # progress counts cones or runs
+    if not isinstance(spec, OptimumSpec):  # progress counts cones or epochs
         optimum["progress_total"] = 0
     where = ("body", "dataset")
     _budget(optimum, budgets.optimum(n, d, patterns), settings, where, where)
@@ -224,7 +224,7 @@ def _training_plan(
                 "queue": queue,
                 "fallback": fallback,
                 "stage": 1,
-                "progress_total": len(batch),
+                "progress_total": len(batch) * spec.max_epochs,  # progress counts epochs
                 "payload": {"runs": [start, start + len(batch)]},
             }
             est = budgets.training_batch(

@@ -13,10 +13,28 @@ from service.models import Experiment as ExperimentRow
 from service.models import Run as RunRow
 from service.models import as_utc
 
+#: What progress counts, per kind: a training sweep's epochs (each run's epochs trained, a
+#: run that stopped early counting as max_epochs), a census's cones, an optimum's items.
+PROGRESS_UNITS: dict[str, Literal["epochs", "cones", "items"]] = {
+    "training": "epochs",
+    "census": "cones",
+    "optimum": "items",
+}
+
 
 class Progress(BaseModel):
     done: int
     total: int
+    unit: Literal["epochs", "cones", "items"] = Field(
+        default="items",
+        description="what done and total count: epochs (training: the sum over runs of "
+        "epochs trained, a run stopped early counting as max_epochs), cones (census) or "
+        "items (optimum)",
+    )
+
+    @classmethod
+    def of(cls, kind: str, done: int, total: int) -> Progress:
+        return cls(done=min(done, total), total=total, unit=PROGRESS_UNITS.get(kind, "items"))
 
 
 class ErrorInfo(BaseModel):
@@ -55,7 +73,7 @@ class Experiment(BaseModel):
             name=row.name,
             tags=sorted(tags),
             notes=row.notes,
-            progress=Progress(done=min(done, total), total=total),
+            progress=Progress.of(row.kind, done, total),
             spec=row.spec,
             created_at=as_utc(row.created_at),
             started_at=row.started_at and as_utc(row.started_at),
@@ -70,17 +88,37 @@ class ExperimentPage(BaseModel):
     next_cursor: str | None
 
 
+class LatestPoint(BaseModel):
+    """A training run's latest curve point: at its batch's last checkpoint while it
+    trains, its final point once done."""
+
+    epoch: int
+    loss: float | None = Field(description="the regularised loss (reg_loss); null if not finite")
+    gap: float | None = Field(description="loss minus the global optimum; null if not finite")
+    grad_norm_sq: float | None
+
+
 class Run(BaseModel):
     id: str
     params: dict[str, Any]
-    status: str
+    status: str = Field(description="queued, running (its batch trains), done, cancelled or failed")
     verdict: str | None
     final: dict[str, Any] | None
+    latest: LatestPoint | None = Field(
+        default=None,
+        description="training runs: the latest curve point, refreshed at each checkpoint "
+        "while the run trains (null before its first checkpoint, and for census runs)",
+    )
 
     @classmethod
     def of(cls, row: RunRow) -> Run:
         return cls(
-            id=row.id, params=row.params, status=row.status, verdict=row.verdict, final=row.final
+            id=row.id,
+            params=row.params,
+            status=row.status,
+            verdict=row.verdict,
+            final=row.final,
+            latest=LatestPoint(**row.latest) if row.latest else None,
         )
 
 

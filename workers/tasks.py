@@ -94,6 +94,23 @@ class Context(jobs.Context):
     def shutting_down(self) -> bool:
         return stopping.is_set()
 
+    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
+        try:
+            with session_scope() as session:
+                return crud_work.save_live_runs(
+                    session,
+                    item_id=self.item.item_id,
+                    lease=self.item.lease,
+                    experiment_id=self.item.experiment_id,
+                    updates=updates,
+                )
+        except Exception as exc:  # noqa: BLE001 - the next checkpoint writes them again
+            if isinstance(exc, OUTAGES):
+                log.warning("partial runs of %s not stored: %s", self.item.item_id, exc)
+            else:
+                log.exception("storing the partial runs of %s failed", self.item.item_id)
+            return False
+
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         with session_scope() as session:
             return crud_work.stage_outputs(
