@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service import crud_recovery, problems
+from service import crud_recovery, openapi, problems
 from service.config import Settings, get_settings
 from service.db import get_database, get_engine
 from service.deps import RateLimit, known_query, require_token
@@ -33,6 +33,8 @@ def create_app() -> FastAPI:
         version="1.0.0",
         summary="Run and certify loss-landscape experiments on two-layer ReLU networks.",
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.rate_limit = RateLimit(settings.rate_limit)
     app.state.polls = PollCache(settings.poll_cache_seconds)
@@ -42,6 +44,7 @@ def create_app() -> FastAPI:
     checks = [Depends(require_token), Depends(known_query)]
     app.include_router(experiments.router, dependencies=checks)
     app.include_router(reports.router, dependencies=checks)
+    openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(PollFastPath)
     app.add_middleware(Metrics)
