@@ -35,6 +35,7 @@ def create_app() -> FastAPI:
         lifespan=_lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.rate_limit = RateLimit(settings.rate_limit)
     app.state.polls = PollCache(settings.poll_cache_seconds)

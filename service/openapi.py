@@ -5,7 +5,7 @@ routes added later get the same treatment without declaring anything:
 
 - every 4xx and 5xx response is application/problem+json (`Problem`), FastAPI's
   HTTPValidationError 422 included, and the errors any operation can give are listed
-  (401, 404, 422 and 429 on /v1; 413 and 415 where there is a body; 500 and 503);
+  (401, 404, 422 and 429 on /v1; 400, 413 and 415 where there is a body; 500 and 503);
 - a path ending in `.png`, `.svg`, `.parquet` or `.csv`, or in `.{param}` whose values
   are those suffixes, answers with their media types, not JSON;
 - POST /v1/experiments shows one example spec per kind.
@@ -18,6 +18,7 @@ served here, so they work on a machine without internet access.
 from __future__ import annotations
 
 import copy
+import re
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from service.problems import MEDIA_TYPE as PROBLEM_MEDIA
@@ -49,8 +51,8 @@ PLAIN = {"/metrics": "text/plain"}
 
 #: The errors any /v1 operation can give (auth, unknown id or parameter, rate limit).
 V1_ERRORS = (401, 404, 422, 429)
-#: The errors of an operation with a request body (too large, not JSON).
-BODY_ERRORS = (413, 415)
+#: The errors of an operation with a request body (unreadable, too large, not JSON).
+BODY_ERRORS = (400, 413, 415)
 #: The errors of every operation (a crash, the database away).
 ALL_ERRORS = (500, 503)
 
@@ -133,6 +135,12 @@ SPEC_EXAMPLES: dict[str, Schema] = {
 }
 
 
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId: its handler's name (`submit`, `get_experiment`), which a
+    generated client makes its function's name; `amend` tells apart any two that clash."""
+    return route.name
+
+
 def install(app: FastAPI) -> None:
     """Serve the amended document at /openapi.json, and /docs and /redoc offline."""
     generate = app.openapi
@@ -173,8 +181,12 @@ def amend(doc: Schema) -> Schema:
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     schemas["ProblemField"] = PROBLEM_FIELD_SCHEMA
+    taken: set[str] = set()
     for path, operations in doc.get("paths", {}).items():
         for method, op in operations.items():
+            if op.get("operationId") in taken:  # two handlers of one name
+                op["operationId"] += "_" + re.sub(r"\W+", "_", f"{method}{path}").strip("_")
+            taken.add(op.get("operationId", ""))
             _errors(path, op)
             _media(path, op, doc)
             if (path, method) == ("/v1/experiments", "post"):
