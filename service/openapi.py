@@ -5,7 +5,8 @@ routes added later get the same treatment without declaring anything:
 
 - every 4xx and 5xx response is application/problem+json (`Problem`), FastAPI's
   HTTPValidationError 422 included, and the errors any operation can give are listed
-  (401, 404, 422 and 429 on /v1; 400, 413 and 415 where there is a body; 500 and 503);
+  (401, 404, 422 and 429 on /v1; 400, 413 and 415 where there is a body; 409 on DELETE;
+  412 with If-Match, 304 with If-None-Match; 500 and 503);
 - a path ending in `.png`, `.svg`, `.parquet` or `.csv`, or in `.{param}` whose values
   are those suffixes, answers with their media types, not JSON;
 - POST /v1/experiments shows one example spec per kind.
@@ -187,7 +188,7 @@ def amend(doc: Schema) -> Schema:
             if op.get("operationId") in taken:  # two handlers of one name
                 op["operationId"] += "_" + re.sub(r"\W+", "_", f"{method}{path}").strip("_")
             taken.add(op.get("operationId", ""))
-            _errors(path, op)
+            _errors(path, method, op)
             _media(path, op, doc)
             if (path, method) == ("/v1/experiments", "post"):
                 body = op["requestBody"]["content"]["application/json"]
@@ -198,7 +199,7 @@ def amend(doc: Schema) -> Schema:
     return doc
 
 
-def _errors(path: str, op: Schema) -> None:
+def _errors(path: str, method: str, op: Schema) -> None:
     """Every 4xx and 5xx as problem+json; the generic ones added where missing."""
     responses = op.setdefault("responses", {})
     codes = list(ALL_ERRORS)
@@ -206,8 +207,15 @@ def _errors(path: str, op: Schema) -> None:
         codes += V1_ERRORS
     if "requestBody" in op:
         codes += BODY_ERRORS
+    headers = {p["name"].lower() for p in op.get("parameters", []) if p.get("in") == "header"}
+    if "if-match" in headers:
+        codes.append(412)  # the client's ETag is stale
+    if method == "delete":
+        codes.append(409)  # not in a state that allows it
     for code in codes:
         responses.setdefault(str(code), {})
+    if "if-none-match" in headers:
+        responses.setdefault("304", {"description": "Not Modified: the client's ETag matches"})
     for code, response in responses.items():
         if code.isdigit() and 400 <= int(code) < 600 and _problem_shaped(response):
             status = int(code)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Header, Response
 from fastapi.testclient import TestClient
 
 from service import openapi
@@ -97,6 +97,14 @@ def test_routes_added_later_get_problems_and_media_types_without_declaring_them(
     async def remove(thing_id: str) -> None:
         return None
 
+    @router.patch("/things/{thing_id}")
+    async def change(
+        thing_id: str,
+        if_match: Annotated[str | None, Header()] = None,
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> dict[str, str]:
+        return {}
+
     app.include_router(router)
     doc = openapi.amend(app.openapi())
     parquet = doc["paths"]["/v1/things/{thing_id}/data.parquet"]["get"]["responses"]
@@ -105,6 +113,10 @@ def test_routes_added_later_get_problems_and_media_types_without_declaring_them(
     removed = doc["paths"]["/v1/things/{thing_id}"]["delete"]["responses"]
     assert list(removed["422"]["content"]) == ["application/problem+json"]
     assert "404" in removed and "HTTPValidationError" not in doc["components"]["schemas"]
+    assert list(removed["409"]["content"]) == ["application/problem+json"]
+    changed = doc["paths"]["/v1/things/{thing_id}"]["patch"]["responses"]
+    assert list(changed["412"]["content"]) == ["application/problem+json"]
+    assert "content" not in changed["304"]
 
 
 def test_bearer_is_a_security_scheme_not_a_header_parameter(doc):

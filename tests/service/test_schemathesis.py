@@ -37,6 +37,7 @@ from service.openapi import SPEC_EXAMPLES
 from tests.conftest import eventually
 from tests.e2e.conftest import FAST, Worker
 
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "25"))
 CHECKS = [
     not_a_server_error,
@@ -155,7 +156,13 @@ def test_the_document_describes_every_answer(stack_url, tmp_path):
         capture_output=True,
         text=True,
         timeout=1500,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+        env={
+            **os.environ,
+            "NO_COLOR": "1",
+            "SCHEMATHESIS_TELEMETRY": "false",
+            "SCHEMATHESIS_HOOKS": "tests.service.schemathesis_hooks",
+            "PYTHONPATH": str(ROOT),
+        },
     )
     report.write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-2000:]
