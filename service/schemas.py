@@ -81,7 +81,7 @@ class Experiment(BaseModel):
     id: str = Field(description="32 lowercase hex digits")
     kind: Kind = Field(description="the spec's kind")
     status: Status = Field(description="queued, running, then one of the terminal three")
-    progress: Progress = Field(description="work items, cones or runs done of those planned")
+    progress: Progress = Field(description="work done of work planned")
     spec: dict[str, Any] = Field(description="the spec as submitted, defaults filled in")
     created_at: datetime | None = Field(description="when it was accepted (UTC)")
     started_at: datetime | None = Field(description="when a worker first took its work")

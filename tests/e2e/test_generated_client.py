@@ -29,7 +29,7 @@ import pytest
 
 from service.openapi import SPEC_EXAMPLES
 from service.specs import spec_adapter
-from tests.conftest import eventually
+from tests.conftest import REQUIRED, eventually
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,11 @@ def generator(tmp_path_factory) -> Path:
         text=True,
         timeout=600,
     )
-    assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
+    if pip.returncode != 0:  # PyPI out of reach: a failure where services are required
+        msg = f"could not install {generator_pin()}:\n{pip.stdout[-3000:]}{pip.stderr[-3000:]}"
+        if REQUIRED:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
     return venv / "bin" / "openapi-python-client"
 
 
