@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service import crud_recovery, problems
+from service import crud_recovery, openapi, problems
 from service.config import Settings, get_settings
 from service.db import get_database, get_engine
 from service.deps import RateLimit, known_query, require_token
@@ -34,6 +34,9 @@ def create_app() -> FastAPI:
         version="1.0.0",
         summary="Run and certify loss-landscape experiments on two-layer ReLU networks.",
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.rate_limit = RateLimit(settings.rate_limit)
     app.state.polls = PollCache(settings.poll_cache_seconds)
@@ -46,6 +49,7 @@ def create_app() -> FastAPI:
     app.include_router(reports.router, dependencies=checks)
     app.include_router(exports.router, dependencies=checks)
     app.include_router(notifications.router, dependencies=checks)
+    openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonOnly)
     app.add_middleware(PollFastPath)
