@@ -62,6 +62,7 @@ class ConeVerdict(StrEnum):
     spurious = "spurious"
     no_local_min = "no_local_min"
 
+
 #: What progress counts, per kind: a training sweep's epochs (each run's epochs trained, a
 #: run that stopped early counting as max_epochs), a census's cones, an optimum's items.
 PROGRESS_UNITS: dict[str, Literal["epochs", "cones", "items"]] = {
