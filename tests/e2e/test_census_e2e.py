@@ -16,7 +16,7 @@ SPEC = {
 def test_census_end_to_end(api, start_worker):
     start_worker()
     exp = api.post("/v1/experiments", json=SPEC).json()
-    assert exp["progress"] == {"done": 0, "total": 36}  # progress counts cones
+    assert exp["progress"] == {"done": 0, "total": 36, "unit": "cones"}
     done = wait_for(api, exp["id"], timeout=240)
     assert done["status"] == "succeeded", done
     assert done["progress"] == {"done": 36, "total": 36}

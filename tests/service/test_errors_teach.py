@@ -4,6 +4,7 @@ numbers sent as strings."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,12 @@ from tests.service.test_api import SPEC, assert_problem, broker, make_client  # 
 
 @pytest.fixture
 def client(pg_engine, broker, monkeypatch) -> Iterator[TestClient]:  # noqa: F811
-    yield from make_client(pg_engine, monkeypatch, API_TOKENS="")
+    """A client of its own tenant: the session's database holds experiments that other
+    test files committed, and lists here must see only this test's."""
+    tenant = uuid.uuid4().hex[:12]
+    for client in make_client(pg_engine, monkeypatch, API_TOKENS=f"{tenant}:{tenant}-token"):
+        client.headers["Authorization"] = f"Bearer {tenant}-token"
+        yield client
 
 
 TRAINING = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -29,7 +30,12 @@ TRAINING = {**SPEC, "kind": "training", "widths": [2], "init_scales": [1.0], "ma
 
 @pytest.fixture
 def client(pg_engine, broker, monkeypatch) -> Iterator[TestClient]:  # noqa: F811
-    yield from make_client(pg_engine, monkeypatch, API_TOKENS="")
+    """A client of its own tenant: the session's database holds experiments that other
+    test files committed, and lists here must see only this test's."""
+    tenant = uuid.uuid4().hex[:12]
+    for client in make_client(pg_engine, monkeypatch, API_TOKENS=f"{tenant}:{tenant}-token"):
+        client.headers["Authorization"] = f"Bearer {tenant}-token"
+        yield client
 
 
 @pytest.fixture
