@@ -358,16 +358,23 @@ class Client:
 
     # --- runs, cones and curves ---------------------------------------------------------
 
-    def runs(self, experiment_id: str, verdict: str | None = None) -> Iterator[Run]:
+    def runs(
+        self, experiment_id: str, verdict: str | None = None, *, page_size: int = 1000
+    ) -> Iterator[Run]:
         """The experiment's runs in grid order (all pages)."""
-        params = {"verdict": verdict, "limit": 1000}
+        params = {"verdict": verdict, "limit": page_size}
         return self._pages(f"/v1/experiments/{experiment_id}/runs", Run, params)
 
     def cones(
-        self, experiment_id: str, width: int | None = None, verdict: str | None = None
+        self,
+        experiment_id: str,
+        width: int | None = None,
+        verdict: str | None = None,
+        *,
+        page_size: int = 1000,
     ) -> Iterator[Cone]:
         """A census's sampled cones (all pages)."""
-        params = {"width": width, "verdict": verdict, "limit": 1000}
+        params = {"width": width, "verdict": verdict, "limit": page_size}
         return self._pages(f"/v1/experiments/{experiment_id}/cones", Cone, params)
 
     def resolve_run(self, experiment_id: str, id_or_prefix: str) -> str:
