@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from enum import StrEnum
 from itertools import islice
@@ -454,9 +455,10 @@ def tag(
             try:
                 exp = client.patch(exp_id, tags=tags, if_match=exp.etag)
                 break
-            except PreconditionFailed:
+            except PreconditionFailed:  # it changed (progress, another writer): read again
                 if attempt == 4:
                     raise
+                time.sleep(0.2 * (attempt + 1))
     print(f"{exp.id} tags: {', '.join(exp.tags) or '(none)'}")
 
 
@@ -525,10 +527,12 @@ class Table_(StrEnum):
 
 def export(
     experiment_ids: Annotated[
-        list[str] | None, typer.Argument(help="Experiment ids or prefixes (several: Parquet).")
+        list[str] | None, typer.Argument(help="Experiment ids or unique prefixes.")
     ] = None,
     output: Out = Path("export.parquet"),
-    kind: Annotated[str | None, typer.Option(help="The kind, for several ids or --tag.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="With --tag: only this kind (needed if kinds differ).")
+    ] = None,
     tag: Annotated[str | None, typer.Option(help="Every experiment with this tag.")] = None,
     table: Annotated[
         Table_, typer.Option(help="rows (a row per run, cone or neuron), widths or curves.")
@@ -538,23 +542,17 @@ def export(
     token: Token = None,
 ) -> None:
     """Write an experiment's table as Parquet or CSV; several experiments (ids, or --tag)
-    of one kind as one Parquet table."""
+    of one kind as one table."""
     ids = experiment_ids or []
     if not ids and not tag:
         raise typer.BadParameter("give an experiment id, or --tag", param_hint="EXPERIMENT_IDS")
     chosen = _suffix(output, ("parquet", "csv"), fmt)
-    many = len(ids) > 1 or tag is not None
-    if (many or table == Table_.curves) and chosen != "parquet":
-        raise typer.BadParameter("this export is Parquet only", param_hint="--output")
     with _client(url, token) as client:
         full = [client.resolve(i) for i in ids]
-        if many:
-            kind = kind or (client.get(full[0]).kind if full else None)
-            if kind is None:
-                raise typer.BadParameter("--tag needs --kind", param_hint="--kind")
-            body = client.export_many(kind, ids=full or None, tag=tag)
+        if len(full) > 1 or tag is not None:
+            body = client.export_many(kind, ids=full or None, tag=tag, table=table, fmt=chosen)
         elif table == Table_.curves:
-            body = client.curves(full[0])
+            body = client.curves(full[0], chosen)
         elif table == Table_.widths:
             body = client.widths(full[0], chosen)
         else:

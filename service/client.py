@@ -410,16 +410,31 @@ class Client:
         """A census's per-width rows, `parquet` or `csv`."""
         return self._bytes(f"/v1/experiments/{experiment_id}/widths.{fmt}")
 
-    def curves(self, experiment_id: str) -> bytes:
-        """All the experiment's runs' curves as one long-format Parquet file."""
-        return self._bytes(f"/v1/experiments/{experiment_id}/curves.parquet")
+    def curves(self, experiment_id: str, fmt: str = "parquet") -> bytes:
+        """All the experiment's runs' curves in one long table, `parquet` or `csv`."""
+        return self._bytes(f"/v1/experiments/{experiment_id}/curves.{fmt}")
 
     def export_many(
-        self, kind: str, ids: Iterable[str] | None = None, tag: str | None = None
+        self,
+        kind: str | None = None,
+        ids: Iterable[str] | None = None,
+        tag: str | None = None,
+        *,
+        table: str = "rows",
+        fmt: str = "parquet",
     ) -> bytes:
-        """One Parquet table across experiments of one kind: the `ids` given, or a `tag`'s."""
-        params = {"kind": kind, "ids": ",".join(ids) if ids is not None else None, "tag": tag}
-        return self._bytes("/v1/export.parquet", params=params)
+        """One table across experiments of one kind: the `ids` given, or a `tag`'s.
+
+        `table` is rows (a row per run, cone or neuron), widths (census) or curves
+        (training); `kind` is needed only when the experiments' kinds differ.
+        """
+        params = {
+            "kind": kind,
+            "ids": ",".join(ids) if ids is not None else None,
+            "tag": tag,
+            "table": None if table == "rows" else table,
+        }
+        return self._bytes(f"/v1/export.{fmt}", params=params)
 
     # --- pandas -------------------------------------------------------------------------
 
