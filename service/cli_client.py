@@ -138,7 +138,7 @@ def _out() -> Console:
 
 
 def submit(
-    spec: Annotated[Path, typer.Argument(exists=True, readable=True, help="A spec, as JSON.")],
+    spec: Annotated[Path, typer.Argument(help="A spec, as JSON (- reads standard input).")],
     wait: Annotated[bool, typer.Option(help="Wait, with a progress bar.")] = False,
     idempotency_key: Annotated[
         str | None,
@@ -149,8 +149,12 @@ def submit(
     token: Token = None,
 ) -> None:
     """Submit SPEC.json; prints the experiment (and waits for it with --wait)."""
+    try:
+        body = sys.stdin.buffer.read() if str(spec) == "-" else spec.read_bytes()
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {spec}: {exc.strerror}", param_hint="SPEC") from None
     with _client(url, token) as client:
-        exp = client.submit(spec.read_bytes(), idempotency_key=idempotency_key)
+        exp = client.submit(body, idempotency_key=idempotency_key)
         if wait:
             exp = _wait(client, exp.id, timeout)
     _print_json(_dump(exp))
@@ -258,8 +262,11 @@ def list_(
             fields="summary",
             page_size=min(limit, 1000),
         )
-        rows = [_list_row(e) for e in islice(found, limit)]
-    _emit(rows, LIST_COLUMNS, fmt)
+        chosen = list(islice(found, limit))
+    if fmt == Fmt.json:  # whole experiments (results left out), for scripts
+        _print_json([_dump(e) for e in chosen])
+        return
+    _emit([_list_row(e) for e in chosen], LIST_COLUMNS, fmt)
 
 
 def _list_row(exp: Experiment) -> dict[str, Any]:
