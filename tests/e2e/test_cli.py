@@ -41,6 +41,13 @@ SWEEP = {
     "max_epochs": 20000,
     "device": "cpu",
 }
+CENSUS = {
+    "kind": "census",
+    "dataset": {"generator": "teacher", "n": 4, "d": 2, "seed": 0},
+    "weight_decay": 0.01,
+    "widths": [3, 6],
+    "samples_per_width": 10,
+}
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -120,8 +127,9 @@ def test_an_optimum_succeeds_and_a_failing_one_exits_1(cli, start_worker, tmp_pa
     assert eid in table and failed["id"] in table  # full ids, never truncated
 
 
-def test_a_training_sweep_exports_and_loads_into_pandas(cli, server, start_worker, tmp_path):
+def test_a_sweep_and_a_census_export_and_load_into_pandas(cli, server, start_worker, tmp_path):
     start_worker()
+    census = submitted(cli("submit", spec_file(tmp_path, CENSUS, "census")))["id"]
     spec = spec_file(tmp_path, SWEEP, "sweep")
     out = cli("submit", spec, "--wait", "--idempotency-key", "sweep-1")
     assert out.returncode == 0, out.stderr
@@ -152,6 +160,12 @@ def test_a_training_sweep_exports_and_loads_into_pandas(cli, server, start_worke
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     show = cli("show", eid).stdout
     assert "P_GLOBAL" in show and "INIT_SCALE" in show  # the verdict shares per cell
+
+    assert cli("wait", census[:8], "--timeout", "120").returncode == 0
+    with Client(server) as client:
+        cones = client.cones_frame(census)
+    assert len(cones) == 20 and cones.groupby("width").size().to_dict() == {3: 10, 6: 10}
+    assert set(cones["verdict"]) <= {"global", "spurious", "no_local_min"}
 
 
 def test_a_cancelled_experiment_exits_3(cli, tmp_path):
