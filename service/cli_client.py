@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,7 +43,7 @@ from service.cli_common import (
     say,
     status_line,
 )
-from service.client import Client, Experiment, PreconditionFailed, flat_run
+from service.client import Client, Experiment, PreconditionFailed, Run, flat_run
 
 # --- submit, status, wait, cancel, rm ---------------------------------------------------
 
@@ -198,18 +199,34 @@ def show(
     url: Url = DEFAULT_URL,
     token: Token = None,
 ) -> None:
-    """An experiment's details: labels, dataset, progress, times and a summary of its result."""
-    exp = fetch(url, token, experiment_id)
+    """An experiment's details: labels, dataset, progress, times and a summary of its result
+    (for a training sweep still running: its runs by status and verdict so far)."""
+    with connect(url, token) as client:
+        exp = client.get(client.resolve(experiment_id))
+        so_far = list(client.runs(exp.id)) if exp.kind == "training" and not exp.finished else []
     if fmt == DocFmt.json:
         print_json(dump(exp))
         return
     console = out()
-    for key, value in _details(exp):
+    for key, value in [*_details(exp), *_so_far(so_far)]:
         console.print(f"[bold]{key:>16}[/]  {value}", highlight=False, soft_wrap=True)
     rows, columns = _summary(exp)
     if rows:
         console.print()
         emit(rows, columns, Fmt.table)
+
+
+def _so_far(runs: list[Run]) -> Iterator[tuple[str, str]]:
+    """Runs counted by status, and the verdicts reached so far."""
+    if runs:
+        yield "runs", _counts(r.status for r in runs)
+        verdicts = [r.verdict for r in runs if r.verdict]
+        if verdicts:
+            yield "verdicts so far", _counts(verdicts)
+
+
+def _counts(values: Iterable[str]) -> str:
+    return ", ".join(f"{n} {value}" for value, n in Counter(values).most_common())
 
 
 def _details(exp: Experiment) -> Iterator[tuple[str, str]]:
