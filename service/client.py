@@ -150,7 +150,8 @@ class Client:
                 resp = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 connect = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if attempt >= self.retries or not (connect or safe):
+                hopeless = isinstance(exc, httpx.UnsupportedProtocol)
+                if attempt >= self.retries or not (connect or safe) or hopeless:
                     raise Unreachable(self.base_url, _reason(exc)) from None
                 delay = self._delay(attempt, None)
             else:
