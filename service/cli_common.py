@@ -24,6 +24,7 @@ from rich.table import Table
 from service.client import (
     AmbiguousId,
     ApiError,
+    BenignityError,
     Client,
     Experiment,
     Unreachable,
@@ -85,6 +86,9 @@ def handled(fn: F) -> F:
         except WaitTimeout as exc:
             say(f"{exc}; still waiting when --timeout ran out")
             raise typer.Exit(EXIT_TIMEOUT) from None
+        except BenignityError as exc:  # BadAnswer, and whatever comes later
+            say(str(exc))
+            raise typer.Exit(EXIT_FAILED) from None
 
     return run  # type: ignore[return-value]
 

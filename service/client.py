@@ -24,6 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from service.client_types import (
     UNSET,
     AmbiguousId,
     ApiError,
+    BadAnswer,
     BenignityError,
     Cone,
     Conflict,
@@ -58,6 +60,7 @@ __all__ = [
     "UNSET",
     "AmbiguousId",
     "ApiError",
+    "BadAnswer",
     "BenignityError",
     "Client",
     "Cone",
@@ -176,23 +179,40 @@ class Client:
         return resp
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self._ok(self.request(method, path, **kwargs)).json()
+        resp = self._ok(self.request(method, path, **kwargs))
+        with self._answer(resp):
+            return resp.json()
 
     def _bytes(self, path: str, **kwargs: Any) -> bytes:
         return self._ok(self.request("GET", path, **kwargs)).content
 
     def _experiment(self, resp: httpx.Response) -> Experiment:
-        exp = Experiment.model_validate(self._ok(resp).json())
+        with self._answer(self._ok(resp)):
+            exp = Experiment.model_validate(resp.json())
         exp._etag = resp.headers.get("etag")
         return exp
+
+    @contextmanager
+    def _answer(self, resp: httpx.Response) -> Iterator[None]:
+        """Turn an answer that is not the JSON expected (a proxy's page, say) into BadAnswer."""
+        try:
+            yield
+        except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError included
+            raise BadAnswer(
+                f"{resp.request.method} {resp.request.url} answered {resp.status_code} with "
+                f"{resp.headers.get('content-type', 'no content type')}, not the JSON expected "
+                f"({type(exc).__name__})"
+            ) from exc
 
     def _pages(self, path: str, model: type[T], params: dict[str, Any]) -> Iterator[T]:
         cursor = None
         while True:
-            page = self._json("GET", path, params={**params, "cursor": cursor})
-            for item in page["items"]:
-                yield model.model_validate(item)
-            cursor = page.get("next_cursor")
+            resp = self._ok(self.request("GET", path, params={**params, "cursor": cursor}))
+            with self._answer(resp):
+                page = resp.json()
+                items = [model.model_validate(item) for item in page["items"]]
+                cursor = page.get("next_cursor")
+            yield from items
             if not cursor:
                 return
 

@@ -30,6 +30,10 @@ class Unreachable(BenignityError):
         self.url, self.reason = url, reason
 
 
+class BadAnswer(BenignityError):
+    """The server answered, but not with what the API promises (a proxy's page, say)."""
+
+
 class ApiError(BenignityError):
     """An error answer of the API, from its problem+json body."""
 
@@ -55,7 +59,12 @@ class ApiError(BenignityError):
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            body = {"detail": resp.text[:500] or resp.reason_phrase}
+            kind = resp.headers.get("content-type", "no content type").split(";")[0]
+            snippet = " ".join(resp.text.split())[:120]
+            body = {
+                "detail": f"{resp.request.method} {resp.request.url} answered {kind}, not "
+                f"problem+json (is this the benignity API?){': ' + snippet if snippet else ''}"
+            }
         klass = {404: NotFound, 409: Conflict, 412: PreconditionFailed}.get(resp.status_code, cls)
         return klass(
             resp.status_code,

@@ -21,6 +21,7 @@ import uvicorn
 from service.client import (
     AmbiguousId,
     ApiError,
+    BadAnswer,
     Client,
     Conflict,
     NotFound,
@@ -274,3 +275,17 @@ def test_runs_pages_and_a_frame(client):
     assert {"experiment_id", "run_id", "status", "width", "init_scale", "seed"} <= set(frame)
     assert frame.groupby("init_scale").size().to_dict() == {0.01: 6, 1.0: 6}
     assert client.resolve_run(exp.id, runs[4].id[:10]) == runs[4].id
+
+
+def test_an_answer_that_is_not_the_api_is_a_bad_answer(server):
+    def proxy_page(request: httpx.Request, response: httpx.Response):
+        return httpx.Response(
+            200, text="<html>sign in</html>", headers={"content-type": "text/html"}
+        )
+
+    with Client(server, transport=Faulty(proxy_page)) as c:
+        with pytest.raises(BadAnswer) as info:
+            c.get("0" * 32)
+        assert "text/html" in str(info.value)
+        with pytest.raises(BadAnswer):
+            list(c.runs("0" * 32))
