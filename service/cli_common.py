@@ -98,8 +98,9 @@ def say(line: str) -> None:
 
 
 def connect(url: str, token: str | None) -> Client:
-    # A person at a terminal: a few quick retries, then a clear answer (exit 4).
-    return Client(url, token, retries=2, backoff=0.25)
+    # A person at a terminal: a few quick retries, then a clear answer (exit 4); a quota's
+    # Retry-After of 30 s is not waited out in silence.
+    return Client(url, token, retries=2, backoff=0.25, max_delay=5)
 
 
 def fetch(url: str, token: str | None, experiment_id: str) -> Experiment:
