@@ -17,9 +17,9 @@ from service import crud_recovery, problems
 from service.config import Settings, get_settings
 from service.db import get_database, get_engine
 from service.deps import RateLimit, known_query, require_token
-from service.middleware import BodyLimit, Metrics, PollFastPath
+from service.middleware import BodyLimit, JsonOnly, Metrics, PollFastPath
 from service.pollcache import PollCache
-from service.routes import experiments, health, reports
+from service.routes import experiments, exports, health, reports
 
 log = logging.getLogger("benignity.api")
 T = TypeVar("T")
@@ -42,7 +42,9 @@ def create_app() -> FastAPI:
     checks = [Depends(require_token), Depends(known_query)]
     app.include_router(experiments.router, dependencies=checks)
     app.include_router(reports.router, dependencies=checks)
+    app.include_router(exports.router, dependencies=checks)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(JsonOnly)
     app.add_middleware(PollFastPath)
     app.add_middleware(Metrics)
     return app

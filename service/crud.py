@@ -14,6 +14,7 @@ from sqlalchemy import Row, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session, defer, undefer
 
 from service import fleet
+from service.crud_find import Filters, narrowed, tag_text
 from service.models import (
     CensusCone,
     Experiment,
@@ -170,8 +171,9 @@ def get_experiment(
 def snapshot(
     session: Session, *, experiment_id: str, tenant: str | None
 ) -> Row[*tuple[Any, ...]] | None:
-    """An experiment's columns, its progress (`done`) and its stored result as the JSON
-    text the database holds (`result_text`, never parsed), in one query.
+    """An experiment's columns, its progress (`done`), its tags joined by commas
+    (`tag_text`, crud_find.split_tags reads it) and its stored result as the JSON text
+    the database holds (`result_text`, never parsed), in one query.
 
     None when it does not exist or is not `tenant`'s (None: any tenant).
     """
@@ -182,7 +184,10 @@ def snapshot(
     )
     columns = [c for c in Experiment.__table__.c if c.name != "result"]
     query = select(
-        *columns, done.label("done"), cast(Experiment.result, Text).label("result_text")
+        *columns,
+        done.label("done"),
+        tag_text().label("tag_text"),
+        cast(Experiment.result, Text).label("result_text"),
     ).where(Experiment.id == experiment_id)
     if tenant is not None:
         query = query.where(Experiment.tenant == tenant)
@@ -208,26 +213,22 @@ def active_items(session: Session, *, tenant: str) -> int:
 def list_experiments(
     session: Session,
     *,
-    kind: str | None,
-    status: str | None,
+    filters: Filters,
     limit: int,
     cursor: str | None,
     tenant: str | None = None,
     result_bytes: int | None = None,
 ) -> tuple[list[Experiment], str | None]:
-    """Newest first, keyset-paginated on (created_at, id); only `tenant`'s unless None.
+    """Newest first, keyset-paginated on (created_at, id); only `tenant`'s unless None,
+    and only those that pass `filters`.
 
     Results are loaded only when `result_bytes` is given, and then the page ends
     early (always keeping its first item) once the stored results it carries pass
     that many bytes, so one page never holds many large results in memory.
     """
-    query = select(Experiment).options(defer(Experiment.result))
+    query = narrowed(select(Experiment).options(defer(Experiment.result)), filters)
     if tenant is not None:
         query = query.where(Experiment.tenant == tenant)
-    if kind:
-        query = query.where(Experiment.kind == kind)
-    if status:
-        query = query.where(Experiment.status == status)
     if cursor:
         at, last_id = decode_cursor(cursor, EXPERIMENT_CURSOR)
         at = as_utc(at)

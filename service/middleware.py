@@ -1,4 +1,5 @@
-"""ASGI middleware: request body limit, request metrics and the pollers' fast path."""
+"""ASGI middleware: request body limit, JSON bodies only, request metrics and the pollers'
+fast path."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.config import get_settings
 from service.crud import ID_PATTERN
 from service.deps import PRINCIPAL, identify
-from service.problems import ProblemError
+from service.problems import ProblemError, problem
 from service.responses import etag_of, matches
 
 #: Methods that get their own label; any other method is counted as "other".
@@ -78,6 +79,50 @@ class BodyLimit:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+#: Methods whose body, when they have one, must be JSON.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class JsonOnly:
+    """Answer 415 problem+json to a POST, PUT or PATCH whose body is not declared as JSON.
+
+    A request without a body (Content-Length 0, no chunked encoding) passes, so
+    `POST .../cancel` needs no Content-Type; one with a body must say
+    `application/json` (or a `+json` type), which `curl -d` and form posts do not.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"0").strip()
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        has_body = chunked or not length.isdigit() or int(length) > 0
+        declared = headers.get(b"content-type", b"").decode("latin-1")
+        if not has_body or _is_json(declared):
+            await self.app(scope, receive, send)
+            return
+        got = f"Content-Type {declared!r}" if declared else "no Content-Type"
+        detail = (
+            "the request body must be JSON: send it with `Content-Type: application/json` "
+            f"(this request has {got})"
+        )
+        error = {"loc": ["header", "Content-Type"], "msg": detail}
+        answer = problem(415, detail, errors=[error], headers={"Connection": "close"})
+        await answer(scope, receive, send)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class Metrics:

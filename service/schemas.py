@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -27,6 +28,9 @@ class Experiment(BaseModel):
     id: str
     kind: Literal["optimum", "census", "training"]
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    name: str | None = Field(description="The spec's name, as last changed by PATCH.")
+    tags: list[str] = Field(description="The spec's tags, as last changed by PATCH, sorted.")
+    notes: str | None = Field(description="The spec's notes, as last changed by PATCH.")
     progress: Progress
     spec: dict[str, Any]
     created_at: datetime | None
@@ -36,8 +40,11 @@ class Experiment(BaseModel):
     result: dict[str, Any] | None
 
     @classmethod
-    def of(cls, row: ExperimentRow, done: int, *, result: bool = True) -> Experiment:
-        """The response for a row; `result=False` leaves the (unloaded) result out."""
+    def of(
+        cls, row: ExperimentRow, done: int, *, tags: Sequence[str], result: bool = True
+    ) -> Experiment:
+        """The response for a row and its tags; `result=False` leaves the (unloaded)
+        result out."""
         total = row.progress_total
         if row.status == "succeeded":
             done = total
@@ -45,6 +52,9 @@ class Experiment(BaseModel):
             id=row.id,
             kind=row.kind,  # type: ignore[arg-type]
             status=row.status,  # type: ignore[arg-type]
+            name=row.name,
+            tags=sorted(tags),
+            notes=row.notes,
             progress=Progress(done=min(done, total), total=total),
             spec=row.spec,
             created_at=as_utc(row.created_at),

@@ -43,7 +43,10 @@ RelativeTolerance = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    """Unknown fields are refused, and so are strings and booleans for numbers ("0.01" is
+    not 0.01): pydantic's strict mode, in which an integer is still a valid float."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class TeacherDataset(_Strict):
@@ -157,8 +160,8 @@ Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:
 MAX_TAGS = 32
 
 
-class _Labels(_Strict):
-    """What a person or a pipeline calls an experiment, and where to tell it of the end."""
+class _Names(_Strict):
+    """What a person or a pipeline calls an experiment."""
 
     name: str | None = Field(
         default=None,
@@ -174,6 +177,22 @@ class _Labels(_Strict):
     notes: str | None = Field(
         default=None, max_length=10_000, description="Free text; PATCH changes it."
     )
+
+    @field_validator("tags")
+    @classmethod
+    def _distinct_tags(cls, tags: list[str]) -> list[str]:
+        _distinct(tags, "tags")
+        return tags
+
+
+class ExperimentPatch(_Names):
+    """The body of PATCH /v1/experiments/{id}: each field given replaces the current one
+    (null clears a name or notes; [] clears the tags); a field left out is kept."""
+
+
+class _Labels(_Names):
+    """The names, and where to tell of the experiment's end."""
+
     notify: str | None = Field(
         default=None,
         max_length=2000,
@@ -181,12 +200,6 @@ class _Labels(_Strict):
         description="An http(s) URL that gets a POST, signed with HMAC-SHA256, at each "
         "terminal status (succeeded, failed, cancelled).",
     )
-
-    @field_validator("tags")
-    @classmethod
-    def _distinct_tags(cls, tags: list[str]) -> list[str]:
-        _distinct(tags, "tags")
-        return tags
 
 
 class _Common(_Labels):

@@ -11,22 +11,24 @@ import hashlib
 import json
 import logging
 import re
+from datetime import datetime
 from typing import Annotated, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from pydantic import BeforeValidator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import crud, dispatch, plans
+from service import crud, crud_find, dispatch, plans
 from service.config import Settings
 from service.crud import INT_MAX
 from service.deps import DatabaseDep, Principal, PrincipalDep, SettingsDep
 from service.pollcache import PollCache
 from service.problems import ProblemError
-from service.responses import body_of, json_response
+from service.responses import JSON, body_of, etag_of, json_response, matches
 from service.schemas import Cone, ConePage, Experiment, ExperimentPage, Run, RunPage
-from service.specs import ExperimentSpec
+from service.specs import MAX_TAGS, ExperimentPatch, ExperimentSpec, Tag
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 log = logging.getLogger("benignity.api")
@@ -70,7 +72,8 @@ def snapshot_body(session: Session, experiment_id: str, who: Principal) -> bytes
     if snap is None:
         raise ProblemError(404, f"no experiment {experiment_id}")
     raw: str | None = snap.result_text
-    head = Experiment.of(snap, snap.done, result=False)  # type: ignore[arg-type]
+    tags = crud_find.split_tags(snap.tag_text)
+    head = Experiment.of(snap, snap.done, tags=tags, result=False)  # type: ignore[arg-type]
     if raw is None or raw == "null":
         return body_of(head)
     if "NaN" in raw or "Infinity" in raw:
@@ -100,7 +103,7 @@ def _cursor_error(exc: ValueError) -> ProblemError:
     "",
     status_code=202,
     response_model=Experiment,
-    responses={200: {"model": Experiment}, 429: {}},
+    responses={200: {"model": Experiment}, 415: {}, 429: {}},
 )
 async def submit(
     request: Request,
@@ -182,27 +185,89 @@ def _check_quota(session: Session, who: Principal, settings: Settings, new_items
         )
 
 
+Generator = Literal["teacher", "orthogonal", "theorem2", "correlated", "custom"]
+Size = Annotated[int | None, Query(ge=1, le=INT_MAX)]
+
+
+def _iso_8601(value: object) -> object:
+    """An ISO 8601 date or time (a bare number, which pydantic would read as seconds
+    since 1970, is refused)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        why = "" if str(exc).startswith("Invalid isoformat") else f" ({exc})"
+        raise ValueError(
+            "expected an ISO 8601 date or time such as 2026-05-01 or 2026-05-01T12:00:00Z, "
+            f"not {value!r}{why}"
+        ) from None
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_8601)]
+
+
+async def experiment_filters(
+    kind: Kind | None = None,
+    status: Status | None = None,
+    tag: Annotated[
+        list[Tag] | None,
+        Query(max_length=MAX_TAGS, description="Repeat it: an experiment must carry each."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="A part of the name, in any case."),
+    ] = None,
+    generator: Annotated[Generator | None, Query(description="The dataset's generator.")] = None,
+    n: Annotated[Size, Query(description="The dataset's number of points.")] = None,
+    d: Annotated[Size, Query(description="The dataset's input dimension.")] = None,
+    created_after: Annotated[
+        IsoTime | None, Query(description="ISO 8601; created at or after it (UTC if naive).")
+    ] = None,
+    created_before: Annotated[
+        IsoTime | None, Query(description="ISO 8601; created before it (UTC if naive).")
+    ] = None,
+    id_prefix: Annotated[
+        str | None, Query(pattern="^[0-9a-f]{1,32}$", description="The id's first hex digits.")
+    ] = None,
+) -> crud_find.Filters:
+    """The list's filters, from the query string."""
+    return crud_find.Filters(
+        kind=kind,
+        status=status,
+        tags=tuple(tag or ()),
+        name=name,
+        generator=generator,
+        n=n,
+        d=d,
+        created_after=created_after,
+        created_before=created_before,
+        id_prefix=id_prefix,
+    )
+
+
+ExperimentFilters = Annotated[crud_find.Filters, Depends(experiment_filters)]
+
+
 @router.get("", response_model=ExperimentPage)
 async def list_experiments(
     request: Request,
     db: DatabaseDep,
     who: PrincipalDep,
     settings: SettingsDep,
-    kind: Kind | None = None,
-    status: Status | None = None,
+    filters: ExperimentFilters,
     limit: Limit = 50,
     cursor: Cursor = None,
     fields: Fields = "full",
 ) -> Response:
-    """List your experiments, newest first; a page ends early once its results pass
-    MAX_RESULT_BYTES (follow next_cursor)."""
+    """List your experiments, newest first, filtered; a page ends early once its results
+    pass MAX_RESULT_BYTES (follow next_cursor)."""
 
     def page(session: Session) -> bytes:
         try:
             rows, nxt = crud.list_experiments(
                 session,
-                kind=kind,
-                status=status,
+                filters=filters,
                 limit=limit,
                 cursor=cursor,
                 tenant=who.scope,
@@ -210,8 +275,13 @@ async def list_experiments(
             )
         except ValueError as exc:
             raise _cursor_error(exc) from exc
-        done = crud.progress_of(session, experiment_ids=[r.id for r in rows])
-        items = [Experiment.of(r, done.get(r.id, 0), result=fields == "full") for r in rows]
+        ids = [r.id for r in rows]
+        done = crud.progress_of(session, experiment_ids=ids)
+        tags = crud_find.tags_of(session, experiment_ids=ids)
+        items = [
+            Experiment.of(r, done.get(r.id, 0), tags=tags.get(r.id, []), result=fields == "full")
+            for r in rows
+        ]
         return body_of(ExperimentPage(items=items, next_cursor=nxt))
 
     return json_response(request, await db.run(page))
@@ -254,6 +324,62 @@ async def cancel(
     body = await db.run(work)
     request.app.state.polls.evict(experiment_id)
     return json_response(request, body, status_code=202)
+
+
+@router.patch(
+    "/{experiment_id}",
+    response_model=Experiment,
+    responses={404: {}, 412: {}, 415: {}},
+)
+async def relabel(
+    request: Request,
+    experiment_id: str,
+    patch: Annotated[ExperimentPatch, Body()],
+    db: DatabaseDep,
+    who: PrincipalDep,
+    if_match: Annotated[str | None, Header(max_length=1000)] = None,
+) -> Response:
+    """Change an experiment's name, tags or notes; the fields left out are kept."""
+    changes = patch.model_dump(include=patch.model_fields_set)
+
+    def work(session: Session) -> bytes:
+        found(session, experiment_id, who)
+        crud_find.lock(session, experiment_id=experiment_id)
+        if if_match is not None:
+            current = etag_of(snapshot_body(session, experiment_id, who))
+            if not matches(if_match, current):
+                raise ProblemError(
+                    412,
+                    f"If-Match {if_match} is not the current ETag {current}: the experiment "
+                    "changed since you read it; GET it again and retry",
+                    errors=[{"loc": ["header", "If-Match"], "msg": "stale ETag"}],
+                )
+        crud_find.relabel(session, experiment_id=experiment_id, changes=changes)
+        session.commit()
+        return snapshot_body(session, experiment_id, who)
+
+    body = await db.run(work)
+    request.app.state.polls.evict(experiment_id)
+    return Response(body, media_type=JSON, headers={"ETag": etag_of(body)})
+
+
+@router.delete("/{experiment_id}", status_code=204, responses={404: {}, 409: {}})
+async def delete_experiment(
+    request: Request, experiment_id: str, db: DatabaseDep, who: PrincipalDep
+) -> Response:
+    """Delete a finished experiment with its runs, cones and everything else it owns."""
+
+    def work(session: Session) -> None:
+        found(session, experiment_id, who)
+        try:
+            crud_find.delete_experiment(session, experiment_id=experiment_id)
+        except crud_find.Unfinished as exc:
+            raise ProblemError(409, str(exc)) from exc
+        session.commit()
+
+    await db.run(work)
+    request.app.state.polls.evict(experiment_id)
+    return Response(status_code=204)
 
 
 @router.get("/{experiment_id}/runs", response_model=RunPage, responses={304: {}, 404: {}})

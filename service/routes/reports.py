@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Annotated, Literal
+from typing import IO, Annotated, Literal
 
 import anyio
 import anyio.to_thread
@@ -14,16 +14,17 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from service import crud, crud_reports, curves, exports, reports
-from service.deps import DatabaseDep, PrincipalDep
+from service import crud, crud_reports, curves, reports
+from service.db import Database
+from service.deps import DatabaseDep, Principal, PrincipalDep
 from service.problems import ProblemError
 from service.responses import body_of, json_response
+from service.routes import exports as export_routes
 from service.routes.experiments import ID, found
 
 router = APIRouter(prefix="/v1/experiments", tags=["reports"])
 
 FIGURE_TYPES = {"svg": "image/svg+xml", "png": "image/png"}
-EXPORT_TYPES = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 FIGURE_KINDS = ("census", "training")
 
 
@@ -139,20 +140,51 @@ def _sampled_runs(session: Session, experiment_id: str) -> tuple[list[reports.Tr
     return runs, len(summaries)
 
 
-@router.get("/{experiment_id}/export.{fmt}", responses={404: {}})
+@router.get("/{experiment_id}/export.{fmt}", responses={**export_routes.FILE_RESPONSES, 404: {}})
 async def export(
     experiment_id: str, fmt: Literal["csv", "parquet"], db: DatabaseDep, who: PrincipalDep
 ) -> Response:
-    """One row per run: params, status, verdict and final values."""
+    """The experiment's rows (a run, a cone or a neuron each) under its kind's declared schema."""
+    return await _export_table(experiment_id, fmt, "rows", db, who)
 
-    def work(session: Session) -> bytes:
+
+@router.get("/{experiment_id}/widths.{fmt}", responses={**export_routes.FILE_RESPONSES, 404: {}})
+async def export_widths(
+    experiment_id: str, fmt: Literal["csv", "parquet"], db: DatabaseDep, who: PrincipalDep
+) -> Response:
+    """A census's per-width rows (shares and their intervals), once it has succeeded."""
+    return await _export_table(experiment_id, fmt, "widths", db, who)
+
+
+@router.get("/{experiment_id}/curves.{fmt}", responses={**export_routes.FILE_RESPONSES, 404: {}})
+async def export_curves(
+    experiment_id: str,
+    fmt: Literal["csv", "parquet"],
+    db: DatabaseDep,
+    who: PrincipalDep,
+    max_points: Annotated[
+        int | None, Query(ge=2, le=1_000_000, description="At most this many points per run.")
+    ] = None,
+) -> Response:
+    """Every run's curve of a training sweep, one row per recorded point (long format)."""
+    return await _export_table(experiment_id, fmt, "curves", db, who, max_points=max_points)
+
+
+async def _export_table(
+    experiment_id: str,
+    fmt: Literal["csv", "parquet"],
+    table: export_routes.Table,
+    db: Database,
+    who: Principal,
+    *,
+    max_points: int | None = None,
+) -> Response:
+    def work(session: Session) -> IO[bytes]:
         exp = found(session, experiment_id, who)
-        runs = crud_reports.runs_without_curves(session, experiment_id=experiment_id)
-        rows = exports.run_rows(exp.kind, runs, result=exp.result)
-        return exports.to_csv(rows) if fmt == "csv" else exports.to_parquet(rows)
+        export_routes.check_table(exp.kind, table)
+        batches = export_routes.experiment_batches(session, exp, table, max_points=max_points)
+        return export_routes.spool(export_routes.schema_of(exp.kind, table), batches, fmt)
 
-    body = await db.run(work)
-    disposition = f'attachment; filename="{experiment_id}.{fmt}"'
-    return Response(
-        body, media_type=EXPORT_TYPES[fmt], headers={"Content-Disposition": disposition}
-    )
+    sink = await db.run(work)
+    name = experiment_id if table == "rows" else f"{experiment_id}-{table}"
+    return export_routes.file_response(sink, fmt, name)

@@ -66,6 +66,9 @@ def test_census_end_to_end(api, start_worker):
     assert fig.status_code == 200 and fig.content[:8] == b"\x89PNG\r\n\x1a\n"
     svg = api.get(f"/v1/experiments/{exp['id']}/figure.svg")
     assert svg.headers["content-type"].startswith("image/svg+xml") and b"<svg" in svg.content
-    export = api.get(f"/v1/experiments/{exp['id']}/export.csv")
+    export = api.get(f"/v1/experiments/{exp['id']}/export.csv")  # a row per cone
     header, *lines = export.text.strip().splitlines()
-    assert "p_global" in header and len(lines) == 3
+    assert "verdict" in header.split(",") and len(lines) == 36
+    widths = api.get(f"/v1/experiments/{exp['id']}/widths.csv")  # a row per width
+    header, *lines = widths.text.strip().splitlines()
+    assert "p_global" in header.split(",") and len(lines) == 3

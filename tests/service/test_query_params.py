@@ -22,9 +22,10 @@ def test_a_misspelt_filter_is_refused_with_a_hint(client):
     (error,) = assert_problem(resp, 422, "statu")["errors"]
     assert error["loc"] == ["query", "statu"]
     assert "did you mean 'status'?" in error["msg"]
-    two = client.get("/v1/experiments", params={"tag": "x", "created_after": "2026"})
-    locs = [e["loc"] for e in assert_problem(two, 422)["errors"]]
-    assert locs == [["query", "tag"], ["query", "created_after"]]
+    two = client.get("/v1/experiments", params={"tags": "x", "created_since": "2026-01-01"})
+    errors = assert_problem(two, 422)["errors"]
+    assert [e["loc"] for e in errors] == [["query", "tags"], ["query", "created_since"]]
+    assert "did you mean 'tag'?" in errors[0]["msg"]
 
 
 def test_routes_with_query_parameters_of_their_own_still_take_them(client):

@@ -17,7 +17,7 @@ from matplotlib.image import imread
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service import exports, reports
+from service import arrow_tables, exports, reports
 from service.curves import FIELDS, decode_curve, encode_curve
 from service.models import Experiment, Run, new_id
 from tests.conftest import PG_URL, use_settings
@@ -164,47 +164,62 @@ TRAINING_RUNS = [
                    "num_neurons": 4}),
     run_row(2, params={"width": 50, "init_scale": 1.0, "seed": 1}, status="queued"),
 ]  # fmt: skip
-TRAINING_COLUMNS = [
-    "id", "index", "status", "verdict", "width", "init_scale", "seed", "final_epoch",
-    "final_mse", "final_reg_loss", "final_grad_norm_sq", "final_gap", "final_num_neurons",
-]  # fmt: skip
+BASE = exports.experiment_columns(
+    TRAINING_SPEC, experiment_id="e", name=None, tags=["t"], status="running"
+)
 
 
-def test_run_rows_flatten_params_and_final():
-    rows = exports.run_rows("training", TRAINING_RUNS)
-    assert list(rows[0]) == TRAINING_COLUMNS
-    assert rows[1]["final_gap"] is None and rows[1]["verdict"] == "diverged"
-    assert rows[2] == {"id": "r2", "index": 2, "status": "queued", "verdict": None, "width": 50,
-                       "init_scale": 1.0, "seed": 1}  # fmt: skip
-    census = [run_row(i, params={"width": w}) for i, w in enumerate((10, 640))]
-    crows = exports.run_rows("census", census, result=CENSUS_RESULT)
-    assert crows[1] == {"id": "r1", "index": 1, "status": "succeeded", "verdict": None,
-                        "width": 640, "samples": 20, "p_global": 1.0, "p_spurious": 0.0,
-                        "p_no_local_min": 0.0, "p_covered": 0.99}  # fmt: skip
+def training_rows() -> list[dict[str, Any]]:
+    return [exports.training_row(BASE, run) for run in TRAINING_RUNS]
+
+
+def test_training_rows_fill_the_declared_columns():
+    part = arrow_tables.batch(exports.TRAINING, training_rows())
+    assert part.schema == exports.TRAINING and part.num_rows == 3
+    rows = part.to_pylist()
+    assert rows[0]["run_id"] == "r0" and rows[0]["final_epoch"] == 900
+    assert rows[1]["final_reg_loss"] == 2.0 and rows[1]["final_gap"] is None  # int 2 as a double
+    assert rows[2]["status"] == "queued" and rows[2]["final_mse"] is None
+    assert rows[2]["weight_decay"] == 0.001 and rows[2]["lr"] is None  # the spec has no lr
+    assert rows[0]["dataset_n"] == 4 and rows[0]["dataset_perturbation"] == 0.001
+    assert rows[0]["tags"] == ["t"] and rows[0]["experiment_status"] == "running"
+
+
+def test_batches_refuse_values_that_do_not_fit_their_column():
+    for bad in ({"final_epoch": 9.5}, {"final_mse": "0.1"}, {"final_strict": 1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            arrow_tables.batch(exports.TRAINING, [{**training_rows()[0], **bad}])
+    assert (
+        arrow_tables.batch(exports.TRAINING, [{"final_epoch": 9.0}])
+        .column("final_epoch")[0]
+        .as_py()
+        == 9
+    )
 
 
 def test_csv_parses_back_to_the_rows():
-    rows = exports.run_rows("training", TRAINING_RUNS)
-    back = list(csv.DictReader(io.StringIO(exports.to_csv(rows).decode())))
-    assert list(back[0]) == TRAINING_COLUMNS and len(back) == 3
+    part = arrow_tables.batch(exports.TRAINING, training_rows())
+    sink = io.BytesIO()
+    arrow_tables.write_csv(exports.TRAINING, [part], sink)
+    back = list(csv.DictReader(io.StringIO(sink.getvalue().decode())))
+    assert list(back[0]) == exports.TRAINING.names and len(back) == 3
     assert back[0]["final_grad_norm_sq"] == "1e-17" and float(back[0]["final_gap"]) == 1e-9
     assert back[1]["final_gap"] == "" and back[2]["verdict"] == "" and back[2]["final_mse"] == ""
-    assert [r["id"] for r in back] == ["r0", "r1", "r2"]
-    assert exports.to_csv([]).decode() == "id,index,status,verdict\n"
+    assert [r["run_id"] for r in back] == ["r0", "r1", "r2"] and back[0]["tags"] == '["t"]'
+    empty = io.BytesIO()
+    arrow_tables.write_csv(exports.TRAINING, [], empty)
+    assert empty.getvalue().decode() == ",".join(exports.TRAINING.names) + "\n"
 
 
-def test_parquet_reads_back_with_consistent_types():
-    rows = exports.run_rows("training", TRAINING_RUNS)
-    table = pq.read_table(io.BytesIO(exports.to_parquet(rows)))
-    types = {f.name: str(f.type) for f in table.schema}
-    assert types["index"] == "int64" and types["width"] == "int64" and types["verdict"] == "string"
-    assert types["final_reg_loss"] == "double"  # 0.2345 and 2 share one float column
-    assert types["final_grad_norm_sq"] == "double" and types["final_epoch"] == "int64"
-    back = table.to_pylist()
-    for got, want in zip(back, rows, strict=True):
-        assert got == {c: want.get(c) for c in TRAINING_COLUMNS}
-    empty = pq.read_table(io.BytesIO(exports.to_parquet([])))
-    assert empty.num_rows == 0 and str(empty.schema.field("index").type) == "int64"
+def test_parquet_reads_back_with_the_declared_types():
+    part = arrow_tables.batch(exports.TRAINING, training_rows())
+    sink = io.BytesIO()
+    arrow_tables.write_parquet(exports.TRAINING, [part], sink)
+    table = pq.read_table(io.BytesIO(sink.getvalue()))
+    assert table.schema == exports.TRAINING and table.to_pylist() == part.to_pylist()
+    empty = io.BytesIO()
+    arrow_tables.write_parquet(exports.TRAINING, [], empty)
+    assert pq.read_table(io.BytesIO(empty.getvalue())).schema == exports.TRAINING
 
 
 # --- endpoints -------------------------------------------------------------------------
@@ -337,24 +352,31 @@ def test_exports_one_row_per_run(api):
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
     assert resp.headers["content-disposition"] == f'attachment; filename="{exp_id}.csv"'
     rows = list(csv.DictReader(io.StringIO(resp.text)))
-    assert [r["id"] for r in rows] == run_ids and rows[-1]["status"] == "queued"
+    assert [r["run_id"] for r in rows] == run_ids and rows[-1]["status"] == "queued"
     assert rows[0]["init_scale"] == "0.001" and rows[0]["final_epoch"] == "5000"
+    assert {r["experiment_id"] for r in rows} == {exp_id}
     resp = client.get(f"/v1/experiments/{exp_id}/export.parquet")
     assert resp.headers["content-type"] == "application/vnd.apache.parquet"
     assert resp.headers["content-disposition"] == f'attachment; filename="{exp_id}.parquet"'
     table = pq.read_table(io.BytesIO(resp.content)).to_pylist()
-    assert [r["id"] for r in table] == run_ids and table[-1]["final_gap"] is None
+    assert [r["run_id"] for r in table] == run_ids and table[-1]["final_gap"] is None
     assert table[0]["final_gap"] == float(rows[0]["final_gap"])
 
 
-def test_census_export_carries_the_width_rows(api):
+def test_census_width_rows_are_their_own_table(api):
     client, db = api
     runs = [{"params": {"width": r["width"]}, "status": "succeeded"} for r in CENSUS_RESULT["rows"]]
     exp_id, _ = add_experiment(db, CENSUS_SPEC, CENSUS_RESULT, runs)
-    rows = list(
-        csv.DictReader(io.StringIO(client.get(f"/v1/experiments/{exp_id}/export.csv").text))
-    )
+    widths = client.get(f"/v1/experiments/{exp_id}/widths.csv")
+    assert widths.headers["content-disposition"] == f'attachment; filename="{exp_id}-widths.csv"'
+    rows = list(csv.DictReader(io.StringIO(widths.text)))
     assert [int(r["width"]) for r in rows] == [10, 40, 160, 640]
     assert [float(r["p_global"]) for r in rows] == [0.0, 0.1, 0.6, 1.0]
-    assert rows[0]["samples"] == "20"
+    assert rows[0]["samples"] == "20" and rows[0]["pooled"] == "true"
+    assert rows[0]["data_seed"] == "0" and float(rows[0]["optimum"]) == 0.1304
+    cones = list(
+        csv.DictReader(io.StringIO(client.get(f"/v1/experiments/{exp_id}/export.csv").text))
+    )
+    assert cones == []  # a row per cone, and this census stored none
     assert_problem(client.get("/v1/experiments/nope/export.csv"), 404, "nope")
+    assert_problem(client.get("/v1/experiments/nope/widths.csv"), 404, "nope")
