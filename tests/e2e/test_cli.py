@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -216,3 +217,43 @@ def test_usage_errors_exit_2(cli, server, tmp_path):
     assert cli("status", ids[0]).returncode == 0
     unknown = cli("show", "f" * 32)
     assert unknown.returncode == 1 and unknown.stderr.startswith("benignity: 404")
+
+
+def test_tags_filters_many_experiment_exports_and_rm(cli, server, start_worker, tmp_path):
+    start_worker()
+    mark = f"t{uuid.uuid4().hex[:8]}"
+    spec = spec_file(tmp_path, {**SWEEP, "tags": [mark], "name": f"cli {mark}"}, "sweep")
+    first = submitted(cli("submit", spec, "--wait"))["id"]
+    second = submitted(cli("submit", spec, "--wait"))["id"]
+    listed = json.loads(cli("list", "--tag", mark, "--format", "json").stdout)
+    assert [e["id"] for e in listed] == [second, first]
+    assert all(e["tags"] == [mark] and e["result"] is None for e in listed)
+    named = list(
+        csv.DictReader(io.StringIO(cli("list", "--name", f"CLI {mark}", "--format", "csv").stdout))
+    )
+    assert {r["id"] for r in named} == {first, second} and named[0]["tags"] == mark
+
+    out = cli("tag", first[:10], "--add", "keep", "--add", "best", "--remove", mark)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"{first} tags: best, keep"
+    assert [e["id"] for e in json.loads(cli("list", "--tag", mark, "--format", "json").stdout)] == [
+        second
+    ]
+    shown = cli("show", first).stdout
+    assert "best, keep" in shown and f"cli {mark}" in shown
+
+    both = tmp_path / "both.parquet"
+    assert cli("export", first, second[:12], "-o", both).returncode == 0
+    table = pq.read_table(both)
+    assert table.num_rows == 8 and set(table.column("experiment_id").to_pylist()) == {first, second}
+    assert cli("export", "--tag", mark, "-o", tmp_path / "tagged.parquet").returncode == 0
+    assert pq.read_table(tmp_path / "tagged.parquet").num_rows == 4
+    curves_file = tmp_path / "curves.parquet"
+    assert cli("export", first, "--table", "curves", "-o", curves_file).returncode == 0
+    curves = pq.read_table(curves_file)
+    assert curves.num_rows > 4 and "epoch" in curves.column_names
+
+    gone = cli("rm", first[:10], second, "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert gone.stdout.splitlines() == [f"deleted {first}", f"deleted {second}"]
+    assert cli("status", first).returncode == 1

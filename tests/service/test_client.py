@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -25,6 +26,7 @@ from service.client import (
     Client,
     Conflict,
     NotFound,
+    PreconditionFailed,
     Unreachable,
     WaitTimeout,
 )
@@ -289,3 +291,35 @@ def test_an_answer_that_is_not_the_api_is_a_bad_answer(server):
         assert "text/html" in str(info.value)
         with pytest.raises(BadAnswer):
             list(c.runs("0" * 32))
+
+
+def test_list_filters_by_tag_name_and_id_prefix(client, server):
+    mark = uuid.uuid4().hex[:8]
+    tagged = client.submit({**OPTIMUM, "name": f"Sweep {mark} A", "tags": [mark, "a"]})
+    other = client.submit({**OPTIMUM, "name": f"sweep {mark} B", "tags": [mark]})
+    assert [e.id for e in client.list(tag=mark)] == [other.id, tagged.id]
+    assert [e.id for e in client.list(tag=[mark, "a"])] == [tagged.id]
+    assert [e.id for e in client.list(name=f"SWEEP {mark} b")] == [other.id]
+    assert [e.id for e in client.list(tag=mark, kind="census")] == []
+    got = client.get(tagged.id)
+    assert got.name == f"Sweep {mark} A" and sorted(got.tags) == sorted([mark, "a"])
+    faulty = Faulty(lambda request, response: None)
+    with Client(server, transport=faulty) as c:
+        assert c.resolve(tagged.id[:10]) == tagged.id
+    assert [r.url.params.get("id_prefix") for r in faulty.requests] == [tagged.id[:10]]
+
+
+def test_patch_relabels_and_delete_removes(client):
+    exp = client.submit({**OPTIMUM, "name": "before", "tags": ["x"]})
+    changed = client.patch(exp.id, tags=["x", "y"], notes="looked at it", if_match=exp.etag)
+    assert changed.tags == ["x", "y"] and changed.notes == "looked at it"
+    assert changed.name == "before"  # fields left out are kept
+    with pytest.raises(PreconditionFailed):
+        client.patch(exp.id, name="stale", if_match=exp.etag)
+    assert client.patch(exp.id, name=None).name is None
+    with pytest.raises(Conflict):
+        client.delete(exp.id)  # queued: cancel it first
+    client.cancel(exp.id)
+    client.delete(exp.id)
+    with pytest.raises(NotFound):
+        client.get(exp.id)
