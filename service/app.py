@@ -13,13 +13,14 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service import crud_recovery, problems
+from service import crud_recovery, openapi, problems
 from service.config import Settings, get_settings
 from service.db import get_database, get_engine
 from service.deps import RateLimit, known_query, require_token
 from service.middleware import BodyLimit, JsonOnly, Metrics, PollFastPath
 from service.pollcache import PollCache
-from service.routes import experiments, exports, health, reports
+from service.routes import experiments, exports, health, notifications, reports
+from service.watch import Watcher
 
 log = logging.getLogger("benignity.api")
 T = TypeVar("T")
@@ -33,9 +34,13 @@ def create_app() -> FastAPI:
         version="1.0.0",
         summary="Run and certify loss-landscape experiments on two-layer ReLU networks.",
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.rate_limit = RateLimit(settings.rate_limit)
     app.state.polls = PollCache(settings.poll_cache_seconds)
+    app.state.watcher = Watcher(get_database, app.state.polls, settings.watch_interval)
     app.state.drawing = anyio.CapacityLimiter(2)  # figures drawn at once (matplotlib is heavy)
     problems.install(app)
     app.include_router(health.router)
@@ -43,6 +48,8 @@ def create_app() -> FastAPI:
     app.include_router(experiments.router, dependencies=checks)
     app.include_router(reports.router, dependencies=checks)
     app.include_router(exports.router, dependencies=checks)
+    app.include_router(notifications.router, dependencies=checks)
+    openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(JsonOnly)
     app.add_middleware(PollFastPath)

@@ -72,6 +72,22 @@ class Settings(BaseSettings):
     # A repeated GET of one experiment is answered from memory for this long (0: never);
     # see service/pollcache.py.
     poll_cache_seconds: float = Field(default=0.5, ge=0, le=10)
+    # Long-polls (GET /v1/experiments/{id}?wait=S) share one read of the watched
+    # experiments' status and progress this often (see service/watch.py).
+    watch_interval: float = Field(default=0.25, gt=0, le=5)
+
+    # Webhooks (a spec's `notify` URL; see service/notify.py). Without WEBHOOK_SECRET a
+    # random secret is made once and kept in BENIGNITY_HOME/webhook_secret (mode 0600).
+    webhook_secret: str = ""
+    # Hosts that `notify` URLs may name, comma-separated (empty: any host).
+    notify_hosts: str = ""
+    notify_timeout: float = Field(default=5.0, gt=0, le=60)  # seconds per POST
+    notify_attempts: int = Field(default=5, ge=1, le=20)
+    # Seconds before the first retry; each later one waits twice as long as the last.
+    notify_backoff: int = Field(default=5, ge=1, le=3600)
+    # A pending notification whose delivery never started this many seconds after the
+    # terminal status is sent again by the reaper.
+    notify_resend_after: float = Field(default=60.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
@@ -140,6 +156,16 @@ class Settings(BaseSettings):
             if token:
                 out[token] = tenant
         return out
+
+    @property
+    def notify_host_list(self) -> list[str]:
+        """The hosts `notify` URLs may name (lower case); empty means any."""
+        return [h.strip().lower() for h in self.notify_hosts.split(",") if h.strip()]
+
+    @property
+    def webhook_secret_file(self) -> Path:
+        """Where the generated webhook secret is kept when WEBHOOK_SECRET is not set."""
+        return self.benignity_home / "webhook_secret"
 
     @property
     def is_sqlite(self) -> bool:

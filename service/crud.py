@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter
 from sqlalchemy import Row, Text, and_, cast, func, or_, select, update
 from sqlalchemy.orm import Session, defer, undefer
 
-from service import fleet
+from service import fleet, notify
 from service.crud_find import Filters, narrowed, tag_text
 from service.models import (
     CensusCone,
@@ -291,6 +291,7 @@ def cancel_experiment(session: Session, *, experiment_id: str) -> Experiment | N
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
         raise Conflict(f"experiment {experiment_id} has already finished ({exp.status})")
+    notify.record(session, experiment_id=experiment_id, spec=exp.spec, status="cancelled")
     session.execute(
         update(WorkItem)
         .where(

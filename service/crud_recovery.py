@@ -47,6 +47,7 @@ def reap(
             .values(status="queued", lease=None, enqueued_at=now)
         )
         if res.rowcount:  # type: ignore[attr-defined]
+            crud_work.mark_batch_runs(session, item=item, status="queued", was="running")
             out.append(Envelope(item.id, item.queue, item.time_limit))
     oldest = now - timedelta(seconds=requeue_after)
     waiting = session.scalars(
@@ -174,6 +175,7 @@ def release_item(session: Session, *, item: Claimed) -> Envelope | None:
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
         return None
+    crud_work.mark_batch_runs(session, item=item, status="queued", was="running")
     return Envelope(item.item_id, item.queue, item.time_limit)
 
 
@@ -216,6 +218,7 @@ def record_kill(
         fail_experiment(session, experiment_id=item.experiment_id, error_type=kind, detail=detail)
         return None
     item.status, item.lease, item.enqueued_at = "queued", None, utcnow()
+    crud_work.mark_batch_runs(session, item=item, status="queued", was="running")
     return Envelope(item.id, item.queue, item.time_limit)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service import fleet
+from service import fleet, notify
 from service.crud import TERMINAL, Envelope
 from service.models import CensusCone, Experiment, Run, WorkItem, utcnow
 
@@ -46,7 +46,11 @@ def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int)
         update(WorkItem)
         .where(WorkItem.id == item_id, WorkItem.status == "queued")
         .values(
-            status="running", lease=lease, heartbeat_at=utcnow(), attempts=WorkItem.attempts + 1
+            status="running",
+            lease=lease,
+            heartbeat_at=utcnow(),
+            started_at=utcnow(),
+            attempts=WorkItem.attempts + 1,
         )
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
@@ -64,6 +68,7 @@ def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int)
         return None
     if exp.status == "queued":
         exp.status, exp.started_at = "running", utcnow()
+    mark_batch_runs(session, item=item, status="running", was="queued")
     return Claimed(
         item_id=item.id,
         experiment_id=exp.id,
@@ -115,7 +120,11 @@ def complete_item(
             WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running"
         )
         .values(
-            status="done", output=output, progress_done=WorkItem.progress_total, checkpoint=None
+            status="done",
+            output=output,
+            progress_done=WorkItem.progress_total,
+            checkpoint=None,
+            finished_at=utcnow(),
         )
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
@@ -142,7 +151,7 @@ def stop_item(session: Session, *, item: Claimed) -> None:
         .where(
             WorkItem.id == item.item_id, WorkItem.lease == item.lease, WorkItem.status == "running"
         )
-        .values(status="cancelled")
+        .values(status="cancelled", finished_at=utcnow())
     )
 
 
@@ -162,6 +171,64 @@ def update_runs(session: Session, *, experiment_id: str, updates: Sequence[dict[
         {"id": ids[u["index"]], **{k: v for k, v in u.items() if k != "index"}} for u in updates
     ]
     session.execute(update(Run), rows)
+
+
+def mark_batch_runs(session: Session, *, item: WorkItem | Claimed, status: str, was: str) -> None:
+    """Move the runs of a training batch from `was` to `status`: queued -> running when a
+    worker claims it, running -> queued when it goes back to the queue (a cancelled or
+    finished run keeps its status). Other items have no runs of their own."""
+    if item.task != "training_batch":
+        return
+    start, stop = item.payload["runs"]
+    session.execute(
+        update(Run)
+        .where(
+            Run.experiment_id == item.experiment_id,
+            Run.index >= start,
+            Run.index < stop,
+            Run.status == was,
+        )
+        .values(status=status)
+    )
+
+
+def fail_runs(session: Session, *, experiment_id: str) -> None:
+    """The unfinished (queued or running) runs of a failed experiment -> failed; their
+    partial curves and latest points stay."""
+    session.execute(
+        update(Run)
+        .where(Run.experiment_id == experiment_id, Run.status.in_(("queued", "running")))
+        .values(status="failed")
+    )
+
+
+def save_live_runs(
+    session: Session,
+    *,
+    item_id: str,
+    lease: str,
+    experiment_id: str,
+    updates: Sequence[dict[str, Any]],
+) -> bool:
+    """Store a training batch's partial curves and latest points (run updates naming their
+    run by `index`) while this lease holds the item; False, writing nothing, otherwise.
+
+    The item's row stays locked until the commit, so a worker that has lost the item can
+    never overwrite the newer curves of the worker that took it over. The experiment's row
+    is share-locked first, in the order of cancel and fail (experiment, then items and
+    runs), so that neither can deadlock with this write."""
+    session.execute(
+        select(Experiment.id).where(Experiment.id == experiment_id).with_for_update(read=True)
+    )
+    held = session.scalar(
+        select(WorkItem.id)
+        .where(WorkItem.id == item_id, WorkItem.lease == lease, WorkItem.status == "running")
+        .with_for_update()
+    )
+    if held is None:
+        return False
+    update_runs(session, experiment_id=experiment_id, updates=updates)
+    return True
 
 
 def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:
@@ -260,16 +327,21 @@ def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:
 
 
 def finish_experiment(session: Session, *, experiment: Experiment, result: dict[str, Any]) -> None:
+    """The experiment (locked for update, unfinished) -> succeeded, with its result."""
     experiment.status, experiment.result, experiment.finished_at = "succeeded", result, utcnow()
+    notify.record(session, experiment_id=experiment.id, spec=experiment.spec, status="succeeded")
 
 
 def fail_experiment(session: Session, *, experiment_id: str, error_type: str, detail: str) -> None:
     """Any unfinished experiment -> failed, with its error; its pending work is dropped."""
-    session.execute(
+    ended = session.execute(
         update(Experiment)
         .where(Experiment.id == experiment_id, Experiment.status.not_in(TERMINAL))
         .values(status="failed", finished_at=utcnow(), error={"type": error_type, "detail": detail})
-    )
+        .returning(Experiment.spec)
+    ).first()
+    if ended is not None:
+        notify.record(session, experiment_id=experiment_id, spec=ended.spec, status="failed")
     session.execute(
         update(WorkItem)
         .where(
@@ -278,3 +350,4 @@ def fail_experiment(session: Session, *, experiment_id: str, error_type: str, de
         )
         .values(status="failed", error=detail)
     )
+    fail_runs(session, experiment_id=experiment_id)

@@ -11,6 +11,8 @@ Requests that need no database (`/healthz`) never wait behind those that do.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -34,6 +36,18 @@ OUTAGES = (
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,
 )
+
+
+#: SQLSTATEs of a transaction that PostgreSQL aborted to break a deadlock (40P01) or a
+#: serialization conflict (40001): nothing of it was kept, so it can simply run again.
+CONFLICTS = frozenset({"40P01", "40001"})
+#: Tries of one `Database.run` whose transaction keeps being chosen as the victim.
+CONFLICT_TRIES = 4
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether `exc` is a transaction aborted by a deadlock or serialization conflict."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) in CONFLICTS
 
 
 def outage_cause(exc: BaseException) -> str:
@@ -101,8 +115,18 @@ class Database:
         )
 
     def _call(self, fn: Callable[[Session], T]) -> T:
-        with self.factory() as session:
-            return fn(session)
+        """`fn` in a fresh session, run again (up to CONFLICT_TRIES) when PostgreSQL aborts
+        its transaction to break a deadlock: e.g. a cancel (experiment, then its work items)
+        against a worker's claim (a work item, then its experiment)."""
+        for attempt in range(1, CONFLICT_TRIES + 1):
+            try:
+                with self.factory() as session:
+                    return fn(session)
+            except sa_exc.OperationalError as exc:
+                if attempt == CONFLICT_TRIES or not is_conflict(exc):
+                    raise
+            time.sleep(random.uniform(0, 0.05 * attempt))  # noqa: S311 - jitter, not secrets
+        raise AssertionError("unreachable")
 
 
 @lru_cache

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -98,16 +99,26 @@ def identify(settings: Settings, rate: RateLimit, authorization: str | None) -> 
     return Principal(tenant=tenant, admin=admin)
 
 
+#: The OpenAPI security scheme of /v1 (the document's `bearer`). It never refuses by
+#: itself: `identify` reads the raw header, so the 401s and their bodies stay its own.
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="`Authorization: Bearer <token>`, one of the server's API_TOKENS. A server "
+    "without API_TOKENS has one user and asks for no token.",
+    auto_error=False,
+)
+
+
 async def require_token(
     request: Request,
     settings: SettingsDep,
-    authorization: Annotated[str | None, Header()] = None,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> Principal:
     """When API_TOKENS is set, demand `Authorization: Bearer <token>` and name its tenant."""
     known = request.scope.get(PRINCIPAL)
     if isinstance(known, Principal):
         return known
-    who = identify(settings, request.app.state.rate_limit, authorization)
+    who = identify(settings, request.app.state.rate_limit, request.headers.get("authorization"))
     request.scope[PRINCIPAL] = who
     return who
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from service import budgets
+from service import budgets, notify
 from service.config import Settings
 from service.specs import (
     CensusSpec,
@@ -93,6 +93,8 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
             f"custom data has {spec.dataset.n} points, over the limit of "
             f"{settings.max_custom_points}",
         )
+    if spec.notify and (refused := notify.refused_host(spec.notify, settings)):
+        raise SpecRejected(("body", "notify"), refused)
     X = np.asarray(spec.dataset.X, dtype=float) if isinstance(spec.dataset, CustomDataset) else None
     _check_weight_decay(spec, X)
     _check_budget(spec, settings)
@@ -101,7 +103,7 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
     _check_result(spec, settings, patterns)
     n, d = spec.dataset.n, spec.dataset.d
     optimum = {"task": "optimum", "queue": "cpu", "stage": 0, "progress_total": 1}
-    if not isinstance(spec, OptimumSpec):  # progress counts cones or runs
+    if not isinstance(spec, OptimumSpec):  # progress counts cones or epochs
         optimum["progress_total"] = 0
     where = ("body", "dataset")
     _budget(optimum, budgets.optimum(n, d, patterns), settings, where, where)
@@ -222,7 +224,7 @@ def _training_plan(
                 "queue": queue,
                 "fallback": fallback,
                 "stage": 1,
-                "progress_total": len(batch),
+                "progress_total": len(batch) * spec.max_epochs,  # progress counts epochs
                 "payload": {"runs": [start, start + len(batch)]},
             }
             est = budgets.training_batch(

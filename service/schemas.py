@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -12,32 +13,108 @@ from service.models import CensusCone as ConeRow
 from service.models import Experiment as ExperimentRow
 from service.models import Run as RunRow
 from service.models import as_utc
+from service.results import FinalField, ParamsField, ResultField
+
+
+class Kind(StrEnum):
+    """What an experiment computes (shared/API.md, Specs)."""
+
+    optimum = "optimum"
+    census = "census"
+    training = "training"
+
+
+class Status(StrEnum):
+    """An experiment's life: queued, running, then succeeded, failed or cancelled."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class RunStatus(StrEnum):
+    """A run's state: `running` while its batch trains, `done` once its final is stored."""
+
+    queued = "queued"
+    running = "running"
+    done = "done"
+    cancelled = "cancelled"
+    failed = "failed"
+
+
+class RunVerdict(StrEnum):
+    """A training run's verdict (SCIENCE.md section 6)."""
+
+    global_minimum = "global_minimum"
+    spurious_local_minimum = "spurious_local_minimum"
+    saddle_point = "saddle_point"
+    not_converged = "not_converged"
+    diverged = "diverged"
+    collapsed = "collapsed"
+
+
+class ConeVerdict(StrEnum):
+    """What a census cone holds (SCIENCE.md section 4)."""
+
+    global_ = "global"
+    spurious = "spurious"
+    no_local_min = "no_local_min"
+
+
+#: What progress counts, per kind: a training sweep's epochs (each run's epochs trained, a
+#: run that stopped early counting as max_epochs), a census's cones, an optimum's items.
+PROGRESS_UNITS: dict[str, Literal["epochs", "cones", "items"]] = {
+    "training": "epochs",
+    "census": "cones",
+    "optimum": "items",
+}
 
 
 class Progress(BaseModel):
-    done: int
-    total: int
+    """Work done of work planned."""
+
+    done: int = Field(description="units done")
+    total: int = Field(description="units planned")
+    unit: Literal["epochs", "cones", "items"] = Field(
+        default="items",
+        description="what done and total count: epochs (training: the sum over runs of "
+        "epochs trained, a run stopped early counting as max_epochs), cones (census) or "
+        "items (optimum)",
+    )
+
+    @classmethod
+    def of(cls, kind: str, done: int, total: int) -> Progress:
+        return cls(done=min(done, total), total=total, unit=PROGRESS_UNITS.get(kind, "items"))
 
 
 class ErrorInfo(BaseModel):
-    type: str
-    detail: str
+    """Why an experiment failed."""
+
+    type: str = Field(description="the kind of failure, e.g. the exception's name")
+    detail: str = Field(description="what went wrong, for a person")
 
 
 class Experiment(BaseModel):
-    id: str
-    kind: Literal["optimum", "census", "training"]
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    """A submitted experiment: its spec, where it stands and, once succeeded, its result."""
+
+    id: str = Field(description="32 lowercase hex digits")
+    kind: Kind = Field(description="the spec's kind")
+    status: Status = Field(description="queued, running, then one of the terminal three")
     name: str | None = Field(description="The spec's name, as last changed by PATCH.")
     tags: list[str] = Field(description="The spec's tags, as last changed by PATCH, sorted.")
     notes: str | None = Field(description="The spec's notes, as last changed by PATCH.")
-    progress: Progress
-    spec: dict[str, Any]
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: ErrorInfo | None
-    result: dict[str, Any] | None
+    progress: Progress = Field(description="work done of work planned")
+    spec: dict[str, Any] = Field(description="the spec as submitted, defaults filled in")
+    created_at: datetime | None = Field(description="when it was accepted (UTC)")
+    started_at: datetime | None = Field(description="when a worker first took its work")
+    finished_at: datetime | None = Field(description="when it reached a terminal status")
+    error: ErrorInfo | None = Field(description="set when status is failed")
+    result: ResultField = Field(
+        description="null until it succeeds (and with fields=summary); then the kind's "
+        "result: OptimumResult, CensusResult or TrainingResult"
+    )
 
     @classmethod
     def of(
@@ -55,7 +132,7 @@ class Experiment(BaseModel):
             name=row.name,
             tags=sorted(tags),
             notes=row.notes,
-            progress=Progress(done=min(done, total), total=total),
+            progress=Progress.of(row.kind, done, total),
             spec=row.spec,
             created_at=as_utc(row.created_at),
             started_at=row.started_at and as_utc(row.started_at),
@@ -66,27 +143,62 @@ class Experiment(BaseModel):
 
 
 class ExperimentPage(BaseModel):
+    """A page of experiments, newest first."""
+
     items: list[Experiment]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+class LatestPoint(BaseModel):
+    """A training run's latest curve point: at its batch's last checkpoint while it
+    trains, its final point once done."""
+
+    epoch: int = Field(description="the epoch of the point")
+    loss: float | None = Field(description="the regularised loss (reg_loss); null if not finite")
+    gap: float | None = Field(description="loss minus the global optimum; null if not finite")
+    grad_norm_sq: float | None = Field(description="the squared gradient norm; null if not finite")
 
 
 class Run(BaseModel):
-    id: str
-    params: dict[str, Any]
-    status: str
-    verdict: str | None
-    final: dict[str, Any] | None
+    """One cell of an experiment's grid: a census width or a training run."""
+
+    id: str = Field(description="32 lowercase hex digits")
+    params: ParamsField = Field(description="the run's cell of the grid")
+    status: RunStatus = Field(
+        description="queued, running (its batch trains), done, cancelled or failed"
+    )
+    verdict: RunVerdict | None = Field(description="training runs, once done")
+    final: FinalField = Field(
+        description="once done: a training run's last point (TrainingFinal), or a census "
+        "width's row (CensusRow)"
+    )
+    latest: LatestPoint | None = Field(
+        default=None,
+        description="training runs: the latest curve point, refreshed at each checkpoint "
+        "while the run trains (null before its first checkpoint, and for census runs)",
+    )
 
     @classmethod
     def of(cls, row: RunRow) -> Run:
         return cls(
-            id=row.id, params=row.params, status=row.status, verdict=row.verdict, final=row.final
+            id=row.id,
+            params=row.params,
+            status=RunStatus(row.status),
+            verdict=RunVerdict(row.verdict) if row.verdict else None,
+            final=row.final,
+            latest=LatestPoint(**row.latest) if row.latest else None,
         )
 
 
 class RunPage(BaseModel):
+    """A page of runs in grid order."""
+
     items: list[Run]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
 
 
 class Health(BaseModel):
@@ -97,17 +209,19 @@ class Health(BaseModel):
 class Cone(BaseModel):
     """One sampled activation cone of a census: its signed cones, value and verdict."""
 
-    width: int
-    sample: int
-    verdict: str
-    value: float
-    gap: float
-    covered: float
-    method: str
-    patterns: list[str]
-    signs: list[int]
-    stationarity_residual: float | None
-    num_neurons: int
+    width: int = Field(description="the census width the cone was drawn at")
+    sample: int = Field(description="the sample's index at that width")
+    verdict: ConeVerdict = Field(description="what the cone holds (SCIENCE.md section 4)")
+    value: float = Field(description="the restricted program's value on the cone")
+    gap: float = Field(description="value minus the global optimum")
+    covered: float = Field(description="fraction of all signed cones that the sample hit")
+    method: str = Field(description="how the restricted program was solved")
+    patterns: list[str] = Field(description="the sample's activation patterns, as 0/1 strings")
+    signs: list[int] = Field(description="the sign (+1 or -1) of each pattern's cone")
+    stationarity_residual: float | None = Field(
+        description="residual of the stationarity test of the restricted minimiser"
+    )
+    num_neurons: int = Field(description="neurons of the restricted minimiser")
     polished: bool = Field(
         default=False,
         description="the stationarity test ran on the restricted minimiser polished to "
@@ -134,7 +248,7 @@ class Cone(BaseModel):
         return cls(
             width=row.width,
             sample=row.sample,
-            verdict=row.verdict,
+            verdict=ConeVerdict(row.verdict),
             value=row.value,
             gap=row.gap,
             covered=row.covered,
@@ -151,5 +265,9 @@ class Cone(BaseModel):
 
 
 class ConePage(BaseModel):
+    """A page of a census's cones."""
+
     items: list[Cone]
-    next_cursor: str | None
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )

@@ -48,6 +48,12 @@ class Context(Protocol):
         """The worker is shutting down: the item will be handed back to the queue."""
         ...
 
+    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
+        """Store runs' partial state while they train (each dict names its run by `index`
+        and gives `curve` and `latest`), in a transaction of its own; False when nothing was
+        stored (this worker no longer holds the item, or the database is away)."""
+        ...
+
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]: ...
 
 
@@ -227,17 +233,28 @@ def training_job(ctx: Context) -> Outcome:
     opt = spec["optimizer"]
     interval = get_settings().checkpoint_interval
     saved_at = time.monotonic()
+    live = LiveRuns(ctx, start, optimum)
 
     def checkpoint(sweep_state: Any, done: int, total: int) -> bool:
-        """Called every STOP_CHECK_INTERVAL; saves every `interval`, and before stopping."""
+        """Called every STOP_CHECK_INTERVAL with the runs done; reports the epochs done,
+        saves the checkpoint and the runs' partial curves every `interval` (the curves also
+        at the first call), and before stopping (a cancelled sweep keeps its curves up to
+        the cancel)."""
         nonlocal saved_at
-        going = ctx.progress(done)
+        going = ctx.progress(sweep_state.epochs_done(spec["max_epochs"]))
         if done == total:  # finished: store the outcome unless cancelled
-            return going or ctx.shutting_down()
+            if going or ctx.shutting_down():
+                return True
+            live.save(sweep_state)
+            return False
         if going and time.monotonic() - saved_at < interval:
+            if not live.started:  # the runs are readable from the first second on
+                live.save(sweep_state)
             return True
         saved_at = time.monotonic()
-        return ctx.save_checkpoint(sweep_state.to_bytes()) and going
+        saved = ctx.save_checkpoint(sweep_state.to_bytes())
+        live.save(sweep_state)
+        return saved and going
 
     try:
         outcomes = training.train_sweep(
@@ -271,6 +288,67 @@ def training_job(ctx: Context) -> Outcome:
     after = After.of(spec, data_seed, best, X.shape[1])
     updates = [_run_update(start + i, out, judge, after) for i, out in enumerate(outcomes)]
     return Outcome(output={"runs": [start, stop], "resumed_from": resumed_from}, runs=updates)
+
+
+class LiveRuns:
+    """Writes a batch's partial curves and latest points while it trains: at its first
+    check for a stop (so that they are readable within a second), then with each
+    checkpoint; a run is written again only when it has new curve points since its last
+    stored write."""
+
+    def __init__(self, ctx: Context, start: int, optimum: float) -> None:
+        self.ctx, self.start, self.optimum = ctx, start, optimum
+        self.stored: dict[int, int] = {}  # run index -> curve points stored
+        self.started = False  # whether a write was tried
+        _warm_curve_encoder()
+
+    def updates(self, state: Any) -> tuple[list[dict[str, Any]], dict[int, int]]:
+        """The run updates (index, curve, latest) of the runs with new points, and the
+        number of points each holds."""
+        from service.curves import encode_curve
+        from workers.landscape.training_curves import assemble_curves
+
+        curves = assemble_curves(
+            state.curve_run, state.curve_epoch, state.curve_stats, len(state.status), self.optimum
+        )
+        out, points = [], {}
+        for i, curve in enumerate(curves):
+            index, count = self.start + i, len(curve["epoch"])
+            if count and self.stored.get(index) != count:
+                out.append(
+                    {"index": index, "curve": encode_curve(curve), "latest": latest_point(curve)}
+                )
+                points[index] = count
+        return out, points
+
+    def save(self, state: Any) -> None:
+        self.started = True
+        updates, points = self.updates(state)
+        if updates and self.ctx.save_runs(updates):
+            self.stored.update(points)
+
+
+@functools.cache
+def _warm_curve_encoder() -> None:
+    """Encode an empty curve once per process before training starts: the first encoding
+    loads Arrow's zstd codec (seconds on a busy machine), which would otherwise delay the
+    first checkpoint, or the stop after a cancel."""
+    from service.curves import FIELDS, encode_curve
+
+    encode_curve({name: [] for name in FIELDS})
+
+
+def latest_point(curve: dict[str, Any]) -> dict[str, Any] | None:
+    """A curve's last point as a run's ``latest``: epoch, loss (the regularised loss),
+    gap and grad_norm_sq; None for an empty curve."""
+    if not len(curve["epoch"]):
+        return None
+    return {
+        "epoch": int(curve["epoch"][-1]),
+        "loss": _num(curve["reg_loss"][-1]),
+        "gap": _num(curve["gap"][-1]),
+        "grad_norm_sq": _num(curve["grad_norm_sq"][-1]),
+    }
 
 
 @dataclass(frozen=True)
@@ -349,6 +427,7 @@ def _run_update(index: int, out: Any, judge: Any, after: After | None = None) ->
         "verdict": verdict.verdict,
         "final": final,
         "curve": encode_curve(out.curve),
+        "latest": latest_point(out.curve),
     }
 
 

@@ -12,7 +12,7 @@ import kombu.exceptions
 import redis
 from celery import Celery
 
-from service import crud_recovery, dispatch, fleet
+from service import crud_recovery, dispatch, fleet, notify
 from service.config import get_settings
 from service.db import OUTAGES as DB_OUTAGES
 from service.db import outage_cause, session_scope
@@ -44,7 +44,7 @@ def reap_once(app: Celery | None = None) -> int:
     if envelopes:
         dispatch.send(envelopes, app)
         log.warning("reaper re-sent %d work item(s)", len(envelopes))
-    return len(envelopes) + route_once(app) + resend_if_broker_lost(app)
+    return len(envelopes) + route_once(app) + resend_if_broker_lost(app) + notify_once(app)
 
 
 def route_once(app: Celery | None = None) -> int:
@@ -60,6 +60,28 @@ def route_once(app: Celery | None = None) -> int:
     for experiment_id in failed:
         log.warning("experiment %s failed: no live worker serves its queue", experiment_id)
     return len(envelopes)
+
+
+#: When each overdue notification was last re-sent by this process (monotonic seconds),
+#: so a queue that is slow to reach it gets one more message per NOTIFY_RESEND_AFTER.
+_resent: dict[int, float] = {}
+
+
+def notify_once(app: Celery | None = None) -> int:
+    """Re-send the webhooks whose delivery never started (their message was lost, or the
+    API could not reach the broker); returns how many messages it sent."""
+    settings = get_settings()
+    with session_scope() as session:
+        due = notify.overdue(session, settings=settings)
+    now = time.monotonic()
+    for stale in [i for i, at in _resent.items() if at < now - settings.notify_resend_after]:
+        del _resent[stale]
+    due = [(i, attempts) for i, attempts in due if i not in _resent]
+    if due:
+        notify.send(due, app)
+        _resent.update((i, now) for i, _ in due)
+        log.warning("reaper re-sent %d notification(s)", len(due))
+    return len(due)
 
 
 class Presence:

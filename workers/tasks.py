@@ -22,7 +22,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
 from sqlalchemy.exc import OperationalError
 
-from service import crud, crud_recovery, crud_work, dispatch
+from service import crud, crud_recovery, crud_work, dispatch, notify
 from service.config import get_settings
 from service.db import OUTAGES, session_scope
 from workers import jobs
@@ -93,6 +93,23 @@ class Context(jobs.Context):
 
     def shutting_down(self) -> bool:
         return stopping.is_set()
+
+    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
+        try:
+            with session_scope() as session:
+                return crud_work.save_live_runs(
+                    session,
+                    item_id=self.item.item_id,
+                    lease=self.item.lease,
+                    experiment_id=self.item.experiment_id,
+                    updates=updates,
+                )
+        except Exception as exc:  # noqa: BLE001 - the next checkpoint writes them again
+            if isinstance(exc, OUTAGES):
+                log.warning("partial runs of %s not stored: %s", self.item.item_id, exc)
+            else:
+                log.exception("storing the partial runs of %s failed", self.item.item_id)
+            return False
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         with session_scope() as session:
@@ -272,3 +289,35 @@ def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
             crud_work.update_runs(session, experiment_id=exp.id, updates=final.runs)
             crud_work.finish_experiment(session, experiment=exp, result=final.output)
     dispatch.send(envelopes, app)
+
+
+class Undelivered(Exception):
+    """A webhook attempt that the receiver did not accept (retried with backoff)."""
+
+
+@app.task(
+    name=notify.TASK,
+    bind=True,
+    autoretry_for=(Undelivered, OperationalError),
+    retry_backoff=get_settings().notify_backoff,
+    retry_backoff_max=3600,
+    retry_jitter=False,
+    max_retries=get_settings().notify_attempts,
+)
+def deliver(self: Any, notification_id: int, attempts: int = 0) -> str:
+    """POST one webhook; `attempts` were made before this message was sent."""
+    settings = get_settings()
+    with session_scope() as session:
+        claim = notify.claim(
+            session, notification_id=notification_id, expected=attempts + self.request.retries
+        )
+    if claim is None:
+        return "skipped"  # another message made this attempt, or it is settled
+    outcome = notify.post(claim, key=notify.secret(settings), timeout=settings.notify_timeout)
+    with session_scope() as session:
+        settled = notify.settle(
+            session, claim=claim, outcome=outcome, max_attempts=settings.notify_attempts
+        )
+    if not settled:
+        raise Undelivered(outcome.error)
+    return "delivered" if outcome.error is None else "failed"

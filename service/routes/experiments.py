@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -20,7 +21,7 @@ from pydantic import BeforeValidator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import crud, crud_find, dispatch, plans
+from service import crud, crud_find, dispatch, plans, watch
 from service.config import Settings
 from service.crud import INT_MAX
 from service.deps import DatabaseDep, Principal, PrincipalDep, SettingsDep
@@ -287,17 +288,33 @@ async def list_experiments(
     return json_response(request, await db.run(page))
 
 
+Wait = Annotated[
+    float | None,
+    Query(
+        ge=0,
+        description="Long-poll: answer as soon as status or progress differs from the "
+        "If-None-Match ETag (or from the state on arrival), else after this many seconds "
+        f"(at most {watch.MAX_WAIT:g}; more is capped).",
+    ),
+]
+
+
 @router.get("/{experiment_id}", response_model=Experiment, responses={304: {}, 404: {}})
 async def get_experiment(
-    request: Request, experiment_id: str, db: DatabaseDep, who: PrincipalDep
+    request: Request, experiment_id: str, db: DatabaseDep, who: PrincipalDep, wait: Wait = None
 ) -> Response:
     """One experiment, with its progress and, once done, its result."""
     polls: PollCache = request.app.state.polls
-    body = await polls.get(
-        (experiment_id, who.scope),
-        lambda: db.run(lambda s: snapshot_body(s, experiment_id, who)),
-    )
-    return json_response(request, body)
+
+    def read() -> Awaitable[bytes]:
+        return polls.get(
+            (experiment_id, who.scope),
+            lambda: db.run(lambda s: snapshot_body(s, experiment_id, who)),
+        )
+
+    if wait:
+        return json_response(request, await watch.long_poll(request, experiment_id, read, wait))
+    return json_response(request, await read())
 
 
 @router.post(

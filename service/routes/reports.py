@@ -55,7 +55,8 @@ async def get_curve(
     max_points: Annotated[int | None, Query(ge=2, le=1_000_000)] = None,
     fmt: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
 ) -> Response:
-    """A run's curve as columns, optionally downsampled evenly in log-epoch."""
+    """A run's curve as columns, optionally downsampled evenly in log-epoch. While the run
+    trains, its partial curve as of its batch's last checkpoint (empty before the first)."""
 
     def work(session: Session) -> bytes:
         found(session, experiment_id, who)
@@ -64,9 +65,12 @@ async def get_curve(
             run = crud.get_run(session, experiment_id=experiment_id, run_id=run_id)
         if run is None:
             raise ProblemError(404, f"no run {run_id} in experiment {experiment_id}")
-        if run.curve is None:
+        if run.curve is not None:  # while its batch trains: the curve at the last checkpoint
+            columns = curves.decode_curve(run.curve)
+        elif run.status == "running":  # its batch has not reached its first checkpoint
+            columns = _empty_curve()
+        else:
             raise ProblemError(404, f"run {run_id} has no curve yet (its status is {run.status})")
-        columns = curves.decode_curve(run.curve)
         if max_points is not None:
             columns = curves.downsample(columns, max_points)
         if fmt == "csv":
@@ -81,6 +85,13 @@ async def get_curve(
     if fmt == "csv":
         return Response(body, media_type="text/csv")
     return json_response(request, body)
+
+
+def _empty_curve() -> dict[str, np.ndarray]:
+    return {
+        name: np.zeros(0, dtype=np.int64 if name in curves.INT_FIELDS else np.float64)
+        for name in curves.FIELDS
+    }
 
 
 def _finite(value: float) -> float | None:

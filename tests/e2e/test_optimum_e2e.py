@@ -39,7 +39,7 @@ def test_submit_poll_succeed(api, start_worker):
     exp = api.post("/v1/experiments", json=SPEC).json()
     done = wait_for(api, exp["id"])
     assert done["status"] == "succeeded", done
-    assert done["progress"] == {"done": 1, "total": 1}
+    assert done["progress"] == {"done": 1, "total": 1, "unit": "items"}
     assert done["started_at"] and done["finished_at"]
     res = done["result"]
     assert res["num_patterns"] == 64 and res["num_signed_cones"] == 128

@@ -75,7 +75,7 @@ def test_census_survives_dropped_database_connections(api, start_worker, pg_engi
                 time.sleep(3)
     done = wait_for(api, exp["id"], timeout=300)
     assert done["status"] == "succeeded", done
-    assert done["progress"] == {"done": 400, "total": 400}
+    assert done["progress"] == {"done": 400, "total": 400, "unit": "cones"}
     cones = api.get(f"/v1/experiments/{exp['id']}/cones", params={"limit": 1000}).json()
     keys = {(c["width"], c["sample"]) for c in cones["items"]}
     assert len(cones["items"]) == len(keys) == 400  # nothing lost, nothing stored twice

@@ -40,7 +40,7 @@ def one_point_optimum(lam: float) -> float:
 def test_census_over_two_data_seeds(api, start_worker):
     start_worker()
     exp = api.post("/v1/experiments", json=CENSUS).json()
-    assert exp["progress"] == {"done": 0, "total": 2 * 2 * 6}
+    assert exp["progress"] == {"done": 0, "total": 2 * 2 * 6, "unit": "cones"}
     done = wait_for(api, exp["id"], timeout=240)
     assert done["status"] == "succeeded", done
     res = done["result"]
@@ -73,7 +73,7 @@ def test_census_over_two_data_seeds(api, start_worker):
 def test_training_sweep_over_weight_decay_and_lr(api, start_worker):
     start_worker()
     exp = api.post("/v1/experiments", json=TRAINING).json()
-    assert exp["progress"]["total"] == 2 * 2 * 4
+    assert exp["progress"]["total"] == 2 * 2 * 4 * TRAINING["max_epochs"]
     done = wait_for(api, exp["id"], timeout=300)
     assert done["status"] == "succeeded", done
     res = done["result"]

@@ -21,7 +21,7 @@ SPEC = {
 def test_training_end_to_end(api, start_worker):
     start_worker()
     exp = api.post("/v1/experiments", json=SPEC).json()
-    assert exp["progress"]["total"] == 8
+    assert exp["progress"] == {"done": 0, "total": 8 * SPEC["max_epochs"], "unit": "epochs"}
     done = wait_for(api, exp["id"], timeout=300)
     assert done["status"] == "succeeded", done
     assert abs(done["result"]["optimum"] - 0.29) < 1e-7

@@ -74,7 +74,7 @@ def test_submit_returns_202_with_location_and_enqueues(client, broker):
     assert resp.status_code == 202, resp.text
     exp = resp.json()
     assert resp.headers["location"] == f"/v1/experiments/{exp['id']}"
-    assert exp["status"] == "queued" and exp["progress"] == {"done": 0, "total": 1}
+    assert exp["status"] == "queued" and exp["progress"] == {"done": 0, "total": 1, "unit": "items"}
     assert exp["spec"]["dataset"]["teacher_width"] == 10 and exp["spec"]["seed"] == 0
     assert exp["result"] is None and exp["error"] is None
     assert client.get(exp["id"] and resp.headers["location"]).json() == exp

@@ -50,6 +50,6 @@ def test_a_large_result_is_served_as_stored(api):  # noqa: F811
     assert resp.status_code == 200 and len(resp.content) > 500_000
     body = resp.json()
     assert body["result"] == result and body["status"] == "succeeded"
-    assert body["id"] == exp_id and body["progress"] == {"done": 0, "total": 0}
+    assert body["id"] == exp_id and body["progress"] == {"done": 0, "total": 0, "unit": "items"}
     again = client.get(f"/v1/experiments/{exp_id}", headers={"If-None-Match": resp.headers["etag"]})
     assert again.status_code == 304 and again.content == b""

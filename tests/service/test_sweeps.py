@@ -68,7 +68,7 @@ def test_lists_are_accepted_and_stored(client: TestClient) -> None:
     exp = resp.json()
     assert exp["spec"]["data_seeds"] == [0, 5] and exp["spec"]["weight_decay"] == [0.1, 0.2]
     assert exp["spec"]["optimizer"]["lr"] == [0.01, 0.05, 0.1]
-    assert exp["progress"]["total"] == 2 * 2 * 3 * (2 * 2 * 3)
+    assert exp["progress"]["total"] == 2 * 2 * 3 * (2 * 2 * 3) * TRAINING["max_epochs"]
     runs = client.get(f"/v1/experiments/{exp['id']}/runs", params={"limit": 2}).json()["items"]
     assert runs[0]["params"] == {
         "width": 3,
@@ -171,7 +171,7 @@ def test_training_batches_stay_within_one_cell() -> None:
     for a, b in batches:
         cells = {(r["data_seed"], r["weight_decay"]) for r in p.runs[a:b]}
         assert len(cells) == 1, (a, b, cells)
-    assert sum(i["progress_total"] for i in p.items) == 80
+    assert sum(i["progress_total"] for i in p.items) == 80 * TRAINING["max_epochs"]  # epochs
 
 
 def test_a_plan_without_lists_is_as_before() -> None:

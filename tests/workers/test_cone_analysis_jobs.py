@@ -42,6 +42,9 @@ class FakeContext:
     def shutting_down(self) -> bool:
         return False
 
+    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
+        return True
+
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         return self.outputs[stage]
 

@@ -66,6 +66,12 @@ class SweepState:
         """Number of runs that have stopped."""
         return int(np.count_nonzero(self.status != RUNNING))
 
+    def epochs_done(self, max_epochs: int) -> int:
+        """Epochs trained so far over all runs, a run that has stopped counting as
+        max_epochs: so the count never falls and ends at R x max_epochs."""
+        trained = np.minimum(self.epoch, max_epochs)
+        return int(np.where(self.status != RUNNING, max_epochs, trained).sum())
+
     def add_points(self, runs: np.ndarray, epochs: np.ndarray, stats: np.ndarray) -> None:
         """Append curve points: runs (k,), epochs (k,), stats (k, 6)."""
         if runs.size == 0:
