@@ -323,3 +323,24 @@ def test_patch_relabels_and_delete_removes(client):
     client.delete(exp.id)
     with pytest.raises(NotFound):
         client.get(exp.id)
+
+
+def test_wait_long_polls_instead_of_polling(client, server):
+    exp = client.submit(OPTIMUM)
+    faulty = Faulty(lambda request, response: None)
+
+    def cancel() -> None:
+        with Client(server) as other:
+            other.cancel(exp.id)
+
+    canceller = threading.Timer(2.0, cancel)
+    canceller.start()
+    with Client(server, transport=faulty) as watcher:
+        started = time.monotonic()
+        done = watcher.wait(exp.id, timeout=30)
+        took = time.monotonic() - started
+        assert watcher._long_poll  # the server took `wait`
+    canceller.join()
+    assert done.status == "cancelled" and 2.0 <= took < 3.5
+    gets = [r for r in faulty.requests if r.method == "GET"]
+    assert len(gets) <= 3 and "wait" in gets[1].url.params
