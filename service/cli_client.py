@@ -257,8 +257,10 @@ def _details(exp: Experiment) -> Iterator[tuple[str, str]]:
             yield key, cell(result[key])
     if "neurons" in result:
         yield "neurons", str(len(result["neurons"]))
-    if result.get("threshold"):
-        yield "threshold", ", ".join(f"{k}={cell(v)}" for k, v in result["threshold"].items())
+    reached = {k: v for k, v in (result.get("threshold") or {}).items() if v is not None}
+    if "threshold" in result:
+        shown = ", ".join(f"{k}={cell(v)}" for k, v in reached.items())
+        yield "threshold", shown or "not reached at these widths"
 
 
 def _summary(exp: Experiment) -> tuple[list[dict[str, Any]], list[str] | None]:
