@@ -377,6 +377,11 @@ class Client:
         resp = self.request("PATCH", f"/v1/experiments/{experiment_id}", json=body, headers=headers)
         return self._experiment(resp)
 
+    def notifications(self, experiment_id: str) -> list[dict[str, Any]]:
+        """The experiment's webhook deliveries (spec `notify`): event, status, attempts, ..."""
+        page = self._json("GET", f"/v1/experiments/{experiment_id}/notifications")
+        return list(page["items"])
+
     # --- runs, cones and curves ---------------------------------------------------------
 
     def runs(

@@ -344,3 +344,11 @@ def test_wait_long_polls_instead_of_polling(client, server):
     assert done.status == "cancelled" and 2.0 <= took < 3.5
     gets = [r for r in faulty.requests if r.method == "GET"]
     assert len(gets) <= 3 and "wait" in gets[1].url.params
+
+
+def test_notifications_record_the_webhook_of_a_cancel(client):
+    exp = client.submit({**OPTIMUM, "notify": f"http://127.0.0.1:{free_port()}/hook"})
+    assert client.notifications(exp.id) == []
+    client.cancel(exp.id)
+    (note,) = client.notifications(exp.id)
+    assert note["event"] == "experiment.cancelled" and note["url"].endswith("/hook")
