@@ -1,30 +1,26 @@
-"""The `benignity` command: servers, workers, migrations and an HTTP client."""
+"""The `benignity` command: servers, workers and migrations; the HTTP API's client
+commands live in service/cli_client.py."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from service.cli_client import register
 
 app = typer.Typer(help="Run and certify loss-landscape experiments.", no_args_is_help=True)
 err = Console(stderr=True)
 
 Host = Annotated[str, typer.Option(help="Address to bind.")]
 Port = Annotated[int, typer.Option(help="Port to bind.")]
-Url = Annotated[str, typer.Option(envvar="BENIGNITY_URL", help="The API's base URL.")]
-Token = Annotated[str | None, typer.Option(envvar="BENIGNITY_TOKEN", help="Bearer token.")]
 
 
 def _worker_argv(queues: str, concurrency: int | None) -> list[str]:
@@ -192,117 +188,7 @@ def healthcheck(
         raise typer.Exit(2)
 
 
-def _client(url: str, token: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30)
-
-
-def _check(resp: httpx.Response) -> dict[str, Any]:
-    if resp.is_error:
-        try:
-            body = resp.json()
-            err.print(f"[red]{body.get('status')} {body.get('title')}[/]: {body.get('detail')}")
-            for e in body.get("errors", [])[1:]:
-                err.print(f"  {'.'.join(map(str, e['loc']))}: {e['msg']}")
-        except ValueError:
-            err.print(f"[red]{resp.status_code}[/]: {resp.text[:500]}")
-        raise typer.Exit(1)
-    return resp.json()
-
-
-@app.command()
-def submit(
-    spec: Annotated[Path, typer.Argument(exists=True, readable=True)],
-    wait: Annotated[bool, typer.Option(help="Wait, with a progress bar.")] = False,
-    url: Url = "http://127.0.0.1:8000",
-    token: Token = None,
-) -> None:
-    """Submit SPEC.json; prints the experiment (and waits for it with --wait)."""
-    with _client(url, token) as client:
-        exp = _check(
-            client.post(
-                "/v1/experiments",
-                content=spec.read_bytes(),
-                headers={"Content-Type": "application/json"},
-            )
-        )
-        if wait:
-            exp = _wait(client, exp)
-    print(json.dumps(exp, indent=2))
-    if exp["status"] in ("failed", "cancelled"):
-        raise typer.Exit(1)
-
-
-def _wait(client: httpx.Client, exp: dict[str, Any]) -> dict[str, Any]:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task(
-            f"{exp['kind']} {exp['id'][:8]} {exp['status']}", total=exp["progress"]["total"]
-        )
-        while exp["status"] in ("queued", "running"):
-            time.sleep(0.5)
-            exp = _check(client.get(f"/v1/experiments/{exp['id']}"))
-            bar.update(
-                task,
-                completed=exp["progress"]["done"],
-                total=exp["progress"]["total"],
-                description=f"{exp['kind']} {exp['id'][:8]} {exp['status']}",
-            )
-    return exp
-
-
-@app.command()
-def status(experiment_id: str, url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
-    """Print an experiment's status and progress."""
-    with _client(url, token) as client:
-        exp = _check(client.get(f"/v1/experiments/{experiment_id}"))
-    p = exp["progress"]
-    print(f"{exp['id']} {exp['kind']} {exp['status']} {p['done']}/{p['total']}")
-    if exp.get("error"):
-        print(f"error: {exp['error']['type']}: {exp['error']['detail']}")
-
-
-@app.command()
-def results(
-    experiment_id: str,
-    format: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
-    url: Url = "http://127.0.0.1:8000",
-    token: Token = None,
-) -> None:
-    """Print an experiment's result as JSON, or its table as CSV."""
-    if format not in ("json", "csv"):
-        raise typer.BadParameter("--format must be json or csv")
-    with _client(url, token) as client:
-        exp = _check(client.get(f"/v1/experiments/{experiment_id}"))
-        if exp["result"] is None:
-            err.print(f"experiment is {exp['status']}; no result yet")
-            raise typer.Exit(1)
-        if format == "json":
-            print(json.dumps(exp["result"], indent=2))
-            return
-        print(_table_csv(exp), end="")
-
-
-def _table_csv(exp: dict[str, Any]) -> str:
-    result = exp["result"]
-    rows = result.get("rows") or result.get("groups")
-    if rows is None:
-        rows = [
-            {"neuron": i, "a": n["a"], **{f"w{j}": v for j, v in enumerate(n["w"])}}
-            for i, n in enumerate(result.get("neurons", []))
-        ]
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out.getvalue()
-
+register(app)
 
 if __name__ == "__main__":
     app()
