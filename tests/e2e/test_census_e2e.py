@@ -19,7 +19,7 @@ def test_census_end_to_end(api, start_worker):
     assert exp["progress"] == {"done": 0, "total": 36, "unit": "cones"}
     done = wait_for(api, exp["id"], timeout=240)
     assert done["status"] == "succeeded", done
-    assert done["progress"] == {"done": 36, "total": 36}
+    assert done["progress"] == {"done": 36, "total": 36, "unit": "cones"}
     res = done["result"]
     assert res["num_signed_cones"] == 32 and res["theory_bound"] == 16
     rows = {r["width"]: r for r in res["rows"]}
