@@ -28,14 +28,12 @@ from service.deps import DatabaseDep, Principal, PrincipalDep, SettingsDep
 from service.pollcache import PollCache
 from service.problems import ProblemError
 from service.responses import JSON, body_of, etag_of, json_response, matches
-from service.schemas import Cone, ConePage, Experiment, ExperimentPage, Run, RunPage
+from service.schemas import Cone, ConePage, Experiment, ExperimentPage, Kind, Run, RunPage, Status
 from service.specs import MAX_TAGS, ExperimentPatch, ExperimentSpec, Tag
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
 log = logging.getLogger("benignity.api")
 
-Kind = Literal["optimum", "census", "training"]
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Verdict = Literal[
     "global_minimum",
     "spurious_local_minimum",

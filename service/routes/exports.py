@@ -22,11 +22,11 @@ from service.deps import DatabaseDep, Principal, PrincipalDep
 from service.models import Experiment
 from service.problems import ProblemError
 from service.routes.experiments import ID
+from service.schemas import Kind
 
 router = APIRouter(prefix="/v1", tags=["exports"])
 
 Format = Literal["csv", "parquet"]
-Kind = Literal["optimum", "census", "training"]
 Table = Literal["rows", "widths", "curves"]
 
 #: Experiments in one multi-experiment export (more is a 422: narrow by kind, or split).
