@@ -21,22 +21,23 @@ import pstats
 import statistics
 import time
 
-from workers.landscape import census, convex, datasets
-from workers.landscape.patterns import enumerate_patterns
+from workers.landscape import census, convex
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.patterns import enumerate_patterns
 
 WIDTHS = (40, 160, 640)
 #: label -> (file name suffix or "" for any, function name); cumulative seconds are reported.
 STAGES = {
-    "sampling": ("census_sampling.py", "sample_cones"),
-    "dedupe + keys": ("census_sampling.py", "distinct_cones"),
-    "screening": ("census_screen.py", "holds_global"),
-    "restricted solve (total)": ("census_columns.py", "solve"),
-    "  first working set": ("census_columns.py", "_first_set"),
-    "  Clarabel programs": ("census_solver.py", "solve"),
-    "    matrix assembly": ("census_solver.py", "_matrices"),
+    "sampling": ("census/sampling.py", "sample_cones"),
+    "dedupe + keys": ("census/sampling.py", "distinct_cones"),
+    "screening": ("census/screen.py", "holds_global"),
+    "restricted solve (total)": ("convex/columns.py", "solve"),
+    "  first working set": ("convex/columns.py", "_first_set"),
+    "  Clarabel programs": ("convex/restricted.py", "solve"),
+    "    matrix assembly": ("convex/restricted.py", "_matrices"),
     "    clarabel solve": ("", "<method 'solve' of 'builtins.DefaultSolver' objects>"),
-    "  dual check (pricing)": ("census_columns.py", "_violators"),
-    "classification": ("census_classify.py", "classify"),
+    "  dual check (pricing)": ("convex/columns.py", "_violators"),
+    "classification": ("convex/classify.py", "classify"),
     "  stationarity QP": ("stationarity.py", "clarke_stationarity"),
 }
 

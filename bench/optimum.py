@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from workers.landscape import convex, datasets, network, patterns
+from workers.landscape import convex
+from workers.landscape.geometry import datasets, network, patterns
 
 SIZES = ((12, 4), (40, 3), (10, 10), (100, 3), (16, 16))
 WEIGHT_DECAY = 0.01

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from workers.landscape.patterns import cover_count, enumerate_patterns, is_feasible
+from workers.landscape.geometry.patterns import cover_count, enumerate_patterns, is_feasible
 
 CASES = [(12, 4), (40, 3), (100, 3), (16, 16)]
 

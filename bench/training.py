@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from workers.landscape.datasets import theorem2
+from workers.landscape.geometry.datasets import theorem2
 from workers.landscape.training import RunSpec, init_network, train_sweep
 
 WIDTH, D, LAM, LR, ALPHA = 100, 4, 1e-4, 0.05, 1e-3

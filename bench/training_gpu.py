@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from workers.landscape.datasets import theorem2
+from workers.landscape.geometry.datasets import theorem2
 from workers.landscape.training import RunSpec, train_sweep
 
 

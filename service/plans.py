@@ -28,6 +28,7 @@ from service.specs import (
     training_grid,
     weight_decays,
 )
+from workers.landscape.geometry.counting import cover_count
 
 
 class SpecRejected(ValueError):
@@ -42,25 +43,6 @@ class SpecRejected(ValueError):
 class Plan:
     items: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def cover_count(n: int, rank: int, cap: int | None = None) -> int:
-    """Activation patterns of n points in general position in R^rank (Cover's count).
-
-    With ``cap``, any count above it comes back as cap + 1, after at most about
-    sqrt(cap) small integer steps whatever n and rank are (never a huge integer).
-    """
-    if cap is None:
-        return 2**n if rank >= n else 2 * sum(math.comb(n - 1, i) for i in range(rank))
-    if rank >= n:
-        return 2**n if n < cap.bit_length() else cap + 1
-    total, term = 0, 1  # term = C(n - 1, i)
-    for i in range(rank):
-        total += 2 * term
-        if total > cap:
-            return cap + 1
-        term = term * (n - 1 - i) // (i + 1)
-    return total
 
 
 def pattern_bound(

@@ -22,7 +22,7 @@ from celery.worker import state as worker_state
 from service import db
 from service.config import get_settings
 from service.dispatch import celery_config
-from workers.landscape.training_native_cache import set_cache_dir
+from workers.landscape.training.native_cache import set_cache_dir
 
 log = logging.getLogger("benignity.worker")
 

@@ -68,7 +68,7 @@ class Outcome:
 
 def _dataset(spec: dict[str, Any], data_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The spec's data, or its realisation with ``dataset.seed`` replaced by data_seed."""
-    from workers.landscape import datasets
+    from workers.landscape.geometry import datasets
 
     return datasets.build(realise(spec["dataset"], data_seed))
 
@@ -93,7 +93,7 @@ def _all_patterns(dataset: str) -> np.ndarray:
     Cached per worker process: each chunk of a uniform census would otherwise
     enumerate the same (up to MAX_UNIFORM_PATTERNS, n) array again.
     """
-    from workers.landscape import datasets, patterns
+    from workers.landscape.geometry import datasets, patterns
 
     found = patterns.enumerate_patterns(datasets.build(json.loads(dataset))[0])
     found.setflags(write=False)
@@ -102,7 +102,8 @@ def _all_patterns(dataset: str) -> np.ndarray:
 
 def optimum_job(ctx: Context) -> Outcome:
     """The certified global optimum of the spec's dataset (SCIENCE.md section 3)."""
-    from workers.landscape import convex, patterns
+    from workers.landscape import convex
+    from workers.landscape.geometry import patterns
 
     cell = ctx.payload  # names the data seed and weight decay when the spec sweeps them
     X, y = _dataset(ctx.spec, cell.get("data_seed"))
@@ -137,8 +138,8 @@ def optimum_job(ctx: Context) -> Outcome:
 
 def _tolerances(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec's loss tolerances: an explicit absolute one (stored specs have 1e-7), or None
-    and the relative one (``verdicts.loss_tolerance``)."""
-    from workers.landscape.verdicts import RELATIVE_TOLERANCE
+    and the relative one (``scaling.loss_tolerance``)."""
+    from workers.landscape.geometry.scaling import RELATIVE_TOLERANCE
 
     tolerance = spec.get("tolerance")
     return {
@@ -215,7 +216,8 @@ def training_job(ctx: Context) -> Outcome:
 
     The runs share one (data seed, weight decay, lr) cell (``service.specs.training_grid``).
     """
-    from workers.landscape import training, verdicts
+    from workers.landscape import training
+    from workers.landscape.training import verdicts
 
     spec = ctx.spec
     start, stop = ctx.payload["runs"]
@@ -306,7 +308,7 @@ class LiveRuns:
         """The run updates (index, curve, latest) of the runs with new points, and the
         number of points each holds."""
         from service.curves import encode_curve
-        from workers.landscape.training_curves import assemble_curves
+        from workers.landscape.training.curves import assemble_curves
 
         curves = assemble_curves(
             state.curve_run, state.curve_epoch, state.curve_stats, len(state.status), self.optimum
@@ -362,7 +364,7 @@ class After:
 
     @classmethod
     def of(cls, spec: dict[str, Any], data_seed: int | None, best: dict[str, Any], d: int) -> After:
-        from workers.landscape import datasets
+        from workers.landscape.geometry import datasets
 
         neurons = best.get("neurons") or []
         W = np.array([k["w"] for k in neurons], dtype=np.float64).reshape(len(neurons), d)
@@ -394,7 +396,7 @@ def _cell(spec: dict[str, Any], grid: list[dict[str, Any]]) -> tuple[int | None,
 
 def _run_update(index: int, out: Any, judge: Any, after: After | None = None) -> dict[str, Any]:
     from service.curves import encode_curve
-    from workers.landscape import training_after
+    from workers.landscape.training import after as training_after
 
     verdict = judge.judge(out.status, out.reg_loss, out.W, out.a)
     final = {
@@ -552,7 +554,7 @@ def _census_row(mine: list[dict[str, Any]]) -> dict[str, Any]:
 def _intervals(counts: dict[str, int | None], total: int) -> dict[str, list[float] | None]:
     """Wilson 95% intervals of the shares counts / total, as <share>_ci; None for no samples
     or an unknown count."""
-    from workers.landscape.census_records import wilson_interval
+    from workers.landscape.census.records import wilson_interval
 
     return {
         f"{key}_ci": None if k is None else wilson_interval(k, total) for key, k in counts.items()

@@ -25,7 +25,7 @@ SLOW = {
 
 
 def network_loss(spec: dict, neurons: list[dict]) -> float:
-    from workers.landscape import datasets
+    from workers.landscape.geometry import datasets
 
     X, y = datasets.build(spec["dataset"])
     W = np.array([n["w"] for n in neurons]).reshape(len(neurons), X.shape[1])

@@ -18,7 +18,7 @@ from tests.service.test_reports import (
     curve,
     training_grid,
 )
-from workers.landscape.census_records import wilson_interval
+from workers.landscape.census.records import wilson_interval
 
 SVG = "{http://www.w3.org/2000/svg}"
 FINAL = "final-gap-vs-alpha"

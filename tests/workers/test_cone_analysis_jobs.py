@@ -120,7 +120,7 @@ def training(scale: float = 1.0, max_epochs: int = 6500, **extra: Any):
         }
     )
     if scale != 1.0:  # y times scale: a custom dataset with the teacher's points
-        from workers.landscape import datasets
+        from workers.landscape.geometry import datasets
 
         X, y = datasets.build(spec["dataset"])
         spec["dataset"] = {"generator": "custom", "X": X.tolist(), "y": (scale * y).tolist()}

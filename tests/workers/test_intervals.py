@@ -15,7 +15,7 @@ from scipy.stats import binomtest
 
 from service.models import Run
 from workers import jobs
-from workers.landscape.census_records import WILSON_Z, ConeRecord, summarize, wilson_interval
+from workers.landscape.census.records import WILSON_Z, ConeRecord, summarize, wilson_interval
 
 
 def scipy_wilson(k: int, n: int) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from service.plans import plan
 from service.specs import spec_adapter, training_grid
 from tests.workers.test_cone_analysis_jobs import FakeContext, filled
 from workers import jobs
-from workers.landscape.census_records import wilson_interval
+from workers.landscape.census.records import wilson_interval
 
 ONE_POINT = {"generator": "custom", "X": [[0.6, 0.8, 0.0]], "y": [1.5]}
 TEACHER = {"generator": "teacher", "n": 4, "d": 3, "teacher_width": 2, "seed": 5}

@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from tests.workers.landscape.reference import projection_norms
-from workers.landscape import census, convex, datasets, stationarity, training
-from workers.landscape.census_polish import polish
-from workers.landscape.certificate import dual_violations
-from workers.landscape.network import forward, loss, recover_network
-from workers.landscape.patterns import enumerate_patterns
-from workers.landscape.stationarity import free_neuron, largest_cone_value
-from workers.landscape.verdicts import VerdictJudge
+from workers.landscape import census, convex, training
+from workers.landscape.convex import stationarity
+from workers.landscape.convex.certificate import dual_violations
+from workers.landscape.convex.polish import polish
+from workers.landscape.convex.stationarity import free_neuron, largest_cone_value
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.network import forward, loss, recover_network
+from workers.landscape.geometry.patterns import enumerate_patterns
+from workers.landscape.training.verdicts import VerdictJudge
 
 LAM = 0.01
 

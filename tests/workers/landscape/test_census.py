@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from workers.landscape import census, census_columns, convex, datasets
-from workers.landscape.census_columns import ColumnSolver
-from workers.landscape.census_sampling import cone_keys, distinct_cones
-from workers.landscape.census_screen import GlobalScreen
-from workers.landscape.census_solver import RestrictedSolver
-from workers.landscape.patterns import enumerate_patterns
+from workers.landscape import census, convex
+from workers.landscape.census.screen import GlobalScreen
+from workers.landscape.convex import columns as census_columns
+from workers.landscape.convex.columns import ColumnSolver
+from workers.landscape.convex.restricted import RestrictedSolver
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.patterns import cone_keys, distinct_cones, enumerate_patterns
 
 LAM = 0.01
 

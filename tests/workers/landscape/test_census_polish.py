@@ -5,18 +5,20 @@ import pytest
 from scipy.linalg import null_space
 from scipy.optimize import minimize
 
-from workers.landscape import census_classify, convex, datasets
-from workers.landscape.census_classify import (
+from workers.landscape import convex
+from workers.landscape.convex import classify as census_classify
+from workers.landscape.convex.certificate import cone_values, gap_bound
+from workers.landscape.convex.classify import (
     FALLBACK_KINK_REL,
     FALLBACK_STATIONARITY_TOL,
     STATIONARITY_TOL,
     classify,
 )
-from workers.landscape.census_polish import polish
-from workers.landscape.census_solver import RestrictedSolver
-from workers.landscape.certificate import cone_values, gap_bound
-from workers.landscape.patterns import enumerate_patterns
-from workers.landscape.stationarity import clarke_stationarity
+from workers.landscape.convex.polish import polish
+from workers.landscape.convex.restricted import RestrictedSolver
+from workers.landscape.convex.stationarity import clarke_stationarity
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.patterns import enumerate_patterns
 
 LAM = 0.01
 DATASETS = {

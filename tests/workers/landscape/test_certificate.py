@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.workers.landscape.reference import projection_norms as reference_values
-from workers.landscape.certificate import cone_values, dual_violations
+from workers.landscape.convex.certificate import cone_values, dual_violations
 
 
 def random_patterns(X: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:

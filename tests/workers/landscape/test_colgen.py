@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from tests.workers.landscape.reference import projection_norms as reference_values
-from workers.landscape import network
-from workers.landscape.colgen import Pricer, column_generation
 from workers.landscape.convex import global_optimum
-from workers.landscape.patterns import enumerate_patterns
+from workers.landscape.convex.colgen import Pricer, column_generation
+from workers.landscape.geometry import network
+from workers.landscape.geometry.patterns import enumerate_patterns
 
 REL = 1e-7
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from workers.landscape.convex import global_optimum
-from workers.landscape.datasets import theorem2
+from workers.landscape.geometry.datasets import theorem2
 from workers.landscape.training import RunSpec, train_sweep
-from workers.landscape.verdicts import VERDICTS, VerdictJudge
+from workers.landscape.training.verdicts import VERDICTS, VerdictJudge
 
 X1, Y1 = np.array([[0.6, 0.8, 0.0]]), np.array([1.5])
 

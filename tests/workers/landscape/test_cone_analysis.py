@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from workers.landscape import census, convex, datasets
-from workers.landscape.network import loss
-from workers.landscape.patterns import enumerate_patterns
-from workers.landscape.verdicts import VerdictJudge
+from workers.landscape import census, convex
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.network import loss
+from workers.landscape.geometry.patterns import enumerate_patterns
+from workers.landscape.training.verdicts import VerdictJudge
 
 LAM = 0.01
 AS_TRAINING = {

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from workers.landscape import datasets, network
-from workers.landscape.certificate import dual_violations
 from workers.landscape.convex import global_optimum, residual_of, solve_program
-from workers.landscape.network import caratheodory, loss
+from workers.landscape.convex.certificate import dual_violations
+from workers.landscape.geometry import datasets, network
+from workers.landscape.geometry.network import caratheodory, loss
 
 REL = 1e-7
 

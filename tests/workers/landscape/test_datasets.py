@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.landscape.datasets import build, custom, orthogonal, teacher, theorem2
+from workers.landscape.geometry.datasets import build, custom, orthogonal, teacher, theorem2
 
 
 def test_teacher_shapes_and_labels() -> None:

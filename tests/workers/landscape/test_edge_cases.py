@@ -7,9 +7,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from workers.landscape import census, convex, datasets, patterns
-from workers.landscape.network import caratheodory
-from workers.landscape.scaling import MIN_UNIT_WEIGHT_DECAY, Scaling
+from workers.landscape import census, convex
+from workers.landscape.geometry import datasets, patterns
+from workers.landscape.geometry.network import caratheodory
+from workers.landscape.geometry.scaling import MIN_UNIT_WEIGHT_DECAY, Scaling
 
 
 def test_caratheodory_on_many_points_and_few_neurons_needs_memory_linear_in_n():

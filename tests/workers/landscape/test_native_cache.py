@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.landscape import training_native
-from workers.landscape import training_native_cache as kernel_cache
-from workers.landscape.datasets import theorem2
+from workers.landscape.geometry.datasets import theorem2
 from workers.landscape.training import RunOutcome, RunSpec, train_sweep
+from workers.landscape.training import native as training_native
+from workers.landscape.training import native_cache as kernel_cache
 
 LOGGER = kernel_cache.__name__
 CC = shutil.which("gcc") or shutil.which("cc")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from workers.landscape.patterns import (
+from workers.landscape.geometry.patterns import (
     count_patterns,
     cover_count,
     enumerate_patterns,

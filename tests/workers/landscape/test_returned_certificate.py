@@ -16,9 +16,9 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from workers.landscape import datasets
 from workers.landscape.convex import global_optimum
-from workers.landscape.patterns import enumerate_patterns
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.patterns import enumerate_patterns
 
 #: (n, d, teacher width, seed, λ): teacher data, n = 6-19, d = 2-5; before the fix the
 #: returned neurons' largest projection norm exceeded 2 λ by the relative amount noted.

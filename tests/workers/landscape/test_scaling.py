@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.landscape import census, convex, datasets
-from workers.landscape.network import loss
-from workers.landscape.patterns import enumerate_patterns
-from workers.landscape.scaling import Scaling
-from workers.landscape.stationarity import clarke_stationarity
-from workers.landscape.verdicts import VerdictJudge
+from workers.landscape import census, convex
+from workers.landscape.convex.stationarity import clarke_stationarity
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.network import loss
+from workers.landscape.geometry.patterns import enumerate_patterns
+from workers.landscape.geometry.scaling import Scaling
+from workers.landscape.training.verdicts import VerdictJudge
 
 LAM = 0.01
 #: (x factor s, y factor c): data X s, labels y c, weight decay λ s c is the same problem.

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from workers.landscape import convex, datasets, network
-from workers.landscape.patterns import enumerate_patterns
-from workers.landscape.stationarity import clarke_stationarity, merge_neurons
+from workers.landscape import convex
+from workers.landscape.convex.stationarity import clarke_stationarity, merge_neurons
+from workers.landscape.geometry import datasets, network
+from workers.landscape.geometry.patterns import enumerate_patterns
 
 LAM = 0.01
 

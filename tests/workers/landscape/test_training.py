@@ -9,8 +9,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
-from workers.landscape import training_native
-from workers.landscape.datasets import theorem2
+from workers.landscape.geometry.datasets import theorem2
 from workers.landscape.training import (
     CURVE_COLUMNS,
     RunOutcome,
@@ -21,7 +20,8 @@ from workers.landscape.training import (
     resolve_device,
     train_sweep,
 )
-from workers.landscape.training_curves import next_record_epoch
+from workers.landscape.training import native as training_native
+from workers.landscape.training.curves import next_record_epoch
 
 
 @pytest.fixture(params=["native", "compiled", "eager"])

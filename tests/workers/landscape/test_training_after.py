@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from workers.landscape.convex import global_optimum
-from workers.landscape.datasets import teacher, teacher_test_points, theorem2
-from workers.landscape.network import forward, loss
+from workers.landscape.geometry.datasets import teacher, teacher_test_points, theorem2
+from workers.landscape.geometry.network import forward, loss
 from workers.landscape.training import RunSpec, init_network, train_sweep
-from workers.landscape.training_after import (
+from workers.landscape.training.after import (
     held_out_mse,
     norm_ratio,
     optimal_norm_sq,

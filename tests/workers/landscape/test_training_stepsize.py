@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from workers.landscape import training_native
-from workers.landscape.datasets import theorem2
+from workers.landscape.geometry.datasets import theorem2
 from workers.landscape.training import (
     RunSpec,
     SweepCancelled,
@@ -22,8 +21,9 @@ from workers.landscape.training import (
     init_network,
     train_sweep,
 )
-from workers.landscape.training_sharpness import hessian_vector_product, lr_warning, sharpness
-from workers.landscape.training_state import COLLAPSED, RUNNING
+from workers.landscape.training import native as training_native
+from workers.landscape.training.sharpness import hessian_vector_product, lr_warning, sharpness
+from workers.landscape.training.state import COLLAPSED, RUNNING
 
 # SCIENCE §8: one point x = (0.6, 0.8, 0), y = 1.5, weight decay 0.1 -> optimum 0.29.
 X1, Y1, LAM1, OPT1 = np.array([[0.6, 0.8, 0.0]]), np.array([1.5]), 0.1, 0.29

@@ -17,8 +17,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.landscape import census, convex, datasets, training, verdicts
-from workers.landscape.patterns import enumerate_patterns
+from workers.landscape import census, convex, training
+from workers.landscape.geometry import datasets, scaling
+from workers.landscape.geometry.patterns import enumerate_patterns
+from workers.landscape.training import verdicts
 
 LAM = 0.01
 
@@ -129,20 +131,20 @@ def test_the_new_verdict_fields_are_the_same_in_any_units(teacher_census, teache
 def test_an_explicit_tolerance_keeps_its_absolute_meaning():
     X, y = datasets.teacher(6, 10, 3, 0)
     opt = 0.5
-    assert verdicts.loss_tolerance(opt, X, y, LAM, tolerance=1e-7) == 1e-7
-    assert verdicts.loss_tolerance(opt, X, 1e3 * y, LAM, tolerance=1e-7) == 1e-7
-    relative = verdicts.loss_tolerance(opt, X, y, LAM, relative_tolerance=1e-6)
-    assert relative == pytest.approx(1e-6 * max(opt, verdicts.SCALE_FLOOR * np.mean(y**2)))
+    assert scaling.loss_tolerance(opt, X, y, LAM, tolerance=1e-7) == 1e-7
+    assert scaling.loss_tolerance(opt, X, 1e3 * y, LAM, tolerance=1e-7) == 1e-7
+    relative = scaling.loss_tolerance(opt, X, y, LAM, relative_tolerance=1e-6)
+    assert relative == pytest.approx(1e-6 * max(opt, scaling.SCALE_FLOOR * np.mean(y**2)))
 
 
 def test_the_loss_scale_is_floored_and_defined_for_zero_labels():
     X, y = datasets.teacher(5, 3, 2, 0)
     mean_sq = float(np.mean(y**2))
-    assert verdicts.loss_scale(1e-12, X, y, 1e-9) == pytest.approx(1e-3 * mean_sq)
-    assert verdicts.loss_scale(0.4 * mean_sq, X, y, 0.1) == 0.4 * mean_sq
-    zero = verdicts.loss_scale(0.0, 3.0 * X, 0 * y, 0.2)
+    assert scaling.loss_scale(1e-12, X, y, 1e-9) == pytest.approx(1e-3 * mean_sq)
+    assert scaling.loss_scale(0.4 * mean_sq, X, y, 0.1) == 0.4 * mean_sq
+    zero = scaling.loss_scale(0.0, 3.0 * X, 0 * y, 0.2)
     assert zero == pytest.approx((0.2 / (3.0 * np.linalg.norm(X, axis=1).max())) ** 2)
     # with y = 0 only λ sets a scale: λ times c scales it by c², as L
-    assert verdicts.loss_scale(0.0, X, 0 * y, 0.2e3) == pytest.approx(
-        1e6 * verdicts.loss_scale(0.0, X, 0 * y, 0.2)
+    assert scaling.loss_scale(0.0, X, 0 * y, 0.2e3) == pytest.approx(
+        1e6 * scaling.loss_scale(0.0, X, 0 * y, 0.2)
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.landscape import convex, datasets
-from workers.landscape.network import loss, recover_network, signed_cones_of
-from workers.landscape.patterns import enumerate_patterns
-from workers.landscape.verdicts import VerdictJudge
+from workers.landscape import convex
+from workers.landscape.geometry import datasets
+from workers.landscape.geometry.network import loss, recover_network, signed_cones_of
+from workers.landscape.geometry.patterns import enumerate_patterns
+from workers.landscape.training.verdicts import VerdictJudge
 
 TOL = 1e-7
 

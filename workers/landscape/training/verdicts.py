@@ -12,12 +12,12 @@ to grow.
 A run that did not converge is judged where it stopped: its cone is solved as above, and
 ``projected_verdict`` says what the run would be if it converged inside that cone, to the
 cone's minimiser: a global minimum when the cone holds one, else a spurious local minimum
-when that minimiser is Clarke stationary (the census's test, ``census_classify.classify``),
+when that minimiser is Clarke stationary (the census's test, ``convex.classify.classify``),
 else a saddle point (the minimiser is not a local minimum, so the run would leave the cone).
 
 A run stopped because it collapsed to the zero network (every neuron inactive on all data:
 from there it can only decay to zero) is ``collapsed``; its cone value is the zero network's
-loss, and ``projected_verdict`` says what the zero network is (``training_after``): a global
+loss, and ``projected_verdict`` says what the zero network is (``training.after``): a global
 minimum when it attains the optimum, else a saddle point, never a spurious minimum.
 
 Units. Every tolerance is relative (:func:`loss_tolerance`), and cones are found and solved at
@@ -33,13 +33,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.landscape.census_classify import classify
-from workers.landscape.census_sampling import cone_keys
-from workers.landscape.census_solver import RestrictedSolver
-from workers.landscape.network import signed_cones_of
-from workers.landscape.scaling import Scaling
-from workers.landscape.stationarity import birth_test
-from workers.landscape.training_after import zero_network_verdict
+from ..convex.classify import classify
+from ..convex.restricted import RestrictedSolver
+from ..convex.stationarity import birth_test
+from ..geometry.network import signed_cones_of
+from ..geometry.patterns import cone_keys
+from ..geometry.scaling import RELATIVE_TOLERANCE, Scaling, loss_tolerance
+from .after import zero_network_verdict
 
 VERDICTS = (
     "global_minimum",
@@ -50,59 +50,10 @@ VERDICTS = (
     "collapsed",
 )
 
-#: The default of ``relative_tolerance`` (shared/API.md, "Tolerances").
-RELATIVE_TOLERANCE = 1e-7
-#: The loss scale is at least this times mean(y²) (the loss of the zero network). Restricted
-#: programs are solved to Clarabel's 1e-10 at unit scale, where mean(y²) = 1: cones holding a
-#: global minimum were measured up to 2.4e-11 above the optimum there (theorem2 d = 5 and 6,
-#: λ = 1e-5, whose optimum is 3.5e-5 mean(y²)), which 1e-7 times the optimum alone (3.5e-12)
-#: would call not global. With the floor, 1e-7 times the scale is at least 1e-10 mean(y²).
-SCALE_FLOOR = 1e-3
 #: Clarabel's gap and feasibility tolerances for the runs' cones, at unit scale.
 SOLVER_TOL = 1e-10
 #: The census's names of a non-global cone's minimiser, as training verdicts.
 _PROJECTED = {"spurious": "spurious_local_minimum", "no_local_min": "saddle_point"}
-
-
-def loss_scale(optimum: float, X: np.ndarray, y: np.ndarray, weight_decay: float) -> float:
-    """The scale of loss differences that relative tolerances multiply.
-
-    ``max(optimum, SCALE_FLOOR mean(y²))``: the global optimum, floored because it can be a
-    tiny fraction of mean(y²) when λ is small (then solver noise, about 1e-10 mean(y²), would
-    exceed a tolerance relative to the optimum). Both terms scale as c² when y and λ are
-    multiplied by c, as L does. When y is zero (so is the optimum) it is ``(λ / max ||x_k||)²``,
-    which scales the same way.
-
-    Args:
-        optimum: the certified global optimum, in the units of y².
-        X: (n, d) float64 data.
-        y: (n,) float64 labels.
-        weight_decay: λ > 0.
-    """
-    y = np.asarray(y, dtype=np.float64)
-    scale = max(float(optimum), SCALE_FLOOR * float(np.mean(y * y)))
-    if scale > 0:
-        return scale
-    return (weight_decay / Scaling.of(np.asarray(X, dtype=np.float64), y).x) ** 2
-
-
-def loss_tolerance(
-    optimum: float,
-    X: np.ndarray,
-    y: np.ndarray,
-    weight_decay: float,
-    *,
-    tolerance: float | None = None,
-    relative_tolerance: float = RELATIVE_TOLERANCE,
-) -> float:
-    """The absolute tolerance on loss differences that verdicts use, in the units of y².
-
-    An explicit ``tolerance`` is used as it is (stored specs keep their absolute meaning);
-    otherwise ``relative_tolerance * loss_scale(optimum, X, y, weight_decay)``.
-    """
-    if tolerance is not None:
-        return float(tolerance)
-    return float(relative_tolerance) * loss_scale(optimum, X, y, weight_decay)
 
 
 @dataclass(frozen=True)
@@ -190,7 +141,7 @@ class VerdictJudge:
         """The verdict of one run from its stopping status, final loss and weights."""
         if status == "diverged" or not np.isfinite(reg_loss):
             return Verdict("diverged", None)
-        if status == "collapsed":  # it can only decay to the zero network (training_after)
+        if status == "collapsed":  # it can only decay to the zero network (training.after)
             limit = zero_network_verdict(self.y, self.optimum, self.tolerance)
             zero = float(np.mean(self.y**2))
             return Verdict("collapsed", zero, limit == "global_minimum", limit)
@@ -255,7 +206,7 @@ class VerdictJudge:
 
     def _all_patterns(self) -> np.ndarray:
         if self.patterns is None:
-            from workers.landscape.patterns import enumerate_patterns
+            from workers.landscape.geometry.patterns import enumerate_patterns
 
             self.patterns = enumerate_patterns(self.X)
         return self.patterns

@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 
+from ..geometry.network import ACTIVE_NEURON_THRESHOLD as NEURON_THRESHOLD
+
 Tensor = torch.Tensor
 
 CURVE_COLUMNS = (
@@ -26,7 +28,6 @@ CURVE_COLUMNS = (
 # Columns of the stored statistics: CURVE_COLUMNS without epoch and gap.
 STAT_COLUMNS = ("mse", "reg_loss", "grad_norm_sq", "param_norm_sq", "effective_rank", "num_neurons")
 
-NEURON_THRESHOLD = 1e-6
 _BITS_PER_WORD = 52
 _TABLE_BITS = 10
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .census_polish import SUPPORT_REL, polish, support
+from .polish import SUPPORT_REL, polish, support
 from .stationarity import clarke_stationarity
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
 
 # The interior-point solution (Clarabel at 1e-10) is accurate to only ~1e-5 relative in u:
 # constraints active with a zero multiplier (common on orthogonal data) sit at a slack of order
-# sqrt(mu). So classify first polishes it to the exact minimiser (census_polish: Newton on the
+# sqrt(mu). So classify first polishes it to the exact minimiser (convex.polish: Newton on the
 # identified faces, a primal active set, a KKT and dual check), and tests that point.
 #
 # Measured (tests/workers/landscape/test_census_polish.py, and 4234 minimisers of 2117 non-global
@@ -96,7 +96,7 @@ def classify(
     """Classify the minimiser U of a restricted program (SCIENCE §4).
 
     Not global when ``value > optimum + tolerance``. Then U is polished to the exact minimiser
-    (:func:`.census_polish.polish`), whose rows are snapped onto the faces ``x_k . u = 0`` they
+    (:func:`convex.polish.polish`), whose rows are snapped onto the faces ``x_k . u = 0`` they
     lie on within ``KINK_REL``; when the polish fails, U itself is used as before: rows with
     ``||u|| <= PRUNE_REL max(1, max ||u||)`` are dropped as solver noise and each kept u is
     projected onto the faces it lies on within ``FALLBACK_KINK_REL``. The network is
@@ -112,7 +112,7 @@ def classify(
         U: (k, d) float64 restricted minimiser.
         value: the restricted program's value at U.
         optimum: the global optimum.
-        tolerance: absolute tolerance on value - optimum (``verdicts.loss_tolerance`` divided
+        tolerance: absolute tolerance on value - optimum (``scaling.loss_tolerance`` divided
             by ``Scaling.value``).
         stationarity_tol: absolute tolerance on the gradient norm; by default
             ``STATIONARITY_TOL`` for a polished point, ``FALLBACK_STATIONARITY_TOL`` otherwise.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .patterns import is_feasible
+from ..geometry.patterns import is_feasible
 
-__all__ = ["SAMPLINGS", "cone_keys", "distinct_cones", "sample_cones"]
+__all__ = ["SAMPLINGS", "sample_cones"]
 
 SAMPLINGS = ("uniform", "random_vector", "rejection")
 
@@ -79,39 +79,3 @@ def _rejection(X: np.ndarray, m: int, rng: np.random.Generator, max_draws: int) 
             if count == m:
                 return kept
     raise ValueError(f"rejection sampling kept {count} of {m} patterns in {max_draws} draws")
-
-
-def cone_keys(patterns: np.ndarray, signs: np.ndarray) -> np.ndarray:
-    """One hashable bytes key per signed cone (pattern bits then the sign bit).
-
-    Args:
-        patterns: (k, n) bool.
-        signs: (k,) in {+1, -1}.
-
-    Returns:
-        (k,) object array of bytes.
-    """
-    bits = np.concatenate(
-        [np.asarray(patterns, dtype=bool), (np.asarray(signs) > 0)[:, None]], axis=1
-    )
-    packed = np.ascontiguousarray(np.packbits(bits, axis=1))
-    width = packed.shape[1]
-    buffer = packed.tobytes()
-    keys = np.empty(len(packed), dtype=object)
-    keys[:] = [buffer[i : i + width] for i in range(0, len(buffer), width)]
-    return keys
-
-
-def distinct_cones(patterns: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct signed cones, in a canonical order (sorted by key).
-
-    Args:
-        patterns: (m, n) bool.
-        signs: (m,) in {+1, -1}.
-
-    Returns:
-        (patterns, signs): (k, n) bool and (k,) int8, k <= m.
-    """
-    keys = cone_keys(patterns, signs)
-    _, first = np.unique(keys, return_index=True)
-    return np.asarray(patterns, dtype=bool)[first], np.asarray(signs, dtype=np.int8)[first]

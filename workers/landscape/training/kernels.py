@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from workers.landscape.training_curves import cone_codes, gram
+from workers.landscape.training.curves import cone_codes, gram
 
 Tensor = torch.Tensor
 
@@ -69,7 +69,7 @@ def collapsed(Z: Tensor, enabled: Tensor) -> Tensor:
     term is exactly 0 (relu'(0) = 0). A GD or SGD update then only multiplies
     the weights by ``1 - 2 lr lam``, which keeps every preactivation's sign when
     ``2 lr lam < 1``: the run can never leave the state and decays to the zero
-    network. (training_driver.SweepConfig.detects_collapse enables the test
+    network. (training.driver.SweepConfig.detects_collapse enables the test
     only then: with ``2 lr lam >= 1`` the weights flip sign or grow instead.)
 
     Args:

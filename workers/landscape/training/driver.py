@@ -2,7 +2,7 @@
 
 This is the path of SGD, of CUDA, of ``compiled=False`` and of full-batch GD on a
 CPU without a C compiler; full-batch GD on the CPU otherwise runs on the native
-kernel of training_native, which follows the same chunks and curve schedule.
+kernel of training.native, which follows the same chunks and curve schedule.
 
 The batch holds the runs still training, in ascending run order, plus zero
 "filler" rows (run index -1, never active) when fewer than two runs remain, so
@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from workers.landscape import training_kernels as kernels
-from workers.landscape.training_curves import (
+from workers.landscape.training import kernels
+from workers.landscape.training.curves import (
     count_cones,
     effective_rank,
     next_record_epoch,
     point_stats,
     shuffle_permutations,
 )
-from workers.landscape.training_state import (
+from workers.landscape.training.state import (
     COLLAPSED,
     CONVERGED,
     DIVERGED,
@@ -58,7 +58,7 @@ class SweepConfig:
     def detects_collapse(self) -> bool:
         """Whether a run stops as collapsed when every neuron is inactive on all
         data: when ``stop_on_collapse`` and ``2 lr weight_decay < 1``, where such
-        a state is absorbing (see training_kernels.collapsed)."""
+        a state is absorbing (see training.kernels.collapsed)."""
         return self.stop_on_collapse and 2.0 * self.lr * self.weight_decay < 1.0
 
 

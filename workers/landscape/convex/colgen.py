@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .certificate import pattern_sums, signed_values
-from .convex import POLISHED, ProgramSolution, network_solution, residual_of, solve_program
+from .program import POLISHED, ProgramSolution, network_solution, residual_of, solve_program
 
 #: Safety cap on restricted solves.
 MAX_ROUNDS = 500

@@ -1,20 +1,20 @@
 """Batched training sweeps of two-layer ReLU networks with weight decay (SCIENCE §1, §6).
 
 A sweep trains many runs (width, init_scale, seed) on one dataset as one batched
-computation. Full-batch GD on the CPU runs on a small C kernel (training_native,
+computation. Full-batch GD on the CPU runs on a small C kernel (training.native,
 compiled with the system C compiler at first use) that takes each run through a
 chunk of epochs with exact per-run stopping and the curve statistics computed in
 place. Otherwise (SGD, CUDA, no C compiler, or ``compiled=False``) it is one
-tensor program (training_driver): every step updates all runs still training,
+tensor program (training.driver): every step updates all runs still training,
 runs that stop are frozen by a mask and dropped from the batch at the next chunk
 boundary; the step is a hand-fused closed-form forward/backward pass
-(training_kernels) compiled with ``torch.compile``, or eager.
+(training.kernels) compiled with ``torch.compile``, or eager.
 
 With ``stop_on_collapse``, both paths stop a run as "collapsed" at the first
-epoch where every neuron is inactive on all data (training_kernels.collapsed):
+epoch where every neuron is inactive on all data (training.kernels.collapsed):
 the data term's gradient is then exactly 0 and GD only shrinks the weights
 towards the zero network, so the rest of the run would be wasted. Each run
-also gets the sharpness of L at its initial point (training_sharpness) and a
+also gets the sharpness of L at its initial point (training.sharpness) and a
 warning when lr > 2 / sharpness.
 
 Loss: L(W, a) = (1/n) sum_k (f(x_k) - y_k)^2 + weight_decay (||W||_F^2 + ||a||^2).
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workers.landscape.training_curves import CURVE_COLUMNS, assemble_curves
-from workers.landscape.training_driver import Sweep, SweepConfig
-from workers.landscape.training_native import NativeSweep, load_library, supported
-from workers.landscape.training_sharpness import lr_warning, sharpness
-from workers.landscape.training_state import RUNNING, STATUS_NAMES, SweepState
+from workers.landscape.training.curves import CURVE_COLUMNS, assemble_curves
+from workers.landscape.training.driver import Sweep, SweepConfig
+from workers.landscape.training.native import NativeSweep, load_library, supported
+from workers.landscape.training.sharpness import lr_warning, sharpness
+from workers.landscape.training.state import RUNNING, STATUS_NAMES, SweepState
 
 __all__ = [
     "CURVE_COLUMNS",

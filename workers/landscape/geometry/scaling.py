@@ -23,7 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MIN_UNIT_WEIGHT_DECAY", "Scaling"]
+__all__ = [
+    "MIN_UNIT_WEIGHT_DECAY",
+    "RELATIVE_TOLERANCE",
+    "SCALE_FLOOR",
+    "Scaling",
+    "loss_scale",
+    "loss_tolerance",
+]
 
 #: The smallest positive λ̂ the solvers take: far above float64's smallest normal number
 #: (2.2e-308), so that 2 λ̂, 1 / λ̂ and the certificate's ratios stay finite.
@@ -90,3 +97,54 @@ class Scaling:
     def gradient(self) -> float:
         """Gradients of L: grad = gradient * grad̂."""
         return self.y**2 / self.weights
+
+
+#: The default of ``relative_tolerance`` (shared/API.md, "Tolerances").
+RELATIVE_TOLERANCE = 1e-7
+#: The loss scale is at least this times mean(y²) (the loss of the zero network). Restricted
+#: programs are solved to Clarabel's 1e-10 at unit scale, where mean(y²) = 1: cones holding a
+#: global minimum were measured up to 2.4e-11 above the optimum there (theorem2 d = 5 and 6,
+#: λ = 1e-5, whose optimum is 3.5e-5 mean(y²)), which 1e-7 times the optimum alone (3.5e-12)
+#: would call not global. With the floor, 1e-7 times the scale is at least 1e-10 mean(y²).
+SCALE_FLOOR = 1e-3
+
+
+def loss_scale(optimum: float, X: np.ndarray, y: np.ndarray, weight_decay: float) -> float:
+    """The scale of loss differences that relative tolerances multiply.
+
+    ``max(optimum, SCALE_FLOOR mean(y²))``: the global optimum, floored because it can be a
+    tiny fraction of mean(y²) when λ is small (then solver noise, about 1e-10 mean(y²), would
+    exceed a tolerance relative to the optimum). Both terms scale as c² when y and λ are
+    multiplied by c, as L does. When y is zero (so is the optimum) it is ``(λ / max ||x_k||)²``,
+    which scales the same way.
+
+    Args:
+        optimum: the certified global optimum, in the units of y².
+        X: (n, d) float64 data.
+        y: (n,) float64 labels.
+        weight_decay: λ > 0.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    scale = max(float(optimum), SCALE_FLOOR * float(np.mean(y * y)))
+    if scale > 0:
+        return scale
+    return (weight_decay / Scaling.of(np.asarray(X, dtype=np.float64), y).x) ** 2
+
+
+def loss_tolerance(
+    optimum: float,
+    X: np.ndarray,
+    y: np.ndarray,
+    weight_decay: float,
+    *,
+    tolerance: float | None = None,
+    relative_tolerance: float = RELATIVE_TOLERANCE,
+) -> float:
+    """The absolute tolerance on loss differences that verdicts use, in the units of y².
+
+    An explicit ``tolerance`` is used as it is (stored specs keep their absolute meaning);
+    otherwise ``relative_tolerance * loss_scale(optimum, X, y, weight_decay)``.
+    """
+    if tolerance is not None:
+        return float(tolerance)
+    return float(relative_tolerance) * loss_scale(optimum, X, y, weight_decay)

@@ -3,7 +3,7 @@
 An interior-point solution (Clarabel at 1e-10) is accurate to only about 1e-5 relative in u: a
 constraint active with a zero multiplier sits at a slack of order sqrt(mu), and a row that is
 zero at the minimiser keeps a norm up to ~1e-3 relative. :func:`polish` recovers the exact
-minimiser of the program (the objective of :mod:`.census_solver`: mean squared error, no 1/2,
+minimiser of the program (the objective of :mod:`convex.restricted`: mean squared error, no 1/2,
 plus 2 λ sum ||u_i||):
 
 1. Support and faces. Rows above ``SUPPORT_REL`` (relative) are the support; constraints with
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .census_newton import FaceObjective, null_space
 from .certificate import cone_values
+from .newton import FaceObjective, null_space
 
 __all__ = ["FACE_REL", "SUPPORT_REL", "Polished", "polish", "support"]
 

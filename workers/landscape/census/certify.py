@@ -8,7 +8,7 @@ solved over their distinct members, and the cone is classified:
   stationary (:mod:`.stationarity`);
 - "no_local_min": otherwise.
 
-The tolerance is ``verdicts.loss_tolerance``: relative to the scale of the loss (the optimum,
+The tolerance is ``scaling.loss_tolerance``: relative to the scale of the loss (the optimum,
 floored at a fraction of mean(y²)) unless an absolute one is given, so that the verdicts do not
 change when y and λ are multiplied by the same c. (With the old absolute 1e-7, y and λ times
 1e3 turned 26 of 120 cones of teacher (6, 10), λ = 0.01, from "global" into "spurious", and
@@ -26,11 +26,11 @@ The fast path (:func:`certify_samples`):
    global solution holds that solution, so its value is the optimum and it is "global" with
    no solve (method "screened"); the support is trusted only if its cones alone reach the
    optimum, which one solve per call checks.
-2. Otherwise the restricted program is solved by column generation (:mod:`.census_columns`):
+2. Otherwise the restricted program is solved by column generation (:mod:`convex.columns`):
    on a small working subset of the cone's signed cones first (guessed from the atoms at the
    global optimal residual, which the screen caches per signed cone), then the dual check of
    SCIENCE §3 restricted to the cone's members adds violators until there are none. Each
-   program is built directly for Clarabel (:mod:`.census_solver`: row-space reduction, CSC
+   program is built directly for Clarabel (:mod:`convex.restricted`: row-space reduction, CSC
    values filled into a cached structure, single-threaded QDLDL). A working-set solution
    that fails the complementarity check is replaced by one solve over all members.
 3. The minimiser is polished to machine precision and classified by :func:`classify`
@@ -58,15 +58,15 @@ from typing import Any
 
 import numpy as np
 
-from .census_classify import STATIONARITY_TOL, Classification, classify
-from .census_columns import ColumnSolver
-from .census_records import ConeRecord, summarize, thresholds
-from .census_sampling import SAMPLINGS, cone_keys, distinct_cones, sample_cones
-from .census_screen import GlobalScreen
-from .census_solver import RestrictedSolver
-from .scaling import Scaling
-from .stationarity import birth_test
-from .verdicts import RELATIVE_TOLERANCE, loss_tolerance
+from ..convex.classify import STATIONARITY_TOL, Classification, classify
+from ..convex.columns import ColumnSolver
+from ..convex.restricted import RestrictedSolver
+from ..convex.stationarity import birth_test
+from ..geometry.patterns import cone_keys, distinct_cones
+from ..geometry.scaling import RELATIVE_TOLERANCE, Scaling, loss_tolerance
+from .records import ConeRecord, summarize, thresholds
+from .sampling import SAMPLINGS, sample_cones
+from .screen import GlobalScreen
 
 __all__ = [
     "SAMPLINGS",
@@ -130,9 +130,9 @@ def certify_samples(
         seed: census seed; sample j draws from ``np.random.default_rng([seed, width, j])``.
         sampling: "uniform", "random_vector" or "rejection" (see :func:`sample_cones`).
         tolerance: absolute tolerance on value - optimum for "global", in the units of y²;
-            None (the default) for ``relative_tolerance`` times ``verdicts.loss_scale`` (the
+            None (the default) for ``relative_tolerance`` times ``scaling.loss_scale`` (the
             programs and the classification run at unit scale, see ``scaling.Scaling``).
-        relative_tolerance: see ``verdicts.loss_tolerance``.
+        relative_tolerance: see ``scaling.loss_tolerance``.
         patterns: (P, n) bool, every pattern of X; required for "uniform", and used by the
             birth test of spurious cones (enumerated on first need when not given).
         num_signed_cones: 2 P, the denominator of ``covered``.
@@ -223,7 +223,7 @@ class _Patterns:
 
     def get(self) -> np.ndarray:
         if self.patterns is None:
-            from .patterns import enumerate_patterns
+            from ..geometry.patterns import enumerate_patterns
 
             self.patterns = enumerate_patterns(self.X)
         return self.patterns

@@ -32,7 +32,7 @@ class ConeRecord:
             when not tested (verdict "global").
         num_neurons: neurons of the recovered network; 0 when not tested.
         polished: whether the stationarity test ran on the polished, exact minimiser
-            (:func:`.census_polish.polish`) rather than the interior point.
+            (:func:`convex.polish.polish`) rather than the interior point.
         birth_margin: for a spurious cone, 2 λ minus the largest projection norm over all
             signed cones at its minimiser's residual, in the units of λ
             (:func:`.stationarity.birth_test`); NaN otherwise.

@@ -31,8 +31,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy.optimize import nnls
 
-from .census_solver import RestrictedSolution, RestrictedSolver
 from .certificate import cone_values
+from .restricted import RestrictedSolution, RestrictedSolver
 
 __all__ = [
     "CARRY_REL",

@@ -6,7 +6,7 @@ pass, the stopping rule is checked at every epoch (exact per-run stopping), and
 at curve-point epochs it also returns the statistics of the point: mse, loss,
 grad_norm_sq, param_norm_sq, the effective rank (from the eigenvalues of the
 d×d Gram matrix ``W Wᵀ`` by cyclic Jacobi rotations, as in
-``training_curves.effective_rank``) and the number of distinct signed cones
+``training.curves.effective_rank``) and the number of distinct signed cones
 (cone codes sorted per point). With ``stop_on_collapse`` it also stops a run at
 the first epoch where every preactivation is <= 0 (``all_inactive``: a scan of Z
 that exits at the first positive entry, so a live run pays a few comparisons: a
@@ -14,12 +14,12 @@ that exits at the first positive entry, so a live run pays a few comparisons: a
 it, best of 5).
 
 The C source is compiled with the system C compiler at first use (about 0.3 s)
-into the kernel cache (training_native_cache: a private directory, owner-checked
+into the kernel cache (training.native_cache: a private directory, owner-checked
 before loading, pruned, with the last build's status in ``build-status.json``)
 and loaded with ctypes; ctypes releases the GIL, so ``cpu_threads > 1`` splits
 the runs over Python threads. Without a compiler, when a build fails or when the
 cache is refused, ``load_library`` returns None and the sweep uses the torch path
-(training_driver.Sweep).
+(training.driver.Sweep).
 
 One build serves a shape family: n and d are compile-time constants (for
 d <= SPECIALISE_D; one generic build otherwise) and the width m is a run-time
@@ -43,17 +43,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from workers.landscape import training_native_cache as kernel_cache
-from workers.landscape.training_curves import NEURON_THRESHOLD, next_record_epoch
-from workers.landscape.training_driver import SweepConfig
-from workers.landscape.training_native_cache import compiler_command, set_cache_dir
-from workers.landscape.training_state import RUNNING, SweepState
+from workers.landscape.training import native_cache as kernel_cache
+from workers.landscape.training.curves import NEURON_THRESHOLD, next_record_epoch
+from workers.landscape.training.driver import CHUNK, SweepConfig
+from workers.landscape.training.native_cache import compiler_command, set_cache_dir
+from workers.landscape.training.state import RUNNING, SweepState
 
 __all__ = ["MAX_N", "NativeSweep", "load_library", "set_cache_dir", "shape_family", "supported"]
 
 # Largest n for which cone codes fit one uint64 (n bits of x_k . w_j > 0, one sign bit).
 MAX_N = 63
-CHUNK = 256
 # Bytes of curve-point buffers per chunk; a chunk ends early to stay under it.
 _RECORD_BYTES = 64 << 20
 
@@ -312,7 +311,7 @@ def shape_family(n: int, d: int) -> tuple[str, list[str]]:
 
 def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
     """The kernel for data (n, d) at width m (``m`` does not select the build), built at
-    first use into the kernel cache (training_native_cache); None when it cannot be
+    first use into the kernel cache (training.native_cache); None when it cannot be
     built or loaded, when the cache is refused, or when the environment sets
     BENIGNITY_TRAINING_NATIVE=0."""
     if os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
@@ -342,7 +341,7 @@ def supported(n: int, optimizer: str, device: torch.device) -> bool:
 
 
 class NativeSweep:
-    """Full-batch GD sweep on the C kernel, with the interface of training_driver.Sweep.
+    """Full-batch GD sweep on the C kernel, with the interface of training.driver.Sweep.
 
     The running runs' weights live in a (R, d, m) working copy; the state gets
     them at ``sync_state`` and when a run stops. Curve points, final statistics
@@ -354,7 +353,7 @@ class NativeSweep:
         lib: from ``load_library``.
         X: (n, d) float64 data. y: (n,) float64 labels.
         state: the sweep state (fresh or resumed); updated in place.
-        config: a training_driver.SweepConfig with optimizer "gd".
+        config: a training.driver.SweepConfig with optimizer "gd".
         cpu_threads: threads over which the runs are split (-1: torch's count).
     """
 

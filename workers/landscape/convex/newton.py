@@ -1,4 +1,4 @@
-"""Newton's method for the restricted program on fixed faces (used by :mod:`.census_polish`).
+"""Newton's method for the restricted program on fixed faces (used by :mod:`convex.polish`).
 
 On fixed faces and a fixed support, the restricted program in the coordinates z_i of each
 row's face is ``min (1/n) ||sum_i A_i z_i - y||^2 + 2 λ sum_i ||z_i||``: convex, and smooth

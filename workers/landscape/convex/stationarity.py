@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import lsq_linear
 
+from ..geometry.network import forward, signed_cones_of
 from .certificate import pattern_sums, signed_values
-from .network import forward, signed_cones_of
 
 __all__ = [
     "BIRTH_RTOL",

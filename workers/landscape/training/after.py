@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.landscape.network import forward
+from workers.landscape.geometry.network import forward
 
 __all__ = [
     "held_out_mse",

@@ -32,9 +32,9 @@ class SweepState:
         epoch: (R,) int64 updates applied to each run.
         status: (R,) int8, ``RUNNING``, ``CONVERGED``, ``NOT_CONVERGED``, ``DIVERGED``
             or ``COLLAPSED`` (stopped at the first epoch where every neuron was
-            inactive on all data; see training_kernels.still_running).
+            inactive on all data; see training.kernels.still_running).
         final: (R, 6) float64 statistics at the final epoch (``STAT_COLUMNS`` of
-            training_curves); NaN while running.
+            training.curves); NaN while running.
         shuffle_keys: (R,) uint64 per-run keys of the SGD shuffles. The shuffle of
             an epoch is a function of key and epoch (counter-based), so this is
             the whole RNG state.

@@ -40,13 +40,22 @@ single pattern (a cheap witness first, else one scipy HiGHS LP).
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator
 
 import numpy as np
 from scipy.optimize import linprog
 
-__all__ = ["count_patterns", "cover_count", "enumerate_patterns", "is_feasible", "theory_bound"]
+from .counting import cover_count, theory_bound
+
+__all__ = [
+    "cone_keys",
+    "count_patterns",
+    "cover_count",
+    "distinct_cones",
+    "enumerate_patterns",
+    "is_feasible",
+    "theory_bound",
+]
 
 _CHUNK_ELEMENTS = 1 << 22  # int8 entries of candidate sign vectors materialised per chunk
 
@@ -272,23 +281,6 @@ def count_patterns(X: np.ndarray, *, tol: float = 1e-9) -> int:
     return int(enumerate_patterns(X, tol=tol).shape[0])
 
 
-def cover_count(n: int, d: int) -> int:
-    """Pattern count of n points in general position in R^d (Cover), exact.
-
-    2^n if d >= n, else 2 * sum_{i=0}^{d-1} C(n-1, i). Requires n, d >= 1.
-    """
-    if n < 1 or d < 1:
-        raise ValueError(f"cover_count needs n, d >= 1, got n={n}, d={d}")
-    if d >= n:
-        return 2**n
-    return 2 * sum(math.comb(n - 1, i) for i in range(d))
-
-
-def theory_bound(n: int, d: int) -> int:
-    """The order min(n^d, 2^n) of the pattern count, as an exact Python int."""
-    return min(n**d, 2**n)
-
-
 def is_feasible(X: np.ndarray, pattern: np.ndarray, *, tol: float = 1e-9) -> bool:
     """Whether a 0/1 vector is the pattern of a generic direction (a chamber) of X.
 
@@ -334,3 +326,39 @@ def is_feasible(X: np.ndarray, pattern: np.ndarray, *, tol: float = 1e-9) -> boo
     options = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
     res = linprog(c, A_ub=A, b_ub=np.zeros(len(U)), bounds=bounds, method="highs", options=options)
     return bool(res.status == 0 and -res.fun > tol)
+
+
+def cone_keys(patterns: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """One hashable bytes key per signed cone (pattern bits then the sign bit).
+
+    Args:
+        patterns: (k, n) bool.
+        signs: (k,) in {+1, -1}.
+
+    Returns:
+        (k,) object array of bytes.
+    """
+    bits = np.concatenate(
+        [np.asarray(patterns, dtype=bool), (np.asarray(signs) > 0)[:, None]], axis=1
+    )
+    packed = np.ascontiguousarray(np.packbits(bits, axis=1))
+    width = packed.shape[1]
+    buffer = packed.tobytes()
+    keys = np.empty(len(packed), dtype=object)
+    keys[:] = [buffer[i : i + width] for i in range(0, len(buffer), width)]
+    return keys
+
+
+def distinct_cones(patterns: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct signed cones, in a canonical order (sorted by key).
+
+    Args:
+        patterns: (m, n) bool.
+        signs: (m,) in {+1, -1}.
+
+    Returns:
+        (patterns, signs): (k, n) bool and (k,) int8, k <= m.
+    """
+    keys = cone_keys(patterns, signs)
+    _, first = np.unique(keys, return_index=True)
+    return np.asarray(patterns, dtype=bool)[first], np.asarray(signs, dtype=np.int8)[first]

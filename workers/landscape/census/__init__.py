@@ -1,0 +1,34 @@
+"""The census of activation cones, SCIENCE §5 (imports ``convex`` and ``geometry``).
+
+The facade of the ``census`` experiment kind: :func:`certify_samples` draws, screens, solves,
+polishes and classifies cones and yields one :class:`ConeRecord` each; :func:`summarize` and
+:func:`thresholds` roll them up per width.
+"""
+
+from .certify import (
+    SAMPLINGS,
+    STATIONARITY_TOL,
+    VERDICTS,
+    CensusCancelled,
+    Classification,
+    ConeRecord,
+    certify_samples,
+    classify,
+    sample_cones,
+    summarize,
+    thresholds,
+)
+
+__all__ = [
+    "SAMPLINGS",
+    "STATIONARITY_TOL",
+    "VERDICTS",
+    "CensusCancelled",
+    "Classification",
+    "ConeRecord",
+    "certify_samples",
+    "classify",
+    "sample_cones",
+    "summarize",
+    "thresholds",
+]
