@@ -44,7 +44,11 @@ import numpy as np
 import torch
 
 from workers.landscape.training import native_cache as kernel_cache
-from workers.landscape.training.curves import NEURON_THRESHOLD, next_record_epoch
+from workers.landscape.training.curves import (
+    NEURON_THRESHOLD,
+    effective_rank,
+    next_record_epoch,
+)
 from workers.landscape.training.driver import CHUNK, SweepConfig
 from workers.landscape.training.native_cache import compiler_command, set_cache_dir
 from workers.landscape.training.state import RUNNING, SweepState
@@ -55,6 +59,10 @@ __all__ = ["MAX_N", "NativeSweep", "load_library", "set_cache_dir", "shape_famil
 MAX_N = 63
 # Bytes of curve-point buffers per chunk; a chunk ends early to stay under it.
 _RECORD_BYTES = 64 << 20
+# Largest k = min(m, d) whose effective rank the kernel computes itself (Jacobi on the
+# k x k Gram matrix); above it the kernel returns the Gram matrices and the host takes
+# their eigenvalues with LAPACK (training.curves.effective_rank), batched per chunk.
+JACOBI_K = 8
 
 _SOURCE = r"""
 #include <math.h>
@@ -154,8 +162,9 @@ static int cmp_u64(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* exp of the entropy of the normalised singular values of W, from the Gram matrix
- * g = W Wᵀ (d, d; destroyed) by cyclic Jacobi rotations; 0 for W = 0, NaN if not finite. */
+/* exp of the entropy of the normalised singular values of W, from its Gram matrix
+ * g (d, d; destroyed; see small_gram) by cyclic Jacobi rotations; 0 for W = 0, NaN if
+ * not finite. Used for small d only (O(d^3) per sweep); larger ones go to LAPACK. */
 static double effective_rank(double *g, int64_t d) {
     double top = 0.0; /* the rank is scale-invariant: normalise by max |g| */
     for (int64_t c = 0; c < d * d; ++c) {
@@ -203,10 +212,38 @@ static double effective_rank(double *g, int64_t d) {
     return exp(entropy);
 }
 
-/* Curve statistics at (W, a) after evaluate: effective rank into stats[4], the
- * number of distinct signed cones into stats[5]; codes (m) and g (d, d) are scratch. */
+/* The Gram matrix of W (d, m) in its smaller orientation, k = min(d, m), into g (k, k):
+ * W Wᵀ when d <= m, else Wᵀ W (the same non-zero eigenvalues); O(m d k). */
+static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
+    if (d <= m) {
+        for (int64_t i1 = 0; i1 < d; ++i1)
+            for (int64_t i2 = 0; i2 <= i1; ++i2) {
+                const double *u = W + i1 * m, *v = W + i2 * m;
+                double s;
+                REDUCE(s, m, u[j] * v[j]);
+                g[i1 * d + i2] = g[i2 * d + i1] = s;
+            }
+        return;
+    }
+    for (int64_t c = 0; c < m * m; ++c) g[c] = 0.0;
+    for (int64_t i = 0; i < d; ++i) { /* rank-one updates, lower triangle */
+        const double *w = W + i * m;
+        for (int64_t j1 = 0; j1 < m; ++j1) {
+            const double u = w[j1];
+            double *row = g + j1 * m;
+            for (int64_t j2 = 0; j2 <= j1; ++j2) row[j2] += u * w[j2];
+        }
+    }
+    for (int64_t j1 = 0; j1 < m; ++j1)
+        for (int64_t j2 = 0; j2 < j1; ++j2) g[j2 * m + j1] = g[j1 * m + j2];
+}
+
+/* Curve statistics at (W, a) after evaluate: the number of distinct signed cones
+ * into stats[5], the Gram matrix of W into g (k, k; see small_gram) and, when
+ * k <= jacobi_k, the effective rank into stats[4] (else NaN there: the host takes
+ * the eigenvalues of g with LAPACK). codes (m) is scratch. */
 static void point(const Problem *p, const double *W, const double *a, const double *Z,
-                  uint64_t *codes, double *g, double *stats) {
+                  int64_t jacobi_k, uint64_t *codes, double *g, double *stats) {
     const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
     int64_t count = 0;
     for (int64_t j = 0; j < m; ++j) {
@@ -229,14 +266,9 @@ static void point(const Problem *p, const double *W, const double *a, const doub
         for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
     }
     stats[5] = (double)distinct;
-    for (int64_t i1 = 0; i1 < d; ++i1)
-        for (int64_t i2 = 0; i2 <= i1; ++i2) {
-            const double *u = W + i1 * m, *v = W + i2 * m;
-            double s;
-            REDUCE(s, m, u[j] * v[j]);
-            g[i1 * d + i2] = g[i2 * d + i1] = s;
-        }
-    stats[4] = effective_rank(g, d);
+    const int64_t k = d < m ? d : m;
+    small_gram(W, m, d, g);
+    stats[4] = k <= jacobi_k ? effective_rank(g, k) : NAN;
 }
 
 /*
@@ -248,17 +280,21 @@ static void point(const Problem *p, const double *W, const double *a, const doub
  * max_epochs, with that precedence; otherwise update. epoch[r] ends at the stop
  * epoch or end.
  * W (R, d, m), a (R, m); statistics (mse, loss, grad_norm_sq, param_norm_sq,
- * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6).
+ * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6). When
+ * k = min(m, d) > jacobi_k, the effective rank is left NaN and the Gram matrices of
+ * the points go to rec_grams (R, K, k, k) and final_grams (R, k, k) instead.
  * Returns 0, or -1 if out of memory.
  */
 int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
              const double *y, double lam, double lr, double tol, double threshold,
              int64_t max_epochs, int64_t collapse, double *W, double *a, int64_t *epoch,
              int8_t *status, int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
-             double *rec_stats, double *final_stats) {
+             double *rec_stats, double *final_stats, int64_t jacobi_k, double *rec_grams,
+             double *final_grams) {
     m = M_(m), n = N_(n), d = D_(d);
     const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
-    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + d * d + 1));
+    const int64_t k = d < m ? d : m, kk = k * k;
+    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + kk + 1));
     uint64_t *codes = malloc(sizeof(uint64_t) * (size_t)(m + 1));
     if (!work || !codes) { free(work); free(codes); return -1; }
     double *Z = work, *gW = Z + n * m, *ga = gW + d * m, *G = ga + m, *g = G + m;
@@ -274,13 +310,17 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
             const int dead = finite && s[2] >= tol && collapse && all_inactive(&p, Z);
             const int alive = finite && s[2] >= tol && !dead && e < max_epochs;
             const int record = q < K && rec_epochs[q] == e;
-            if (record || !alive) point(&p, Wr, ar, Z, codes, g, s);
+            if (record || !alive) point(&p, Wr, ar, Z, jacobi_k, codes, g, s);
             if (record) {
                 for (int c = 0; c < 6; ++c) rec_stats[(r * K + q) * 6 + c] = s[c];
+                if (k > jacobi_k)
+                    for (int64_t c = 0; c < kk; ++c) rec_grams[(r * K + q) * kk + c] = g[c];
                 ++q;
             }
             if (!alive) {
                 for (int c = 0; c < 6; ++c) final_stats[r * 6 + c] = s[c];
+                if (k > jacobi_k)
+                    for (int64_t c = 0; c < kk; ++c) final_grams[r * kk + c] = g[c];
                 status[r] = !finite ? 3 : (s[2] < tol ? 1 : (dead ? 4 : 2));
                 break;
             }
@@ -330,7 +370,7 @@ def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
         i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
         lib.gd_chunk.restype = ctypes.c_int
         lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] * 2 + [ptr] * 4
-        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr]
+        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr, i64, ptr, ptr]
         _libraries[family] = lib
         return lib
 
@@ -388,7 +428,9 @@ class NativeSweep:
         start = st.global_epoch
         end = min(start + CHUNK - start % CHUNK, cfg.max_epochs + 1)
         running = np.flatnonzero(self.status == RUNNING)
-        per_point = max(1, running.size) * 6 * 8
+        k = min(self.m, self.d)
+        kk = k * k if k > JACOBI_K else 0  # Gram entries handed back per point
+        per_point = max(1, running.size) * (6 + kk) * 8
         limit = max(1, _RECORD_BYTES // per_point)
         epochs: list[int] = []
         e = st.next_record
@@ -403,17 +445,25 @@ class NativeSweep:
         rec_epochs = np.array(epochs, dtype=np.int64)
         rec_stats = np.empty((R, max(K, 1), 6))
         final_stats = np.full((R, 6), np.nan)
-        self._run(start, end, rec_epochs, rec_stats, final_stats)
+        rec_grams = np.empty((R, max(K, 1), kk))  # pages untouched unless kk > 0
+        final_grams = np.empty((R, kk))
+        self._run(start, end, rec_epochs, rec_stats, final_stats, rec_grams, final_grams)
         st.global_epoch = end
         if K:
             # run r has point q when it was running and had not stopped before epoch q
             mask = rec_epochs[:, None] <= self.epoch[None, running]  # (K, running)
             rows, cols = np.nonzero(mask)
             ids = running[cols]
-            st.add_points(ids, rec_epochs[rows], rec_stats[ids, rows])
+            stats = rec_stats[ids, rows]
+            if kk:
+                stats[:, 4] = _effective_ranks(rec_grams[ids, rows], k)
+            st.add_points(ids, rec_epochs[rows], stats)
         stopped = running[self.status[running] != RUNNING]
         if stopped.size:
-            self._finalise(stopped, final_stats[stopped])
+            stats = final_stats[stopped]
+            if kk:
+                stats[:, 4] = _effective_ranks(final_grams[stopped], k)
+            self._finalise(stopped, stats)
 
     def _run(self, start: int, end: int, *buffers: np.ndarray) -> None:
         cfg = self.config
@@ -422,8 +472,8 @@ class NativeSweep:
             cfg.weight_decay, cfg.lr, cfg.grad_tol, NEURON_THRESHOLD**2,
             cfg.max_epochs, int(cfg.detects_collapse), self.W.ctypes.data, self.a.ctypes.data,
             self.epoch.ctypes.data, self.status.ctypes.data, start, end,
-            buffers[0].ctypes.data, buffers[0].size,
-            *(b.ctypes.data for b in buffers[1:]),
+            buffers[0].ctypes.data, buffers[0].size, buffers[1].ctypes.data,
+            buffers[2].ctypes.data, JACOBI_K, buffers[3].ctypes.data, buffers[4].ctypes.data,
         )  # fmt: skip
 
         def call(bounds: tuple[int, int]) -> int:
@@ -458,3 +508,8 @@ class NativeSweep:
             st.a[ids] = self.a[ids]
             st.epoch[ids] = self.epoch[ids]
         return st
+
+
+def _effective_ranks(grams: np.ndarray, k: int) -> np.ndarray:
+    """Effective ranks from flattened (P, k * k) Gram matrices: batched LAPACK eigvalsh."""
+    return effective_rank(torch.from_numpy(grams.reshape(-1, k, k))).numpy()
