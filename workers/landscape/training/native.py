@@ -68,6 +68,7 @@ _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* n and d fixed at compile time when SHAPE_N/D are defined (unrolled loops); the
  * width m is always a run-time value, so one build serves every width. */
@@ -103,48 +104,165 @@ typedef struct {
     int64_t max_epochs;
 } Problem;
 
-/* Loss, gradient and norms at (W, a); W is (d, m), Z (n, m), gW (d, m), ga (m). */
-static void evaluate(const Problem *p, const double *W, const double *a, double *Z,
-                     double *G, double *gW, double *ga, double *out4) {
+/* Forward pass over neurons j0 .. j0 + L - 1 (L <= LANES): Z (n, m) and, per point k,
+ * acc[k][l] += a_j relu(z_kj) for lane l = j - j0. Each z_kj sums over i in order. */
+static inline void forward_block(const Problem *restrict p, const double *restrict W,
+                                 const double *restrict a, double *restrict Z, int64_t j0,
+                                 int64_t L, double (*restrict acc)[LANES]) {
     const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
-    const double twolam = 2.0 * p->lam;
-    double sq = 0.0;
-    for (int64_t j = 0; j < m; ++j) ga[j] = twolam * a[j];
-    for (int64_t i = 0; i < d; ++i)
-        for (int64_t j = 0; j < m; ++j) gW[i * m + j] = twolam * W[i * m + j];
-    double res[n > 0 ? n : 1];
     for (int64_t k = 0; k < n; ++k) {
-        double *z = Z + k * m;
         const double *x = p->X + k * d;
-        for (int64_t j = 0; j < m; ++j) z[j] = x[0] * W[j];
+        double z[LANES];
+        for (int64_t l = 0; l < L; ++l) z[l] = x[0] * W[j0 + l];
         for (int64_t i = 1; i < d; ++i)
-            for (int64_t j = 0; j < m; ++j) z[j] += x[i] * W[i * m + j];
-        double f;
-        REDUCE(f, m, a[j] * (z[j] > 0.0 ? z[j] : 0.0));
-        res[k] = f - p->y[k];
-        sq += res[k] * res[k];
-    }
-    for (int64_t k = 0; k < n; ++k) {
-        const double *z = Z + k * m;
-        const double *x = p->X + k * d;
-        const double r = (2.0 / (double)n) * res[k];
-        for (int64_t j = 0; j < m; ++j) {
-            const double h = z[j] > 0.0 ? z[j] : 0.0;
-            ga[j] += h * r;
-            G[j] = z[j] > 0.0 ? a[j] * r : 0.0;
+            for (int64_t l = 0; l < L; ++l) z[l] += x[i] * W[i * m + j0 + l];
+        for (int64_t l = 0; l < L; ++l) {
+            Z[k * m + j0 + l] = z[l];
+            acc[k][l] += a[j0 + l] * (z[l] > 0.0 ? z[l] : 0.0);
         }
-        for (int64_t i = 0; i < d; ++i)
-            for (int64_t j = 0; j < m; ++j) gW[i * m + j] += G[j] * x[i];
     }
-    double wsq, asq, gwsq, gasq;
-    REDUCE(wsq, d * m, W[j] * W[j]);
-    REDUCE(asq, m, a[j] * a[j]);
-    REDUCE(gwsq, d * m, gW[j] * gW[j]);
-    REDUCE(gasq, m, ga[j] * ga[j]);
-    const double mse = sq / (double)n, pns = wsq + asq;
+}
+
+/* Backward pass and GD step over neurons j0 .. j0 + L - 1, with r_k = (2/n) residual_k:
+ * the gradient (ga_j = 2 lam a_j + sum_k relu(z_kj) r_k, gW_ij = 2 lam W_ij + sum_k
+ * 1[z_kj > 0] a_j r_k x_ki, each summed in that order) is never stored: the step goes
+ * to (Wn, an) and the squares of W, a, gW, ga to the lanes of norms[0..3]. */
+static inline void backward_block(const Problem *restrict p, const double *restrict W,
+                                  const double *restrict a, double *restrict Wn,
+                                  double *restrict an, const double *restrict Z,
+                                  const double *restrict r, int64_t j0, int64_t L,
+                                  double (*restrict norms)[LANES]) {
+    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
+    const double twolam = 2.0 * p->lam, lr = p->lr;
+    double G[n > 0 ? n : 1][LANES], ga[LANES];
+    for (int64_t l = 0; l < L; ++l) ga[l] = twolam * a[j0 + l];
+    for (int64_t k = 0; k < n; ++k)
+        for (int64_t l = 0; l < L; ++l) {
+            const double z = Z[k * m + j0 + l];
+            ga[l] += (z > 0.0 ? z : 0.0) * r[k];
+            G[k][l] = z > 0.0 ? a[j0 + l] * r[k] : 0.0;
+        }
+    for (int64_t l = 0; l < L; ++l) {
+        const double aj = a[j0 + l];
+        an[j0 + l] = aj - lr * ga[l];
+        norms[1][l] += aj * aj;
+        norms[3][l] += ga[l] * ga[l];
+    }
+    for (int64_t i = 0; i < d; ++i) {
+        const double *w = W + i * m + j0;
+        double gw[LANES];
+        for (int64_t l = 0; l < L; ++l) gw[l] = twolam * w[l];
+        for (int64_t k = 0; k < n; ++k) {
+            const double x = p->X[k * d + i];
+            for (int64_t l = 0; l < L; ++l) gw[l] += G[k][l] * x;
+        }
+        for (int64_t l = 0; l < L; ++l) {
+            Wn[i * m + j0 + l] = w[l] - lr * gw[l];
+            norms[0][l] += w[l] * w[l];
+            norms[2][l] += gw[l] * gw[l];
+        }
+    }
+}
+
+/* The same two blocks for a full block of LANES neurons, on GCC vector types (the
+ * lanes do exactly the scalar operations above; no contraction into FMA in ISO C). */
+typedef double vd __attribute__((vector_size(LANES * sizeof(double))));
+typedef int64_t vl __attribute__((vector_size(LANES * sizeof(int64_t))));
+
+static inline vd vload(const double *src) {
+    vd v;
+    memcpy(&v, src, sizeof v);
+    return v;
+}
+
+static inline void vstore(double *dst, vd v) { memcpy(dst, &v, sizeof v); }
+
+/* v where mask, else +0.0 */
+static inline vd vkeep(vl mask, vd v) { return (vd)(mask & (vl)v); }
+
+static inline void forward_vec(const Problem *restrict p, const double *restrict W,
+                               const double *restrict a, double *restrict Z, int64_t j0,
+                               vd *restrict acc) {
+    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
+    const vd av = vload(a + j0), zero = {0};
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = p->X + k * d;
+        vd z = x[0] * vload(W + j0);
+        for (int64_t i = 1; i < d; ++i) z += x[i] * vload(W + i * m + j0);
+        vstore(Z + k * m + j0, z);
+        acc[k] += av * vkeep(z > zero, z);
+    }
+}
+
+static inline void backward_vec(const Problem *restrict p, const double *restrict W,
+                                const double *restrict a, double *restrict Wn,
+                                double *restrict an, const double *restrict Z,
+                                const double *restrict r, int64_t j0, vd *restrict norms) {
+    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
+    const double twolam = 2.0 * p->lam, lr = p->lr;
+    const vd av = vload(a + j0), zero = {0};
+    vd G[n > 0 ? n : 1], ga = twolam * av;
+    for (int64_t k = 0; k < n; ++k) {
+        const vd z = vload(Z + k * m + j0);
+        const vl on = z > zero;
+        ga += vkeep(on, z) * r[k];
+        G[k] = vkeep(on, av * r[k]);
+    }
+    vstore(an + j0, av - lr * ga);
+    norms[1] += av * av;
+    norms[3] += ga * ga;
+    for (int64_t i = 0; i < d; ++i) {
+        const vd w = vload(W + i * m + j0);
+        vd gw = twolam * w;
+        for (int64_t k = 0; k < n; ++k) gw += G[k] * p->X[k * d + i];
+        vstore(Wn + i * m + j0, w - lr * gw);
+        norms[0] += w * w;
+        norms[2] += gw * gw;
+    }
+}
+
+static double lanes_sum(const double *acc) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* One epoch at (W, a), W (d, m): the statistics (mse, loss, grad_norm_sq,
+ * param_norm_sq) into out4, the preactivations into Z (n, m) and the GD step into
+ * (Wn, an), all in two passes over blocks of LANES neurons (the weights, Z and the
+ * step stay in L1; the gradient lives in registers). Sums over neurons use the lanes
+ * of their block, then the tail in order: a fixed order. */
+static void epoch_step(const Problem *p, const double *W, const double *a, double *Wn,
+                       double *an, double *Z, double *out4) {
+    const int64_t m = M_(p->m), n = N_(p->n);
+    const int64_t body = m - m % LANES, rest = m - body;
+    vd acc[n > 0 ? n : 1];
+    double tail[n > 0 ? n : 1][LANES];
+    for (int64_t k = 0; k < n; ++k) {
+        acc[k] = (vd){0};
+        for (int l = 0; l < LANES; ++l) tail[k][l] = 0.0;
+    }
+    for (int64_t b = 0; b < body; b += LANES) forward_vec(p, W, a, Z, b, acc);
+    if (rest) forward_block(p, W, a, Z, body, rest, tail);
+    double r[n > 0 ? n : 1], sq = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+        double f = lanes_sum((const double *)&acc[k]);
+        for (int64_t l = 0; l < rest; ++l) f += tail[k][l];
+        const double res = f - p->y[k];
+        sq += res * res;
+        r[k] = (2.0 / (double)n) * res;
+    }
+    vd norms[4] = {{0}, {0}, {0}, {0}};
+    double tnorms[4][LANES] = {{0}};
+    for (int64_t b = 0; b < body; b += LANES) backward_vec(p, W, a, Wn, an, Z, r, b, norms);
+    if (rest) backward_block(p, W, a, Wn, an, Z, r, body, rest, tnorms);
+    double sums[4];
+    for (int c = 0; c < 4; ++c) {
+        sums[c] = lanes_sum((const double *)&norms[c]);
+        for (int64_t l = 0; l < rest; ++l) sums[c] += tnorms[c][l];
+    }
+    const double mse = sq / (double)n, pns = sums[0] + sums[1];
     out4[0] = mse;
     out4[1] = mse + p->lam * pns;
-    out4[2] = gwsq + gasq;
+    out4[2] = sums[2] + sums[3];
     out4[3] = pns;
 }
 
@@ -245,15 +363,18 @@ static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
 static void point(const Problem *p, const double *W, const double *a, const double *Z,
                   int64_t jacobi_k, uint64_t *codes, double *g, double *stats) {
     const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
+    /* branch-free codes, row by row (signs of Z are random: branches mispredict) */
+    double *w2 = g; /* m entries of scratch before g holds the Gram matrix */
+    for (int64_t j = 0; j < m; ++j) w2[j] = W[j] * W[j];
+    for (int64_t i = 1; i < d; ++i)
+        for (int64_t j = 0; j < m; ++j) w2[j] += W[i * m + j] * W[i * m + j];
+    for (int64_t j = 0; j < m; ++j) codes[j] = (uint64_t)(a[j] < 0.0) << n;
+    for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < m; ++j) codes[j] |= (uint64_t)(Z[k * m + j] > 0.0) << k;
     int64_t count = 0;
     for (int64_t j = 0; j < m; ++j) {
-        double w2 = 0.0;
-        for (int64_t i = 0; i < d; ++i) w2 += W[i * m + j] * W[i * m + j];
-        if (!(a[j] * a[j] * w2 > p->threshold)) continue;
-        uint64_t code = a[j] < 0.0 ? (uint64_t)1 << n : 0;
-        for (int64_t k = 0; k < n; ++k)
-            if (Z[k * m + j] > 0.0) code |= (uint64_t)1 << k;
-        codes[count++] = code;
+        codes[count] = codes[j];
+        count += a[j] * a[j] * w2[j] > p->threshold;
     }
     int64_t distinct = 0;
     if (n + 1 <= 12) { /* a table of all 2^(n+1) codes */
@@ -294,23 +415,24 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
     m = M_(m), n = N_(n), d = D_(d);
     const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
     const int64_t k = d < m ? d : m, kk = k * k;
-    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + kk + 1));
+    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + kk + m + 1));
     uint64_t *codes = malloc(sizeof(uint64_t) * (size_t)(m + 1));
     if (!work || !codes) { free(work); free(codes); return -1; }
-    double *Z = work, *gW = Z + n * m, *ga = gW + d * m, *G = ga + m, *g = G + m;
+    double *Z = work, *Wb = Z + n * m, *ab = Wb + d * m, *g = ab + m;
     for (int64_t r = r0; r < r1; ++r) {
         if (status[r] != 0) continue;
         double *Wr = W + r * d * m, *ar = a + r * m;
+        double *Wc = Wr, *ac = ar, *Wn = Wb, *an = ab; /* current and next weights */
         int64_t q = 0, e = start;
         while (q < K && rec_epochs[q] < start) ++q;
         for (; e < end; ++e) {
             double s[6];
-            evaluate(&p, Wr, ar, Z, G, gW, ga, s);
+            epoch_step(&p, Wc, ac, Wn, an, Z, s);
             const int finite = isfinite(s[1]) && isfinite(s[2]);
             const int dead = finite && s[2] >= tol && collapse && all_inactive(&p, Z);
             const int alive = finite && s[2] >= tol && !dead && e < max_epochs;
             const int record = q < K && rec_epochs[q] == e;
-            if (record || !alive) point(&p, Wr, ar, Z, jacobi_k, codes, g, s);
+            if (record || !alive) point(&p, Wc, ac, Z, jacobi_k, codes, g, s);
             if (record) {
                 for (int c = 0; c < 6; ++c) rec_stats[(r * K + q) * 6 + c] = s[c];
                 if (k > jacobi_k)
@@ -324,8 +446,13 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
                 status[r] = !finite ? 3 : (s[2] < tol ? 1 : (dead ? 4 : 2));
                 break;
             }
-            for (int64_t c = 0; c < d * m; ++c) Wr[c] = Wr[c] - lr * gW[c];
-            for (int64_t c = 0; c < m; ++c) ar[c] = ar[c] - lr * ga[c];
+            double *t = Wc; /* the step was taken into (Wn, an): swap */
+            Wc = Wn, Wn = t;
+            t = ac, ac = an, an = t;
+        }
+        if (Wc != Wr) {
+            memcpy(Wr, Wc, sizeof(double) * (size_t)(d * m));
+            memcpy(ar, ac, sizeof(double) * (size_t)m);
         }
         epoch[r] = e;
     }
