@@ -283,7 +283,7 @@ static int cmp_u64(const void *x, const void *y) {
 /* exp of the entropy of the normalised singular values of W, from its Gram matrix
  * g (d, d; destroyed; see small_gram) by cyclic Jacobi rotations; 0 for W = 0, NaN if
  * not finite. Used for small d only (O(d^3) per sweep); larger ones go to LAPACK. */
-static double effective_rank(double *g, int64_t d) {
+static inline double effective_rank(double *g, int64_t d) {
     double top = 0.0; /* the rank is scale-invariant: normalise by max |g| */
     for (int64_t c = 0; c < d * d; ++c) {
         if (!isfinite(g[c])) return NAN;
@@ -291,13 +291,24 @@ static double effective_rank(double *g, int64_t d) {
     }
     if (!(top > 0.0)) return 0.0;
     for (int64_t c = 0; c < d * d; ++c) g[c] /= top;
+    /* round-robin order: the two rotations of a pair of disjoint (p, q) are independent,
+     * so their divisions and square roots overlap in the pipeline */
+    const int64_t even = d + (d & 1);
+    int64_t order[even];
+    for (int64_t c = 0; c < even; ++c) order[c] = c;
     for (int sweep = 0; sweep < 64; ++sweep) {
         int rotated = 0;
-        for (int64_t p = 0; p < d; ++p)
-            for (int64_t q = p + 1; q < d; ++q) {
+        for (int64_t round = 0; round + 1 < even; ++round) {
+            for (int64_t h = 0; h < even / 2; ++h) {
+                int64_t p = order[h], q = order[even - 1 - h];
+                if (p >= d || q >= d) continue;
+                if (p > q) {
+                    const int64_t swap = p;
+                    p = q, q = swap;
+                }
                 const double apq = g[p * d + q], app = g[p * d + p], aqq = g[q * d + q];
                 /* negligible against the diagonal: (relative accuracy, PSD input) */
-                if (fabs(apq) <= 1e-17 * sqrt(fabs(app * aqq)) || fabs(apq) < 1e-300) {
+                if (apq * apq <= 1e-34 * fabs(app * aqq) || fabs(apq) < 1e-300) {
                     g[p * d + q] = g[q * d + p] = 0.0;
                     continue;
                 }
@@ -306,17 +317,20 @@ static double effective_rank(double *g, int64_t d) {
                 const double t =
                     (theta >= 0.0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
                 const double c = 1.0 / sqrt(t * t + 1.0), sn = t * c;
-                for (int64_t k = 0; k < d; ++k) { /* columns p, q */
-                    const double gkp = g[k * d + p], gkq = g[k * d + q];
-                    g[k * d + p] = c * gkp - sn * gkq;
-                    g[k * d + q] = sn * gkp + c * gkq;
-                }
-                for (int64_t k = 0; k < d; ++k) { /* rows p, q */
-                    const double gpk = g[p * d + k], gqk = g[q * d + k];
-                    g[p * d + k] = c * gpk - sn * gqk;
-                    g[q * d + k] = sn * gpk + c * gqk;
+                g[p * d + p] = app - t * apq;
+                g[q * d + q] = aqq + t * apq;
+                g[p * d + q] = g[q * d + p] = 0.0;
+                for (int64_t r = 0; r < d; ++r) { /* rows and columns p, q (symmetric) */
+                    if (r == p || r == q) continue;
+                    const double grp = g[r * d + p], grq = g[r * d + q];
+                    g[r * d + p] = g[p * d + r] = c * grp - sn * grq;
+                    g[r * d + q] = g[q * d + r] = sn * grp + c * grq;
                 }
             }
+            const int64_t last = order[even - 1];
+            for (int64_t c = even - 1; c > 1; --c) order[c] = order[c - 1];
+            order[1] = last;
+        }
         if (!rotated) break;
     }
     double total = 0.0;
@@ -389,7 +403,10 @@ static void point(const Problem *p, const double *W, const double *a, const doub
     stats[5] = (double)distinct;
     const int64_t k = d < m ? d : m;
     small_gram(W, m, d, g);
-    stats[4] = k <= jacobi_k ? effective_rank(g, k) : NAN;
+    if (k > jacobi_k)
+        stats[4] = NAN;
+    else /* d is a compile-time constant in the specialised builds */
+        stats[4] = k == d ? effective_rank(g, d) : effective_rank(g, k);
 }
 
 /*
