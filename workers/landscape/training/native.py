@@ -2,16 +2,21 @@
 
 The kernel takes one run at a time through a whole chunk of epochs: its weights
 (a few KiB) stay in L1 cache, every epoch is the closed-form forward/backward
-pass, the stopping rule is checked at every epoch (exact per-run stopping), and
+pass in two passes over blocks of eight neurons (GCC vector types; the gradient
+stays in registers and the step is written to a second buffer, swapped with the
+first), the stopping rule is checked at every epoch (exact per-run stopping), and
 at curve-point epochs it also returns the statistics of the point: mse, loss,
-grad_norm_sq, param_norm_sq, the effective rank (from the eigenvalues of the
-d×d Gram matrix ``W Wᵀ`` by cyclic Jacobi rotations, as in
-``training.curves.effective_rank``) and the number of distinct signed cones
-(cone codes sorted per point). With ``stop_on_collapse`` it also stops a run at
-the first epoch where every preactivation is <= 0 (``all_inactive``: a scan of Z
-that exits at the first positive entry, so a live run pays a few comparisons: a
-1024-run, 3000-epoch sweep at width 100, n = d = 4 took 2.94 s with and without
-it, best of 5).
+grad_norm_sq, param_norm_sq, the effective rank and the number of distinct
+signed cones (branch-free cone codes marked in a table, or sorted per point).
+The effective rank comes from the k×k Gram matrix of W, k = min(m, d) (``W Wᵀ``
+or ``Wᵀ W``, O(m d k)): for k <= ``JACOBI_K`` the kernel takes its eigenvalues
+itself by round-robin Jacobi rotations; above, it returns the Gram matrices and
+the host takes their eigenvalues with LAPACK, batched per chunk
+(``training.curves.effective_rank``). At k = 4, batched LAPACK costs about 2 us a
+matrix against about 0.4 us for the in-kernel Jacobi. With ``stop_on_collapse``
+it also stops a run at the first epoch where every preactivation is <= 0
+(``all_inactive``: a scan of Z that exits at the first positive entry, so a live
+run pays a few comparisons).
 
 The C source is compiled with the system C compiler at first use (about 0.3 s)
 into the kernel cache (training.native_cache: a private directory, owner-checked
@@ -23,14 +28,12 @@ cache is refused, ``load_library`` returns None and the sweep uses the torch pat
 
 One build serves a shape family: n and d are compile-time constants (for
 d <= SPECIALISE_D; one generic build otherwise) and the width m is a run-time
-argument. The results are bitwise those of a build for one width. Speed against
-the former per-width builds (n = d = 4, 256 runs, CPU time of paired runs, median
-ratio): 1.02x at m = 100, the width of bench/training.py (10 pairs; 0.92x without
--funroll-loops), 0.88x at m = 37 and 1.13x at m = 256 (5 pairs each).
+argument.
 
-Reductions over neurons are written with eight fixed accumulators, so the order
-of every sum is fixed: results are bitwise reproducible on one machine (resume),
-and equal the plain numpy loop to rounding (no -ffast-math).
+Reductions over neurons are written with eight fixed lanes (then the tail in
+order), so the order of every sum is fixed: results are bitwise reproducible on
+one machine (resume, chunking, threads), and equal the plain numpy loop to
+rounding (no -ffast-math; ISO C, so no contraction into FMA).
 """
 
 from __future__ import annotations
