@@ -13,8 +13,8 @@ best and median of each are shown.
     .venv/bin/python bench/training.py [--runs 256] [--epochs 2000] [--repeats 3]
 
 ``--curve-share`` instead times the cost of the curve points at d = 200 (teacher
-data, n = 100; widths 20 and 400, so k = min(m, d) = 20 and 200): the same sweep
-with the default curve schedule (log_growth 1.01) and with curve points only at
+data, n = 50, so the native kernel; widths 20 and 400, so k = min(m, d) = 20 and
+200): the same sweep with the default curve schedule (log_growth 1.01) and with curve points only at
 epochs 0, 1 and the end, alternating, on the service's engine; the difference is
 the curve points' share of the sweep.
 
@@ -81,6 +81,11 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument(
+        "--paths",
+        default="engine,engine compile,engine eager",
+        help="comma-separated engine paths to time against numpy (default: all three)",
+    )
+    parser.add_argument(
         "--curve-share", action="store_true", help="time the curve points at d = 200"
     )
     return parser.parse_args()
@@ -93,14 +98,17 @@ def engine_against_numpy(args: argparse.Namespace) -> None:
     print(f"{args.runs} runs, width {WIDTH}, n = d = {D}, {args.epochs} epochs, float64 GD")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name, native in (("native kernel", True), ("torch.compile", False)):
+        if not native and "engine compile" not in args.paths.split(","):
+            continue
         t = time.perf_counter()
         time_engine(X, y, runs[:8], 1000, compiled=True, native=native)
         print(f"first {name} call (build + 8 runs x 1000 epochs): {time.perf_counter() - t:.1f} s")
-    paths = {
+    every = {
         "engine": dict(compiled=True),
         "engine compile": dict(compiled=True, native=False),
         "engine eager": dict(compiled=False),
     }
+    paths = {name: every[name] for name in args.paths.split(",")}
     rates: dict[str, list[float]] = {"numpy": [], **{name: [] for name in paths}}
     for _ in range(args.repeats):
         rates["numpy"].append(time_numpy(X, y, runs[: args.numpy_runs], args.epochs))
@@ -118,7 +126,7 @@ def engine_against_numpy(args: argparse.Namespace) -> None:
 
 def curve_share(args: argparse.Namespace) -> None:
     """Share of the curve points in a d = 200 sweep: default schedule against (almost) none."""
-    n, d, lr, lam = 100, 200, 1e-4, 1e-4
+    n, d, lr, lam = 50, 200, 1e-4, 1e-4
     X, y = teacher(n, d, 5, 0)
     print(f"d = {d}, n = {n} teacher data, float64 GD on the service's engine")
     print(f"{'width':>6}{'runs':>6}{'epochs':>8}{'points/run':>12}{'with points s':>15}"
