@@ -360,17 +360,22 @@ static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
             }
         return;
     }
-    for (int64_t c = 0; c < m * m; ++c) g[c] = 0.0;
-    for (int64_t i = 0; i < d; ++i) { /* rank-one updates, lower triangle */
-        const double *w = W + i * m;
-        for (int64_t j1 = 0; j1 < m; ++j1) {
-            const double u = w[j1];
-            double *row = g + j1 * m;
-            for (int64_t j2 = 0; j2 <= j1; ++j2) row[j2] += u * w[j2];
+    /* m < d: the blocks of LANES columns of row j1 that reach the diagonal, summed
+     * over i in order, then mirrored */
+    for (int64_t j1 = 0; j1 < m; ++j1) {
+        double *row = g + j1 * m;
+        for (int64_t b = 0; b <= j1; b += LANES) {
+            const int64_t L = m - b < LANES ? m - b : LANES;
+            double acc[LANES] = {0};
+            for (int64_t i = 0; i < d; ++i) {
+                const double u = W[i * m + j1], *w = W + i * m + b;
+                for (int64_t l = 0; l < L; ++l) acc[l] += u * w[l];
+            }
+            for (int64_t l = 0; l < L; ++l) row[b + l] = acc[l];
         }
     }
     for (int64_t j1 = 0; j1 < m; ++j1)
-        for (int64_t j2 = 0; j2 < j1; ++j2) g[j2 * m + j1] = g[j1 * m + j2];
+        for (int64_t j2 = j1 + 1; j2 < m; ++j2) g[j1 * m + j2] = g[j2 * m + j1];
 }
 
 /* Curve statistics at (W, a) after evaluate: the number of distinct signed cones
