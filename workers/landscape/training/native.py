@@ -107,68 +107,6 @@ typedef struct {
     int64_t max_epochs;
 } Problem;
 
-/* Forward pass over neurons j0 .. j0 + L - 1 (L <= LANES): Z (n, m) and, per point k,
- * acc[k][l] += a_j relu(z_kj) for lane l = j - j0. Each z_kj sums over i in order. */
-static inline void forward_block(const Problem *restrict p, const double *restrict W,
-                                 const double *restrict a, double *restrict Z, int64_t j0,
-                                 int64_t L, double (*restrict acc)[LANES]) {
-    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
-    for (int64_t k = 0; k < n; ++k) {
-        const double *x = p->X + k * d;
-        double z[LANES];
-        for (int64_t l = 0; l < L; ++l) z[l] = x[0] * W[j0 + l];
-        for (int64_t i = 1; i < d; ++i)
-            for (int64_t l = 0; l < L; ++l) z[l] += x[i] * W[i * m + j0 + l];
-        for (int64_t l = 0; l < L; ++l) {
-            Z[k * m + j0 + l] = z[l];
-            acc[k][l] += a[j0 + l] * (z[l] > 0.0 ? z[l] : 0.0);
-        }
-    }
-}
-
-/* Backward pass and GD step over neurons j0 .. j0 + L - 1, with r_k = (2/n) residual_k:
- * the gradient (ga_j = 2 lam a_j + sum_k relu(z_kj) r_k, gW_ij = 2 lam W_ij + sum_k
- * 1[z_kj > 0] a_j r_k x_ki, each summed in that order) is never stored: the step goes
- * to (Wn, an) and the squares of W, a, gW, ga to the lanes of norms[0..3]. */
-static inline void backward_block(const Problem *restrict p, const double *restrict W,
-                                  const double *restrict a, double *restrict Wn,
-                                  double *restrict an, const double *restrict Z,
-                                  const double *restrict r, int64_t j0, int64_t L,
-                                  double (*restrict norms)[LANES]) {
-    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
-    const double twolam = 2.0 * p->lam, lr = p->lr;
-    double G[n > 0 ? n : 1][LANES], ga[LANES];
-    for (int64_t l = 0; l < L; ++l) ga[l] = twolam * a[j0 + l];
-    for (int64_t k = 0; k < n; ++k)
-        for (int64_t l = 0; l < L; ++l) {
-            const double z = Z[k * m + j0 + l];
-            ga[l] += (z > 0.0 ? z : 0.0) * r[k];
-            G[k][l] = z > 0.0 ? a[j0 + l] * r[k] : 0.0;
-        }
-    for (int64_t l = 0; l < L; ++l) {
-        const double aj = a[j0 + l];
-        an[j0 + l] = aj - lr * ga[l];
-        norms[1][l] += aj * aj;
-        norms[3][l] += ga[l] * ga[l];
-    }
-    for (int64_t i = 0; i < d; ++i) {
-        const double *w = W + i * m + j0;
-        double gw[LANES];
-        for (int64_t l = 0; l < L; ++l) gw[l] = twolam * w[l];
-        for (int64_t k = 0; k < n; ++k) {
-            const double x = p->X[k * d + i];
-            for (int64_t l = 0; l < L; ++l) gw[l] += G[k][l] * x;
-        }
-        for (int64_t l = 0; l < L; ++l) {
-            Wn[i * m + j0 + l] = w[l] - lr * gw[l];
-            norms[0][l] += w[l] * w[l];
-            norms[2][l] += gw[l] * gw[l];
-        }
-    }
-}
-
-/* The same two blocks for a full block of LANES neurons, on GCC vector types (the
- * lanes do exactly the scalar operations above; no contraction into FMA in ISO C). */
 typedef double vd __attribute__((vector_size(LANES * sizeof(double))));
 typedef int64_t vl __attribute__((vector_size(LANES * sizeof(int64_t))));
 
@@ -183,10 +121,13 @@ static inline void vstore(double *dst, vd v) { memcpy(dst, &v, sizeof v); }
 /* v where mask, else +0.0 */
 static inline vd vkeep(vl mask, vd v) { return (vd)(mask & (vl)v); }
 
+/* Forward pass over the LANES neurons j0 .. j0 + LANES - 1 of weights stored with row
+ * stride m: Z (n, m) and, per point k, acc[k] += a_j relu(z_kj) lane-wise; each z_kj
+ * sums over i in order (GCC vector types; no contraction into FMA in ISO C). */
 static inline void forward_vec(const Problem *restrict p, const double *restrict W,
                                const double *restrict a, double *restrict Z, int64_t j0,
-                               vd *restrict acc) {
-    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
+                               int64_t m, vd *restrict acc) {
+    const int64_t n = N_(p->n), d = D_(p->d);
     const vd av = vload(a + j0), zero = {0};
     for (int64_t k = 0; k < n; ++k) {
         const double *x = p->X + k * d;
@@ -197,11 +138,16 @@ static inline void forward_vec(const Problem *restrict p, const double *restrict
     }
 }
 
+/* Backward pass and GD step over the same block, with r_k = (2/n) residual_k: the
+ * gradient (ga_j = 2 lam a_j + sum_k relu(z_kj) r_k, gW_ij = 2 lam W_ij + sum_k
+ * 1[z_kj > 0] a_j r_k x_ki, each summed in that order) stays in registers: the step
+ * goes to (Wn, an) and the squares of W, a, gW, ga to the lanes of norms[0..3]. */
 static inline void backward_vec(const Problem *restrict p, const double *restrict W,
                                 const double *restrict a, double *restrict Wn,
                                 double *restrict an, const double *restrict Z,
-                                const double *restrict r, int64_t j0, vd *restrict norms) {
-    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
+                                const double *restrict r, int64_t j0, int64_t m,
+                                vd *restrict norms) {
+    const int64_t n = N_(p->n), d = D_(p->d);
     const double twolam = 2.0 * p->lam, lr = p->lr;
     const vd av = vload(a + j0), zero = {0};
     vd G[n > 0 ? n : 1], ga = twolam * av;
@@ -235,28 +181,42 @@ static double lanes_sum(const double *acc) {
  * of their block, then the tail in order: a fixed order. */
 static void epoch_step(const Problem *p, const double *W, const double *a, double *Wn,
                        double *an, double *Z, double *out4) {
-    const int64_t m = M_(p->m), n = N_(p->n);
+    const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
     const int64_t body = m - m % LANES, rest = m - body;
-    vd acc[n > 0 ? n : 1];
-    double tail[n > 0 ? n : 1][LANES];
-    for (int64_t k = 0; k < n; ++k) {
-        acc[k] = (vd){0};
-        for (int l = 0; l < LANES; ++l) tail[k][l] = 0.0;
+    const int64_t n1 = n > 0 ? n : 1;
+    /* the last rest < LANES neurons go through the same vector code, zero-padded to a
+     * block (Wt, at, Zt, Wnt, ant); their sums are kept apart (tacc, tnorms) and added
+     * after the lanes, in order */
+    vd acc[n1], tacc[n1];
+    double Wt[rest ? d * LANES : 1], at[LANES], Zt[rest ? n1 * LANES : 1];
+    for (int64_t k = 0; k < n; ++k) acc[k] = tacc[k] = (vd){0};
+    for (int64_t b = 0; b < body; b += LANES) forward_vec(p, W, a, Z, b, m, acc);
+    if (rest) {
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t l = 0; l < LANES; ++l)
+                Wt[i * LANES + l] = l < rest ? W[i * m + body + l] : 0.0;
+        for (int64_t l = 0; l < LANES; ++l) at[l] = l < rest ? a[body + l] : 0.0;
+        forward_vec(p, Wt, at, Zt, 0, LANES, tacc);
+        for (int64_t k = 0; k < n; ++k)
+            for (int64_t l = 0; l < rest; ++l) Z[k * m + body + l] = Zt[k * LANES + l];
     }
-    for (int64_t b = 0; b < body; b += LANES) forward_vec(p, W, a, Z, b, acc);
-    if (rest) forward_block(p, W, a, Z, body, rest, tail);
-    double r[n > 0 ? n : 1], sq = 0.0;
+    double r[n1], sq = 0.0;
     for (int64_t k = 0; k < n; ++k) {
         double f = lanes_sum((const double *)&acc[k]);
-        for (int64_t l = 0; l < rest; ++l) f += tail[k][l];
+        for (int64_t l = 0; l < rest; ++l) f += tacc[k][l];
         const double res = f - p->y[k];
         sq += res * res;
         r[k] = (2.0 / (double)n) * res;
     }
-    vd norms[4] = {{0}, {0}, {0}, {0}};
-    double tnorms[4][LANES] = {{0}};
-    for (int64_t b = 0; b < body; b += LANES) backward_vec(p, W, a, Wn, an, Z, r, b, norms);
-    if (rest) backward_block(p, W, a, Wn, an, Z, r, body, rest, tnorms);
+    vd norms[4] = {{0}, {0}, {0}, {0}}, tnorms[4] = {{0}, {0}, {0}, {0}};
+    for (int64_t b = 0; b < body; b += LANES) backward_vec(p, W, a, Wn, an, Z, r, b, m, norms);
+    if (rest) {
+        double Wnt[d * LANES], ant[LANES];
+        backward_vec(p, Wt, at, Wnt, ant, Zt, r, 0, LANES, tnorms);
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t l = 0; l < rest; ++l) Wn[i * m + body + l] = Wnt[i * LANES + l];
+        for (int64_t l = 0; l < rest; ++l) an[body + l] = ant[l];
+    }
     double sums[4];
     for (int c = 0; c < 4; ++c) {
         sums[c] = lanes_sum((const double *)&norms[c]);
