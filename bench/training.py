@@ -11,6 +11,14 @@ the ratios. Repeats alternate between the paths (the machine is shared) and the
 best and median of each are shown.
 
     .venv/bin/python bench/training.py [--runs 256] [--epochs 2000] [--repeats 3]
+
+``--curve-share`` instead times the cost of the curve points at d = 200 (teacher
+data, n = 50, so the native kernel; widths 20 and 400, so k = min(m, d) = 20 and
+200): the same sweep with the default curve schedule (log_growth 1.01) and with curve points only at
+epochs 0, 1 and the end, alternating, on the service's engine; the difference is
+the curve points' share of the sweep.
+
+    .venv/bin/python bench/training.py --curve-share [--repeats 3]
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from workers.landscape.geometry.datasets import theorem2
+from workers.landscape.geometry.datasets import teacher, theorem2
 from workers.landscape.training import RunSpec, init_network, train_sweep
 
 WIDTH, D, LAM, LR, ALPHA = 100, 4, 1e-4, 0.05, 1e-3
@@ -63,7 +71,7 @@ def time_engine(X, y, runs, epochs, compiled, native=True):
     return rate
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=2000)
@@ -72,22 +80,35 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    parser.add_argument(
+        "--paths",
+        default="engine,engine compile,engine eager",
+        help="comma-separated engine paths to time against numpy (default: all three)",
+    )
+    parser.add_argument(
+        "--curve-share", action="store_true", help="time the curve points at d = 200"
+    )
+    return parser.parse_args()
+
+
+def engine_against_numpy(args: argparse.Namespace) -> None:
+    """The 256-run sweep on each engine path against the numpy loop, with the ratios."""
     X, y = theorem2(4, 1e-3, 0)
     runs = [RunSpec(WIDTH, ALPHA, seed) for seed in range(args.runs)]
     print(f"{args.runs} runs, width {WIDTH}, n = d = {D}, {args.epochs} epochs, float64 GD")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name, native in (("native kernel", True), ("torch.compile", False)):
+        if not native and "engine compile" not in args.paths.split(","):
+            continue
         t = time.perf_counter()
         time_engine(X, y, runs[:8], 1000, compiled=True, native=native)
         print(f"first {name} call (build + 8 runs x 1000 epochs): {time.perf_counter() - t:.1f} s")
-    paths = {
+    every = {
         "engine": dict(compiled=True),
         "engine compile": dict(compiled=True, native=False),
         "engine eager": dict(compiled=False),
     }
+    paths = {name: every[name] for name in args.paths.split(",")}
     rates: dict[str, list[float]] = {"numpy": [], **{name: [] for name in paths}}
     for _ in range(args.repeats):
         rates["numpy"].append(time_numpy(X, y, runs[: args.numpy_runs], args.epochs))
@@ -101,6 +122,41 @@ def main() -> None:
         best = max(rates[name]) / base_best
         median = statistics.median(rates[name]) / base_median
         print(f"ratio {name} / numpy: best {best:.1f}x, median {median:.1f}x")
+
+
+def curve_share(args: argparse.Namespace) -> None:
+    """Share of the curve points in a d = 200 sweep: default schedule against (almost) none."""
+    n, d, lr, lam = 50, 200, 1e-4, 1e-4
+    X, y = teacher(n, d, 5, 0)
+    print(f"d = {d}, n = {n} teacher data, float64 GD on the service's engine")
+    print(f"{'width':>6}{'runs':>6}{'epochs':>8}{'points/run':>12}{'with points s':>15}"
+          f"{'sparse s':>10}{'share':>8}")  # fmt: skip
+    for width, runs, epochs in ((20, 16, 2000), (400, 2, 1000)):
+        specs = [RunSpec(width, ALPHA, seed) for seed in range(runs)]
+        times: dict[float, list[float]] = {1.01: [], 1e9: []}
+        points = 0
+        for _ in range(args.repeats):
+            for growth in times:
+                t = time.perf_counter()
+                out = train_sweep(
+                    X, y, lam, specs, lr=lr, max_epochs=epochs, optimum=0.0, log_growth=growth
+                )
+                times[growth].append(time.perf_counter() - t)
+                if growth == 1.01:
+                    points = len(out[0].curve["epoch"])
+        full, sparse = min(times[1.01]), min(times[1e9])
+        print(f"{width:>6}{runs:>6}{epochs:>8}{points:>12}{full:>15.3f}{sparse:>10.3f}"
+              f"{(full - sparse) / full:>8.1%}")  # fmt: skip
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.curve_share:
+        curve_share(args)
+    else:
+        engine_against_numpy(args)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ STAT_COLUMNS = ("mse", "reg_loss", "grad_norm_sq", "param_norm_sq", "effective_r
 
 _BITS_PER_WORD = 52
 _TABLE_BITS = 10
+# Largest k = min(d, m) whose Gram matrix is a broadcast reduction (see gram).
+_BROADCAST_GRAM = 8
 
 
 def next_record_epoch(previous: int, log_growth: float) -> int:
@@ -42,24 +44,31 @@ def next_record_epoch(previous: int, log_growth: float) -> int:
 
 
 def gram(W: Tensor) -> Tensor:
-    """(R, d, d) Gram matrices ``W Wᵀ`` of the (R, d, m) transposed inner weights.
+    """(R, k, k) Gram matrices of the (R, d, m) transposed inner weights, k = min(d, m):
+    ``W Wᵀ`` when d <= m, else ``Wᵀ W`` (the same non-zero eigenvalues), O(m d k) each.
 
-    Written as a broadcast reduction rather than a bmm so that it fuses into the
-    compiled kernels (a bmm is an external call with its own threading).
+    For k <= 8 it is written as a broadcast reduction rather than a bmm so that it
+    fuses into the compiled kernels (a bmm is an external call with its own
+    threading); larger ones use bmm, which needs no (R, d, k, k) intermediate.
     """
-    return (W.unsqueeze(1) * W.unsqueeze(2)).sum(3)
+    d, m = W.shape[-2:]
+    if min(d, m) > _BROADCAST_GRAM:
+        return W @ W.transpose(-1, -2) if d <= m else W.transpose(-1, -2) @ W
+    if d <= m:
+        return (W.unsqueeze(1) * W.unsqueeze(2)).sum(3)
+    return (W.unsqueeze(2) * W.unsqueeze(3)).sum(1)
 
 
 def effective_rank(grams: Tensor) -> Tensor:
     """exp of the entropy of the normalised singular values of each run's W.
 
-    The singular values are the square roots of the eigenvalues of the d×d Gram
-    matrix ``W Wᵀ`` (cheap for d << m; singular values below ~1e-8 of the
-    largest are lost, which changes the entropy by less than ~1e-7). A zero W has
-    effective rank 0, a non-finite W gives NaN.
+    The singular values are the square roots of the eigenvalues of the k×k Gram
+    matrix (see ``gram``; LAPACK's symmetric eigensolver, batched; singular values
+    below ~1e-8 of the largest are lost, which changes the entropy by less than
+    ~1e-7). A zero W has effective rank 0, a non-finite W gives NaN.
 
     Args:
-        grams: (..., d, d) Gram matrices (see ``gram``).
+        grams: (..., k, k) Gram matrices (see ``gram``).
 
     Returns:
         (...,) float64.

@@ -2,16 +2,21 @@
 
 The kernel takes one run at a time through a whole chunk of epochs: its weights
 (a few KiB) stay in L1 cache, every epoch is the closed-form forward/backward
-pass, the stopping rule is checked at every epoch (exact per-run stopping), and
+pass in two passes over blocks of eight neurons (GCC vector types; the gradient
+stays in registers and the step is written to a second buffer, swapped with the
+first), the stopping rule is checked at every epoch (exact per-run stopping), and
 at curve-point epochs it also returns the statistics of the point: mse, loss,
-grad_norm_sq, param_norm_sq, the effective rank (from the eigenvalues of the
-d×d Gram matrix ``W Wᵀ`` by cyclic Jacobi rotations, as in
-``training.curves.effective_rank``) and the number of distinct signed cones
-(cone codes sorted per point). With ``stop_on_collapse`` it also stops a run at
-the first epoch where every preactivation is <= 0 (``all_inactive``: a scan of Z
-that exits at the first positive entry, so a live run pays a few comparisons: a
-1024-run, 3000-epoch sweep at width 100, n = d = 4 took 2.94 s with and without
-it, best of 5).
+grad_norm_sq, param_norm_sq, the effective rank and the number of distinct
+signed cones (branch-free cone codes marked in a table, or sorted per point).
+The effective rank comes from the k×k Gram matrix of W, k = min(m, d) (``W Wᵀ``
+or ``Wᵀ W``, O(m d k)): for k <= ``JACOBI_K`` the kernel takes its eigenvalues
+itself by round-robin Jacobi rotations; above, it returns the Gram matrices and
+the host takes their eigenvalues with LAPACK, batched per chunk
+(``training.curves.effective_rank``). At k = 4, batched LAPACK costs about 2 us a
+matrix against about 0.4 us for the in-kernel Jacobi. With ``stop_on_collapse``
+it also stops a run at the first epoch where every preactivation is <= 0
+(``all_inactive``: a scan of Z that exits at the first positive entry, so a live
+run pays a few comparisons).
 
 The C source is compiled with the system C compiler at first use (about 0.3 s)
 into the kernel cache (training.native_cache: a private directory, owner-checked
@@ -23,14 +28,12 @@ cache is refused, ``load_library`` returns None and the sweep uses the torch pat
 
 One build serves a shape family: n and d are compile-time constants (for
 d <= SPECIALISE_D; one generic build otherwise) and the width m is a run-time
-argument. The results are bitwise those of a build for one width. Speed against
-the former per-width builds (n = d = 4, 256 runs, CPU time of paired runs, median
-ratio): 1.02x at m = 100, the width of bench/training.py (10 pairs; 0.92x without
--funroll-loops), 0.88x at m = 37 and 1.13x at m = 256 (5 pairs each).
+argument.
 
-Reductions over neurons are written with eight fixed accumulators, so the order
-of every sum is fixed: results are bitwise reproducible on one machine (resume),
-and equal the plain numpy loop to rounding (no -ffast-math).
+Reductions over neurons are written with eight fixed lanes (then the tail in
+order), so the order of every sum is fixed: results are bitwise reproducible on
+one machine (resume, chunking, threads), and equal the plain numpy loop to
+rounding (no -ffast-math; ISO C, so no contraction into FMA).
 """
 
 from __future__ import annotations
@@ -44,7 +47,11 @@ import numpy as np
 import torch
 
 from workers.landscape.training import native_cache as kernel_cache
-from workers.landscape.training.curves import NEURON_THRESHOLD, next_record_epoch
+from workers.landscape.training.curves import (
+    NEURON_THRESHOLD,
+    effective_rank,
+    next_record_epoch,
+)
 from workers.landscape.training.driver import CHUNK, SweepConfig
 from workers.landscape.training.native_cache import compiler_command, set_cache_dir
 from workers.landscape.training.state import RUNNING, SweepState
@@ -55,11 +62,16 @@ __all__ = ["MAX_N", "NativeSweep", "load_library", "set_cache_dir", "shape_famil
 MAX_N = 63
 # Bytes of curve-point buffers per chunk; a chunk ends early to stay under it.
 _RECORD_BYTES = 64 << 20
+# Largest k = min(m, d) whose effective rank the kernel computes itself (Jacobi on the
+# k x k Gram matrix); above it the kernel returns the Gram matrices and the host takes
+# their eigenvalues with LAPACK (training.curves.effective_rank), batched per chunk.
+JACOBI_K = 8
 
 _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* n and d fixed at compile time when SHAPE_N/D are defined (unrolled loops); the
  * width m is always a run-time value, so one build serves every width. */
@@ -95,48 +107,125 @@ typedef struct {
     int64_t max_epochs;
 } Problem;
 
-/* Loss, gradient and norms at (W, a); W is (d, m), Z (n, m), gW (d, m), ga (m). */
-static void evaluate(const Problem *p, const double *W, const double *a, double *Z,
-                     double *G, double *gW, double *ga, double *out4) {
+typedef double vd __attribute__((vector_size(LANES * sizeof(double))));
+typedef int64_t vl __attribute__((vector_size(LANES * sizeof(int64_t))));
+
+static inline vd vload(const double *src) {
+    vd v;
+    memcpy(&v, src, sizeof v);
+    return v;
+}
+
+static inline void vstore(double *dst, vd v) { memcpy(dst, &v, sizeof v); }
+
+/* v where mask, else +0.0 */
+static inline vd vkeep(vl mask, vd v) { return (vd)(mask & (vl)v); }
+
+/* Forward pass over the LANES neurons j0 .. j0 + LANES - 1 of weights stored with row
+ * stride m: Z (n, m) and, per point k, acc[k] += a_j relu(z_kj) lane-wise; each z_kj
+ * sums over i in order (GCC vector types; no contraction into FMA in ISO C). */
+static inline void forward_vec(const Problem *restrict p, const double *restrict W,
+                               const double *restrict a, double *restrict Z, int64_t j0,
+                               int64_t m, vd *restrict acc) {
+    const int64_t n = N_(p->n), d = D_(p->d);
+    const vd av = vload(a + j0), zero = {0};
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = p->X + k * d;
+        vd z = x[0] * vload(W + j0);
+        for (int64_t i = 1; i < d; ++i) z += x[i] * vload(W + i * m + j0);
+        vstore(Z + k * m + j0, z);
+        acc[k] += av * vkeep(z > zero, z);
+    }
+}
+
+/* Backward pass and GD step over the same block, with r_k = (2/n) residual_k: the
+ * gradient (ga_j = 2 lam a_j + sum_k relu(z_kj) r_k, gW_ij = 2 lam W_ij + sum_k
+ * 1[z_kj > 0] a_j r_k x_ki, each summed in that order) stays in registers: the step
+ * goes to (Wn, an) and the squares of W, a, gW, ga to the lanes of norms[0..3]. */
+static inline void backward_vec(const Problem *restrict p, const double *restrict W,
+                                const double *restrict a, double *restrict Wn,
+                                double *restrict an, const double *restrict Z,
+                                const double *restrict r, int64_t j0, int64_t m,
+                                vd *restrict norms) {
+    const int64_t n = N_(p->n), d = D_(p->d);
+    const double twolam = 2.0 * p->lam, lr = p->lr;
+    const vd av = vload(a + j0), zero = {0};
+    vd G[n > 0 ? n : 1], ga = twolam * av;
+    for (int64_t k = 0; k < n; ++k) {
+        const vd z = vload(Z + k * m + j0);
+        const vl on = z > zero;
+        ga += vkeep(on, z) * r[k];
+        G[k] = vkeep(on, av * r[k]);
+    }
+    vstore(an + j0, av - lr * ga);
+    norms[1] += av * av;
+    norms[3] += ga * ga;
+    for (int64_t i = 0; i < d; ++i) {
+        const vd w = vload(W + i * m + j0);
+        vd gw = twolam * w;
+        for (int64_t k = 0; k < n; ++k) gw += G[k] * p->X[k * d + i];
+        vstore(Wn + i * m + j0, w - lr * gw);
+        norms[0] += w * w;
+        norms[2] += gw * gw;
+    }
+}
+
+static double lanes_sum(const double *acc) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* One epoch at (W, a), W (d, m): the statistics (mse, loss, grad_norm_sq,
+ * param_norm_sq) into out4, the preactivations into Z (n, m) and the GD step into
+ * (Wn, an), all in two passes over blocks of LANES neurons (the weights, Z and the
+ * step stay in L1; the gradient lives in registers). Sums over neurons use the lanes
+ * of their block, then the tail in order: a fixed order. */
+static void epoch_step(const Problem *p, const double *W, const double *a, double *Wn,
+                       double *an, double *Z, double *out4) {
     const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
-    const double twolam = 2.0 * p->lam;
-    double sq = 0.0;
-    for (int64_t j = 0; j < m; ++j) ga[j] = twolam * a[j];
-    for (int64_t i = 0; i < d; ++i)
-        for (int64_t j = 0; j < m; ++j) gW[i * m + j] = twolam * W[i * m + j];
-    double res[n > 0 ? n : 1];
-    for (int64_t k = 0; k < n; ++k) {
-        double *z = Z + k * m;
-        const double *x = p->X + k * d;
-        for (int64_t j = 0; j < m; ++j) z[j] = x[0] * W[j];
-        for (int64_t i = 1; i < d; ++i)
-            for (int64_t j = 0; j < m; ++j) z[j] += x[i] * W[i * m + j];
-        double f;
-        REDUCE(f, m, a[j] * (z[j] > 0.0 ? z[j] : 0.0));
-        res[k] = f - p->y[k];
-        sq += res[k] * res[k];
-    }
-    for (int64_t k = 0; k < n; ++k) {
-        const double *z = Z + k * m;
-        const double *x = p->X + k * d;
-        const double r = (2.0 / (double)n) * res[k];
-        for (int64_t j = 0; j < m; ++j) {
-            const double h = z[j] > 0.0 ? z[j] : 0.0;
-            ga[j] += h * r;
-            G[j] = z[j] > 0.0 ? a[j] * r : 0.0;
-        }
+    const int64_t body = m - m % LANES, rest = m - body;
+    const int64_t n1 = n > 0 ? n : 1;
+    /* the last rest < LANES neurons go through the same vector code, zero-padded to a
+     * block (Wt, at, Zt, Wnt, ant); their sums are kept apart (tacc, tnorms) and added
+     * after the lanes, in order */
+    vd acc[n1], tacc[n1];
+    double Wt[rest ? d * LANES : 1], at[LANES], Zt[rest ? n1 * LANES : 1];
+    for (int64_t k = 0; k < n; ++k) acc[k] = tacc[k] = (vd){0};
+    for (int64_t b = 0; b < body; b += LANES) forward_vec(p, W, a, Z, b, m, acc);
+    if (rest) {
         for (int64_t i = 0; i < d; ++i)
-            for (int64_t j = 0; j < m; ++j) gW[i * m + j] += G[j] * x[i];
+            for (int64_t l = 0; l < LANES; ++l)
+                Wt[i * LANES + l] = l < rest ? W[i * m + body + l] : 0.0;
+        for (int64_t l = 0; l < LANES; ++l) at[l] = l < rest ? a[body + l] : 0.0;
+        forward_vec(p, Wt, at, Zt, 0, LANES, tacc);
+        for (int64_t k = 0; k < n; ++k)
+            for (int64_t l = 0; l < rest; ++l) Z[k * m + body + l] = Zt[k * LANES + l];
     }
-    double wsq, asq, gwsq, gasq;
-    REDUCE(wsq, d * m, W[j] * W[j]);
-    REDUCE(asq, m, a[j] * a[j]);
-    REDUCE(gwsq, d * m, gW[j] * gW[j]);
-    REDUCE(gasq, m, ga[j] * ga[j]);
-    const double mse = sq / (double)n, pns = wsq + asq;
+    double r[n1], sq = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+        double f = lanes_sum((const double *)&acc[k]);
+        for (int64_t l = 0; l < rest; ++l) f += tacc[k][l];
+        const double res = f - p->y[k];
+        sq += res * res;
+        r[k] = (2.0 / (double)n) * res;
+    }
+    vd norms[4] = {{0}, {0}, {0}, {0}}, tnorms[4] = {{0}, {0}, {0}, {0}};
+    for (int64_t b = 0; b < body; b += LANES) backward_vec(p, W, a, Wn, an, Z, r, b, m, norms);
+    if (rest) {
+        double Wnt[d * LANES], ant[LANES];
+        backward_vec(p, Wt, at, Wnt, ant, Zt, r, 0, LANES, tnorms);
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t l = 0; l < rest; ++l) Wn[i * m + body + l] = Wnt[i * LANES + l];
+        for (int64_t l = 0; l < rest; ++l) an[body + l] = ant[l];
+    }
+    double sums[4];
+    for (int c = 0; c < 4; ++c) {
+        sums[c] = lanes_sum((const double *)&norms[c]);
+        for (int64_t l = 0; l < rest; ++l) sums[c] += tnorms[c][l];
+    }
+    const double mse = sq / (double)n, pns = sums[0] + sums[1];
     out4[0] = mse;
     out4[1] = mse + p->lam * pns;
-    out4[2] = gwsq + gasq;
+    out4[2] = sums[2] + sums[3];
     out4[3] = pns;
 }
 
@@ -154,9 +243,10 @@ static int cmp_u64(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* exp of the entropy of the normalised singular values of W, from the Gram matrix
- * g = W Wᵀ (d, d; destroyed) by cyclic Jacobi rotations; 0 for W = 0, NaN if not finite. */
-static double effective_rank(double *g, int64_t d) {
+/* exp of the entropy of the normalised singular values of W, from its Gram matrix
+ * g (d, d; destroyed; see small_gram) by cyclic Jacobi rotations; 0 for W = 0, NaN if
+ * not finite. Used for small d only (O(d^3) per sweep); larger ones go to LAPACK. */
+static inline double effective_rank(double *g, int64_t d) {
     double top = 0.0; /* the rank is scale-invariant: normalise by max |g| */
     for (int64_t c = 0; c < d * d; ++c) {
         if (!isfinite(g[c])) return NAN;
@@ -164,13 +254,24 @@ static double effective_rank(double *g, int64_t d) {
     }
     if (!(top > 0.0)) return 0.0;
     for (int64_t c = 0; c < d * d; ++c) g[c] /= top;
+    /* round-robin order: the two rotations of a pair of disjoint (p, q) are independent,
+     * so their divisions and square roots overlap in the pipeline */
+    const int64_t even = d + (d & 1);
+    int64_t order[even];
+    for (int64_t c = 0; c < even; ++c) order[c] = c;
     for (int sweep = 0; sweep < 64; ++sweep) {
         int rotated = 0;
-        for (int64_t p = 0; p < d; ++p)
-            for (int64_t q = p + 1; q < d; ++q) {
+        for (int64_t round = 0; round + 1 < even; ++round) {
+            for (int64_t h = 0; h < even / 2; ++h) {
+                int64_t p = order[h], q = order[even - 1 - h];
+                if (p >= d || q >= d) continue;
+                if (p > q) {
+                    const int64_t swap = p;
+                    p = q, q = swap;
+                }
                 const double apq = g[p * d + q], app = g[p * d + p], aqq = g[q * d + q];
                 /* negligible against the diagonal: (relative accuracy, PSD input) */
-                if (fabs(apq) <= 1e-17 * sqrt(fabs(app * aqq)) || fabs(apq) < 1e-300) {
+                if (apq * apq <= 1e-34 * fabs(app * aqq) || fabs(apq) < 1e-300) {
                     g[p * d + q] = g[q * d + p] = 0.0;
                     continue;
                 }
@@ -179,17 +280,20 @@ static double effective_rank(double *g, int64_t d) {
                 const double t =
                     (theta >= 0.0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
                 const double c = 1.0 / sqrt(t * t + 1.0), sn = t * c;
-                for (int64_t k = 0; k < d; ++k) { /* columns p, q */
-                    const double gkp = g[k * d + p], gkq = g[k * d + q];
-                    g[k * d + p] = c * gkp - sn * gkq;
-                    g[k * d + q] = sn * gkp + c * gkq;
-                }
-                for (int64_t k = 0; k < d; ++k) { /* rows p, q */
-                    const double gpk = g[p * d + k], gqk = g[q * d + k];
-                    g[p * d + k] = c * gpk - sn * gqk;
-                    g[q * d + k] = sn * gpk + c * gqk;
+                g[p * d + p] = app - t * apq;
+                g[q * d + q] = aqq + t * apq;
+                g[p * d + q] = g[q * d + p] = 0.0;
+                for (int64_t r = 0; r < d; ++r) { /* rows and columns p, q (symmetric) */
+                    if (r == p || r == q) continue;
+                    const double grp = g[r * d + p], grq = g[r * d + q];
+                    g[r * d + p] = g[p * d + r] = c * grp - sn * grq;
+                    g[r * d + q] = g[q * d + r] = sn * grp + c * grq;
                 }
             }
+            const int64_t last = order[even - 1];
+            for (int64_t c = even - 1; c > 1; --c) order[c] = order[c - 1];
+            order[1] = last;
+        }
         if (!rotated) break;
     }
     double total = 0.0;
@@ -203,20 +307,56 @@ static double effective_rank(double *g, int64_t d) {
     return exp(entropy);
 }
 
-/* Curve statistics at (W, a) after evaluate: effective rank into stats[4], the
- * number of distinct signed cones into stats[5]; codes (m) and g (d, d) are scratch. */
+/* The Gram matrix of W (d, m) in its smaller orientation, k = min(d, m), into g (k, k):
+ * W Wᵀ when d <= m, else Wᵀ W (the same non-zero eigenvalues); O(m d k). */
+static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
+    if (d <= m) {
+        for (int64_t i1 = 0; i1 < d; ++i1)
+            for (int64_t i2 = 0; i2 <= i1; ++i2) {
+                const double *u = W + i1 * m, *v = W + i2 * m;
+                double s;
+                REDUCE(s, m, u[j] * v[j]);
+                g[i1 * d + i2] = g[i2 * d + i1] = s;
+            }
+        return;
+    }
+    /* m < d: the blocks of LANES columns of row j1 that reach the diagonal, summed
+     * over i in order, then mirrored */
+    for (int64_t j1 = 0; j1 < m; ++j1) {
+        double *row = g + j1 * m;
+        for (int64_t b = 0; b <= j1; b += LANES) {
+            const int64_t L = m - b < LANES ? m - b : LANES;
+            double acc[LANES] = {0};
+            for (int64_t i = 0; i < d; ++i) {
+                const double u = W[i * m + j1], *w = W + i * m + b;
+                for (int64_t l = 0; l < L; ++l) acc[l] += u * w[l];
+            }
+            for (int64_t l = 0; l < L; ++l) row[b + l] = acc[l];
+        }
+    }
+    for (int64_t j1 = 0; j1 < m; ++j1)
+        for (int64_t j2 = j1 + 1; j2 < m; ++j2) g[j1 * m + j2] = g[j2 * m + j1];
+}
+
+/* Curve statistics at (W, a) after evaluate: the number of distinct signed cones
+ * into stats[5], the Gram matrix of W into g (k, k; see small_gram) and, when
+ * k <= jacobi_k, the effective rank into stats[4] (else NaN there: the host takes
+ * the eigenvalues of g with LAPACK). codes (m) is scratch. */
 static void point(const Problem *p, const double *W, const double *a, const double *Z,
-                  uint64_t *codes, double *g, double *stats) {
+                  int64_t jacobi_k, uint64_t *codes, double *g, double *stats) {
     const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
+    /* branch-free codes, row by row (signs of Z are random: branches mispredict) */
+    double *w2 = g; /* m entries of scratch before g holds the Gram matrix */
+    for (int64_t j = 0; j < m; ++j) w2[j] = W[j] * W[j];
+    for (int64_t i = 1; i < d; ++i)
+        for (int64_t j = 0; j < m; ++j) w2[j] += W[i * m + j] * W[i * m + j];
+    for (int64_t j = 0; j < m; ++j) codes[j] = (uint64_t)(a[j] < 0.0) << n;
+    for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < m; ++j) codes[j] |= (uint64_t)(Z[k * m + j] > 0.0) << k;
     int64_t count = 0;
     for (int64_t j = 0; j < m; ++j) {
-        double w2 = 0.0;
-        for (int64_t i = 0; i < d; ++i) w2 += W[i * m + j] * W[i * m + j];
-        if (!(a[j] * a[j] * w2 > p->threshold)) continue;
-        uint64_t code = a[j] < 0.0 ? (uint64_t)1 << n : 0;
-        for (int64_t k = 0; k < n; ++k)
-            if (Z[k * m + j] > 0.0) code |= (uint64_t)1 << k;
-        codes[count++] = code;
+        codes[count] = codes[j];
+        count += a[j] * a[j] * w2[j] > p->threshold;
     }
     int64_t distinct = 0;
     if (n + 1 <= 12) { /* a table of all 2^(n+1) codes */
@@ -229,14 +369,12 @@ static void point(const Problem *p, const double *W, const double *a, const doub
         for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
     }
     stats[5] = (double)distinct;
-    for (int64_t i1 = 0; i1 < d; ++i1)
-        for (int64_t i2 = 0; i2 <= i1; ++i2) {
-            const double *u = W + i1 * m, *v = W + i2 * m;
-            double s;
-            REDUCE(s, m, u[j] * v[j]);
-            g[i1 * d + i2] = g[i2 * d + i1] = s;
-        }
-    stats[4] = effective_rank(g, d);
+    const int64_t k = d < m ? d : m;
+    small_gram(W, m, d, g);
+    if (k > jacobi_k)
+        stats[4] = NAN;
+    else /* d is a compile-time constant in the specialised builds */
+        stats[4] = k == d ? effective_rank(g, d) : effective_rank(g, k);
 }
 
 /*
@@ -248,44 +386,58 @@ static void point(const Problem *p, const double *W, const double *a, const doub
  * max_epochs, with that precedence; otherwise update. epoch[r] ends at the stop
  * epoch or end.
  * W (R, d, m), a (R, m); statistics (mse, loss, grad_norm_sq, param_norm_sq,
- * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6).
+ * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6). When
+ * k = min(m, d) > jacobi_k, the effective rank is left NaN and the Gram matrices of
+ * the points go to rec_grams (R, K, k, k) and final_grams (R, k, k) instead.
  * Returns 0, or -1 if out of memory.
  */
 int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
              const double *y, double lam, double lr, double tol, double threshold,
              int64_t max_epochs, int64_t collapse, double *W, double *a, int64_t *epoch,
              int8_t *status, int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
-             double *rec_stats, double *final_stats) {
+             double *rec_stats, double *final_stats, int64_t jacobi_k, double *rec_grams,
+             double *final_grams) {
     m = M_(m), n = N_(n), d = D_(d);
     const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
-    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + d * d + 1));
+    const int64_t k = d < m ? d : m, kk = k * k;
+    double *work = malloc(sizeof(double) * (size_t)((n + 2 * d + 2) * m + kk + m + 1));
     uint64_t *codes = malloc(sizeof(uint64_t) * (size_t)(m + 1));
     if (!work || !codes) { free(work); free(codes); return -1; }
-    double *Z = work, *gW = Z + n * m, *ga = gW + d * m, *G = ga + m, *g = G + m;
+    double *Z = work, *Wb = Z + n * m, *ab = Wb + d * m, *g = ab + m;
     for (int64_t r = r0; r < r1; ++r) {
         if (status[r] != 0) continue;
         double *Wr = W + r * d * m, *ar = a + r * m;
+        double *Wc = Wr, *ac = ar, *Wn = Wb, *an = ab; /* current and next weights */
         int64_t q = 0, e = start;
         while (q < K && rec_epochs[q] < start) ++q;
         for (; e < end; ++e) {
             double s[6];
-            evaluate(&p, Wr, ar, Z, G, gW, ga, s);
+            epoch_step(&p, Wc, ac, Wn, an, Z, s);
             const int finite = isfinite(s[1]) && isfinite(s[2]);
             const int dead = finite && s[2] >= tol && collapse && all_inactive(&p, Z);
             const int alive = finite && s[2] >= tol && !dead && e < max_epochs;
             const int record = q < K && rec_epochs[q] == e;
-            if (record || !alive) point(&p, Wr, ar, Z, codes, g, s);
+            if (record || !alive) point(&p, Wc, ac, Z, jacobi_k, codes, g, s);
             if (record) {
                 for (int c = 0; c < 6; ++c) rec_stats[(r * K + q) * 6 + c] = s[c];
+                if (k > jacobi_k)
+                    for (int64_t c = 0; c < kk; ++c) rec_grams[(r * K + q) * kk + c] = g[c];
                 ++q;
             }
             if (!alive) {
                 for (int c = 0; c < 6; ++c) final_stats[r * 6 + c] = s[c];
+                if (k > jacobi_k)
+                    for (int64_t c = 0; c < kk; ++c) final_grams[r * kk + c] = g[c];
                 status[r] = !finite ? 3 : (s[2] < tol ? 1 : (dead ? 4 : 2));
                 break;
             }
-            for (int64_t c = 0; c < d * m; ++c) Wr[c] = Wr[c] - lr * gW[c];
-            for (int64_t c = 0; c < m; ++c) ar[c] = ar[c] - lr * ga[c];
+            double *t = Wc; /* the step was taken into (Wn, an): swap */
+            Wc = Wn, Wn = t;
+            t = ac, ac = an, an = t;
+        }
+        if (Wc != Wr) {
+            memcpy(Wr, Wc, sizeof(double) * (size_t)(d * m));
+            memcpy(ar, ac, sizeof(double) * (size_t)m);
         }
         epoch[r] = e;
     }
@@ -330,7 +482,7 @@ def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
         i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
         lib.gd_chunk.restype = ctypes.c_int
         lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] * 2 + [ptr] * 4
-        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr]
+        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr, i64, ptr, ptr]
         _libraries[family] = lib
         return lib
 
@@ -388,7 +540,9 @@ class NativeSweep:
         start = st.global_epoch
         end = min(start + CHUNK - start % CHUNK, cfg.max_epochs + 1)
         running = np.flatnonzero(self.status == RUNNING)
-        per_point = max(1, running.size) * 6 * 8
+        k = min(self.m, self.d)
+        kk = k * k if k > JACOBI_K else 0  # Gram entries handed back per point
+        per_point = max(1, running.size) * (6 + kk) * 8
         limit = max(1, _RECORD_BYTES // per_point)
         epochs: list[int] = []
         e = st.next_record
@@ -403,17 +557,25 @@ class NativeSweep:
         rec_epochs = np.array(epochs, dtype=np.int64)
         rec_stats = np.empty((R, max(K, 1), 6))
         final_stats = np.full((R, 6), np.nan)
-        self._run(start, end, rec_epochs, rec_stats, final_stats)
+        rec_grams = np.empty((R, max(K, 1), kk))  # pages untouched unless kk > 0
+        final_grams = np.empty((R, kk))
+        self._run(start, end, rec_epochs, rec_stats, final_stats, rec_grams, final_grams)
         st.global_epoch = end
         if K:
             # run r has point q when it was running and had not stopped before epoch q
             mask = rec_epochs[:, None] <= self.epoch[None, running]  # (K, running)
             rows, cols = np.nonzero(mask)
             ids = running[cols]
-            st.add_points(ids, rec_epochs[rows], rec_stats[ids, rows])
+            stats = rec_stats[ids, rows]
+            if kk:
+                stats[:, 4] = _effective_ranks(rec_grams[ids, rows], k)
+            st.add_points(ids, rec_epochs[rows], stats)
         stopped = running[self.status[running] != RUNNING]
         if stopped.size:
-            self._finalise(stopped, final_stats[stopped])
+            stats = final_stats[stopped]
+            if kk:
+                stats[:, 4] = _effective_ranks(final_grams[stopped], k)
+            self._finalise(stopped, stats)
 
     def _run(self, start: int, end: int, *buffers: np.ndarray) -> None:
         cfg = self.config
@@ -422,8 +584,8 @@ class NativeSweep:
             cfg.weight_decay, cfg.lr, cfg.grad_tol, NEURON_THRESHOLD**2,
             cfg.max_epochs, int(cfg.detects_collapse), self.W.ctypes.data, self.a.ctypes.data,
             self.epoch.ctypes.data, self.status.ctypes.data, start, end,
-            buffers[0].ctypes.data, buffers[0].size,
-            *(b.ctypes.data for b in buffers[1:]),
+            buffers[0].ctypes.data, buffers[0].size, buffers[1].ctypes.data,
+            buffers[2].ctypes.data, JACOBI_K, buffers[3].ctypes.data, buffers[4].ctypes.data,
         )  # fmt: skip
 
         def call(bounds: tuple[int, int]) -> int:
@@ -458,3 +620,8 @@ class NativeSweep:
             st.a[ids] = self.a[ids]
             st.epoch[ids] = self.epoch[ids]
         return st
+
+
+def _effective_ranks(grams: np.ndarray, k: int) -> np.ndarray:
+    """Effective ranks from flattened (P, k * k) Gram matrices: batched LAPACK eigvalsh."""
+    return effective_rank(torch.from_numpy(grams.reshape(-1, k, k))).numpy()
