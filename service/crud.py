@@ -336,11 +336,6 @@ def get_run(session: Session, *, experiment_id: str, run_id: str) -> Run | None:
     return run if run is not None and run.experiment_id == experiment_id else None
 
 
-def all_runs(session: Session, *, experiment_id: str) -> list[Run]:
-    query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.index)
-    return list(session.scalars(query))
-
-
 # --- census cones ----------------------------------------------------------------------
 
 

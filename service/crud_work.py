@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, true, update
 from sqlalchemy.orm import Session
 
 from service import fleet, notify
@@ -106,14 +106,8 @@ def heartbeat(
     return status not in TERMINAL
 
 
-def complete_item(
-    session: Session, *, item: Claimed, output: dict[str, Any]
-) -> tuple[bool, Experiment | None]:
-    """running -> done under the lease.
-
-    Returns whether this worker still held the item, and the experiment (locked
-    for update) when this was the last unfinished item of its stage.
-    """
+def complete_item(session: Session, *, item: Claimed, output: dict[str, Any]) -> bool:
+    """running -> done under the lease; whether this worker still held the item."""
     res = session.execute(
         update(WorkItem)
         .where(
@@ -127,21 +121,57 @@ def complete_item(
             finished_at=utcnow(),
         )
     )
-    if res.rowcount == 0:  # type: ignore[attr-defined]
-        return False, None
-    exp = session.get(Experiment, item.experiment_id, with_for_update=True, populate_existing=True)
-    if exp is None or exp.status in TERMINAL:
-        return True, None
-    remaining = session.scalar(
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def stage_left(session: Session, *, experiment_id: str, stage: int) -> int:
+    """Items of the stage that are not done (unlocked: a hint, unless the experiment is)."""
+    query = (
         select(func.count())
         .select_from(WorkItem)
         .where(
-            WorkItem.experiment_id == exp.id,
-            WorkItem.stage == item.stage,
+            WorkItem.experiment_id == experiment_id,
+            WorkItem.stage == stage,
             WorkItem.status != "done",
         )
     )
-    return True, (exp if remaining == 0 else None)
+    return int(session.scalar(query) or 0)
+
+
+def last_of_stage(session: Session, *, item: Claimed) -> Experiment | None:
+    """The experiment, locked for update, when the item (done in this transaction) was the
+    last unfinished item of its stage and the experiment is unfinished; else None."""
+    exp = session.get(Experiment, item.experiment_id, with_for_update=True, populate_existing=True)
+    if exp is None or exp.status in TERMINAL:
+        return None
+    left = stage_left(session, experiment_id=exp.id, stage=item.stage)
+    return exp if left == 0 else None
+
+
+def run_tallies(
+    session: Session, *, experiment_id: str, block: int, verdicts: Sequence[str]
+) -> dict[int, dict[str, int]]:
+    """Per block of `block` consecutive run indices (index // block): its runs, the runs of
+    each verdict, and the runs whose final has cone_global true; one GROUP BY in the
+    database, which reads no curve."""
+    number = (Run.index // block).label("block")
+    held = Run.final["cone_global"].as_boolean() == true()
+    columns = [
+        func.count().label("runs"),
+        *(func.sum(case((Run.verdict == v, 1), else_=0)) for v in verdicts),
+        func.sum(case((held, 1), else_=0)),
+    ]
+    query = (
+        select(number, *columns)
+        .where(Run.experiment_id == experiment_id)
+        .group_by(number)
+        .order_by(number)
+    )
+    names = ("runs", *verdicts, "cone_global")
+    return {
+        int(b): {k: int(v or 0) for k, v in zip(names, counts, strict=True)}
+        for b, *counts in session.execute(query)
+    }
 
 
 def stop_item(session: Session, *, item: Claimed) -> None:

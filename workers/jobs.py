@@ -451,10 +451,17 @@ def run(task: str, ctx: Context) -> Outcome:
 
 
 def finalize(
-    kind: str, spec: dict[str, Any], outputs: dict[int, list[dict[str, Any]]], runs: Sequence[Run]
+    kind: str,
+    spec: dict[str, Any],
+    outputs: dict[int, list[dict[str, Any]]],
+    runs: Sequence[Run],
+    tallies: dict[int, dict[str, int]] | None = None,
 ) -> Outcome:
-    """The experiment's result from its items' outputs (fan-in), with final run updates."""
-    result = _result(kind, spec, outputs, runs)
+    """The experiment's result from its items' outputs (fan-in), with final run updates.
+
+    A training result's groups come from `tallies` when given (the database's, see
+    ``crud_work.run_tallies``), else from `runs`."""
+    result = _result(kind, spec, outputs, runs, tallies)
     if kind != "census":
         return Outcome(output=result)
     by_width = {row["width"]: row for row in result["rows"]}
@@ -465,7 +472,11 @@ def finalize(
 
 
 def _result(
-    kind: str, spec: dict[str, Any], outputs: dict[int, list[dict[str, Any]]], runs: Sequence[Run]
+    kind: str,
+    spec: dict[str, Any],
+    outputs: dict[int, list[dict[str, Any]]],
+    runs: Sequence[Run],
+    tallies: dict[int, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The result; with data seeds or weight decays swept, ``optimum`` and the other head
     fields are the first realisation's (first data seed, first λ) and ``optima`` lists all."""
@@ -492,7 +503,11 @@ def _result(
         return {**head, "rows": rows, "threshold": census.thresholds(rows)}
     if kind == "training":
         extra = {"optima": head["optima"]} if "optima" in head else {}
-        return {"optimum": opt["optimum"], **extra, "groups": _training_groups(spec, runs)}
+        if tallies is None:
+            groups = _training_groups(spec, runs)
+        else:
+            groups = training_groups_of(spec, tallies)
+        return {"optimum": opt["optimum"], **extra, "groups": groups}
     raise ValueError(f"no finalizer for kind {kind!r}")
 
 
@@ -571,9 +586,16 @@ _SHARES = {
 }
 
 
-def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One group per (width, init_scale), and per data seed, weight decay and lr where the
-    spec sweeps them (those fields then name the group), in grid order."""
+#: The run verdicts that groups give shares of.
+RUN_VERDICTS = tuple(_SHARES.values())
+#: The tallies of a group of runs: run count, each of RUN_VERDICTS, and cone_global.
+TALLIES = ("runs", *RUN_VERDICTS, "cone_global")
+
+
+def _group_fields(spec: dict[str, Any]) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
+    """Each group's fields (width, init_scale, and the data seed, weight decay and lr where
+    the spec sweeps them) and its key in run params, in grid order: group b is the b-th
+    block of ``seeds`` consecutive runs of ``service.specs.training_grid``."""
     flags = swept(spec)
     axes = {
         "data_seed": realisations(spec.get("data_seeds")),
@@ -581,34 +603,54 @@ def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str
         "lr": lrs(spec) if flags["lr"] else [None],
     }
     names = [k for k, on in flags.items() if on]
-    members: dict[tuple[Any, ...], list[Run]] = {}
-    for r in runs:
-        key = tuple(r.params.get(k) for k in (*names, "width", "init_scale"))
-        members.setdefault(key, []).append(r)
-    groups = []
+    out = []
     for cell in itertools.product(*(axes[k] for k in names)):
+        named = dict(zip(names, cell, strict=True))
         for width in spec["widths"]:
             for scale in spec["init_scales"]:
-                shares = _group_shares(members.get((*cell, width, scale), []))
-                named = dict(zip(names, cell, strict=True))
-                groups.append({"width": width, "init_scale": scale, **named, **shares})
-    return groups
+                fields = {"width": width, "init_scale": scale, **named}
+                out.append((fields, (*cell, width, scale)))
+    return out
 
 
-def _group_shares(mine: Sequence[Run]) -> dict[str, Any]:
+def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One group per (width, init_scale), and per data seed, weight decay and lr where the
+    spec sweeps them (those fields then name the group), in grid order; from runs in memory,
+    matched to their group by params (``crud_work.run_tallies`` does it in the database)."""
+    names = [k for k, on in swept(spec).items() if on]
+    tallies: dict[tuple[Any, ...], dict[str, int]] = {}
+    for r in runs:
+        key = tuple(r.params.get(k) for k in (*names, "width", "init_scale"))
+        tally = tallies.setdefault(key, dict.fromkeys(TALLIES, 0))
+        tally["runs"] += 1
+        if r.verdict in tally:
+            tally[r.verdict] += 1
+        tally["cone_global"] += (r.final or {}).get("cone_global") is True
+    return [{**f, **_group_shares(tallies.get(key, {}))} for f, key in _group_fields(spec)]
+
+
+def training_groups_of(
+    spec: dict[str, Any], tallies: dict[int, dict[str, int]]
+) -> list[dict[str, Any]]:
+    """The groups, as ``_training_groups``, from the tallies of each group by its number in
+    grid order (``crud_work.run_tallies`` of blocks of ``seeds`` runs)."""
+    fields = _group_fields(spec)
+    return [{**f, **_group_shares(tallies.get(b, {}))} for b, (f, _) in enumerate(fields)]
+
+
+def _group_shares(tally: dict[str, int]) -> dict[str, Any]:
     """A group's run count, verdict shares, p_cone_global, and Wilson 95% intervals of
-    p_global, p_spurious and p_cone_global (None for an empty group)."""
-    cell = [r.verdict for r in mine]
-    total = len(cell)
-    held = sum((r.final or {}).get("cone_global") is True for r in mine)
+    p_global, p_spurious and p_cone_global (None for an empty group), from its TALLIES."""
+    total = int(tally.get("runs", 0))
+    held = int(tally.get("cone_global", 0))
     counted: dict[str, int | None] = {
-        "p_global": cell.count(_SHARES["p_global"]),
-        "p_spurious": cell.count(_SHARES["p_spurious"]),
+        "p_global": int(tally.get(_SHARES["p_global"], 0)),
+        "p_spurious": int(tally.get(_SHARES["p_spurious"], 0)),
         "p_cone_global": held,
     }
     return {
         "runs": total,
-        **{k: cell.count(v) / max(total, 1) for k, v in _SHARES.items()},
+        **{k: int(tally.get(v, 0)) / max(total, 1) for k, v in _SHARES.items()},
         "p_cone_global": held / max(total, 1),
         **_intervals(counted, total),
     }

@@ -20,11 +20,14 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from service import crud, crud_recovery, crud_work, dispatch, notify
+from service import crud, crud_recovery, crud_reports, crud_work, dispatch, notify
 from service.config import get_settings
 from service.db import OUTAGES, session_scope
+from service.models import Experiment
 from workers import jobs
 from workers.celery_app import app, busy, stop_gently_on_sigterm, stopping
 
@@ -261,34 +264,58 @@ def _fail(item: crud_work.Claimed, exc: Exception) -> str:
 
 
 def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
-    """Store the outcome; the last item of a stage releases the next stage or finishes."""
+    """Store the outcome; the last item of a stage releases the next stage or finishes.
+
+    The fan-in is computed before the experiment's row is locked when every other item
+    of the last stage is done already (they stay done), so that the lock is held for the
+    status change only; only when another item finished meanwhile is it computed under
+    the lock."""
     envelopes: list[crud.Envelope] = []
     window = get_settings().dispatch_window
     with session_scope() as session:
-        won, exp = crud_work.complete_item(session, item=item, output=outcome.output)
-        if not won:
+        if not crud_work.complete_item(session, item=item, output=outcome.output):
             return
         if outcome.runs:
             crud_work.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
         if outcome.cones:
             crud_work.insert_cones(session, experiment_id=item.experiment_id, cones=outcome.cones)
         nxt = item.stage + 1
+        final_stage = not crud_work.has_stage(session, experiment_id=item.experiment_id, stage=nxt)
+        final = None
+        if final_stage and not crud_work.stage_left(
+            session, experiment_id=item.experiment_id, stage=item.stage
+        ):
+            final = _fan_in(session, item)
+        exp = crud_work.last_of_stage(session, item=item)
         if exp is None:  # more of this stage to do: send the next waiting item(s)
             envelopes = crud_work.top_up(session, experiment_id=item.experiment_id, window=window)
-        elif crud_work.has_stage(session, experiment_id=exp.id, stage=nxt):
+        elif not final_stage:
             envelopes = crud_work.release_stage(
                 session, experiment_id=exp.id, stage=nxt, window=window
             )
         else:
-            outputs = {
-                s: crud_work.stage_outputs(session, experiment_id=exp.id, stage=s)
-                for s in range(item.stage + 1)
-            }
-            runs = crud.all_runs(session, experiment_id=exp.id)
-            final = jobs.finalize(exp.kind, exp.spec, outputs, runs)
+            final = final or _fan_in(session, item)
             crud_work.update_runs(session, experiment_id=exp.id, updates=final.runs)
             crud_work.finish_experiment(session, experiment=exp, result=final.output)
     dispatch.send(envelopes, app)
+
+
+def _fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
+    """The experiment's result from its items' outputs and its runs: a training
+    experiment's groups from the database's tallies (no run row, no curve is loaded)."""
+    eid = item.experiment_id
+    kind = session.scalar(select(Experiment.kind).where(Experiment.id == eid))
+    outputs = {
+        s: crud_work.stage_outputs(session, experiment_id=eid, stage=s)
+        for s in range(item.stage + 1)
+    }
+    if kind == "training":
+        tallies = crud_work.run_tallies(
+            session, experiment_id=eid, block=int(item.spec["seeds"]), verdicts=jobs.RUN_VERDICTS
+        )
+        return jobs.finalize(str(kind), item.spec, outputs, (), tallies)
+    runs = crud_reports.runs_without_curves(session, experiment_id=eid)
+    return jobs.finalize(str(kind), item.spec, outputs, runs)
 
 
 class Undelivered(Exception):
