@@ -35,41 +35,34 @@ log = logging.getLogger("benignity.worker")
 
 
 class Heartbeat(threading.Thread):
-    """Refreshes a running item's heartbeat; notices a lost lease or a cancellation."""
+    """Refreshes a running item's heartbeat; notices a lost lease or a cancellation.
+
+    A beat is one small UPDATE: the checkpoint is written apart (Context.save_live)."""
 
     def __init__(self, item: crud_work.Claimed, interval: float) -> None:
         super().__init__(name=f"heartbeat-{item.item_id}", daemon=True)
         self.item, self.interval = item, interval
         self.done = 0
-        self.checkpoint: bytes | None = None
         self.keep_going = threading.Event()
         self.keep_going.set()
         self._halt = threading.Event()
-        self._lock = threading.Lock()  # one beat at a time: a newer checkpoint never loses
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
             self.beat()
 
     def beat(self) -> None:
-        with self._lock:
-            blob, self.checkpoint = self.checkpoint, None
-            try:
-                with session_scope() as session:
-                    alive = crud_work.heartbeat(
-                        session,
-                        item_id=self.item.item_id,
-                        lease=self.item.lease,
-                        done=self.done,
-                        checkpoint=blob,
-                    )
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next interval
-                if isinstance(exc, OUTAGES):  # a line, not a traceback, every beat of an outage
-                    log.warning("heartbeat of %s missed: %s", self.item.item_id, type(exc).__name__)
-                else:
-                    log.exception("heartbeat failed for %s", self.item.item_id)
-                self.checkpoint = self.checkpoint or blob
-                return
+        try:
+            with session_scope() as session:
+                alive = crud_work.heartbeat(
+                    session, item_id=self.item.item_id, lease=self.item.lease, done=self.done
+                )
+        except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next interval
+            if isinstance(exc, OUTAGES):  # a line, not a traceback, every beat of an outage
+                log.warning("heartbeat of %s missed: %s", self.item.item_id, type(exc).__name__)
+            else:
+                log.exception("heartbeat failed for %s", self.item.item_id)
+            return
         if not alive:
             self.keep_going.clear()
 
@@ -89,30 +82,41 @@ class Context(jobs.Context):
         self._beat.done = done
         return self._beat.keep_going.is_set() and not stopping.is_set()
 
-    def save_checkpoint(self, blob: bytes) -> bool:
-        self._beat.checkpoint = blob
-        self._beat.beat()
-        return self._beat.keep_going.is_set() and not stopping.is_set()
-
     def shutting_down(self) -> bool:
         return stopping.is_set()
 
-    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
+    def save_live(
+        self,
+        *,
+        checkpoint: bytes | None = None,
+        chunks: list[dict[str, Any]] | None = None,
+        updates: list[dict[str, Any]] | None = None,
+    ) -> bool:
         try:
             with session_scope() as session:
-                return crud_work.save_live_runs(
+                saved = crud_work.save_live(
                     session,
                     item_id=self.item.item_id,
                     lease=self.item.lease,
                     experiment_id=self.item.experiment_id,
-                    updates=updates,
+                    checkpoint=checkpoint,
+                    chunks=chunks or (),
+                    updates=updates or (),
+                    done=self._beat.done,
                 )
         except Exception as exc:  # noqa: BLE001 - the next checkpoint writes them again
             if isinstance(exc, OUTAGES):
-                log.warning("partial runs of %s not stored: %s", self.item.item_id, exc)
+                log.warning("checkpoint of %s not stored: %s", self.item.item_id, exc)
             else:
-                log.exception("storing the partial runs of %s failed", self.item.item_id)
+                log.exception("storing the checkpoint of %s failed", self.item.item_id)
             return False
+        if not saved:
+            self._beat.keep_going.clear()
+        return saved
+
+    def stored_points(self) -> tuple[int, list[bytes]]:
+        with session_scope() as session:
+            return crud_work.item_chunks(session, item_id=self.item.item_id)
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         with session_scope() as session:
@@ -303,7 +307,7 @@ def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
 def _fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
     """The experiment's result from its items' outputs and its runs: a training
     experiment's groups from the database's tallies (no run row, no curve is loaded)."""
-    eid = item.experiment_id
+    eid, began = item.experiment_id, time.perf_counter()
     kind = session.scalar(select(Experiment.kind).where(Experiment.id == eid))
     outputs = {
         s: crud_work.stage_outputs(session, experiment_id=eid, stage=s)
@@ -313,9 +317,12 @@ def _fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
         tallies = crud_work.run_tallies(
             session, experiment_id=eid, block=int(item.spec["seeds"]), verdicts=jobs.RUN_VERDICTS
         )
-        return jobs.finalize(str(kind), item.spec, outputs, (), tallies)
-    runs = crud_reports.runs_without_curves(session, experiment_id=eid)
-    return jobs.finalize(str(kind), item.spec, outputs, runs)
+        final = jobs.finalize(str(kind), item.spec, outputs, (), tallies)
+    else:
+        runs = crud_reports.runs_without_curves(session, experiment_id=eid)
+        final = jobs.finalize(str(kind), item.spec, outputs, runs)
+    log.info("fan-in of experiment %s took %.3f s", eid, time.perf_counter() - began)
+    return final
 
 
 class Undelivered(Exception):
