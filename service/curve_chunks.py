@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from service.curves import FIELDS
+from service.curves import FIELDS, INT_FIELDS
 
 #: Runs per chunk: a run's curve is read from the chunks of its block only.
 RUNS_PER_CHUNK = 1024
@@ -81,21 +81,51 @@ def chunks(
     return out
 
 
+def curves_of(points: Points, optimum: float) -> dict[int, dict[str, np.ndarray]]:
+    """The curve columns (service.curves.FIELDS) of each run with points, sorted by epoch,
+    as the finished run's would read."""
+    runs, epochs, stats = points
+    order = np.lexsort((epochs, runs))
+    runs, epochs, stats = runs[order], epochs[order], stats[order]
+    found, starts = np.unique(runs, return_index=True)
+    out = {}
+    for index, lo, hi in zip(found.tolist(), starts, [*starts[1:], runs.size], strict=True):
+        s = stats[lo:hi]
+        columns = {
+            "epoch": epochs[lo:hi].astype(np.int64),
+            "mse": s[:, 0],
+            "reg_loss": s[:, 1],
+            "grad_norm_sq": s[:, 2],
+            "gap": s[:, 1] - optimum,
+            "param_norm_sq": s[:, 3],
+            "effective_rank": s[:, 4],
+            "num_neurons": s[:, 5].astype(np.int64) if np.isfinite(s[:, 5]).all() else s[:, 5],
+        }
+        out[int(index)] = {name: columns[name] for name in FIELDS}
+    return out
+
+
 def curve_of(index: int, blobs: Iterable[bytes], optimum: float) -> dict[str, np.ndarray]:
-    """The curve columns (service.curves.FIELDS) of run `index` from its block's chunks,
-    sorted by epoch, as the finished run's would read."""
+    """The curve of run `index` from its block's chunks (empty without points)."""
     runs, epochs, stats = decode_points(blobs)
     mine = runs == index
-    order = np.argsort(epochs[mine], kind="stable")
-    s, epoch = stats[mine][order], epochs[mine][order]
-    columns = {
-        "epoch": epoch.astype(np.int64),
-        "mse": s[:, 0],
-        "reg_loss": s[:, 1],
-        "grad_norm_sq": s[:, 2],
-        "gap": s[:, 1] - optimum,
-        "param_norm_sq": s[:, 3],
-        "effective_rank": s[:, 4],
-        "num_neurons": s[:, 5].astype(np.int64) if np.isfinite(s[:, 5]).all() else s[:, 5],
+    found = curves_of((runs[mine], epochs[mine], stats[mine]), optimum)
+    return found.get(index) or {
+        name: np.zeros(0, np.int64 if name in INT_FIELDS else np.float64) for name in FIELDS
     }
-    return {name: columns[name] for name in FIELDS}
+
+
+def partial_curves(
+    indices: Iterable[int], rows: Iterable[tuple[int, int, float, bytes]]
+) -> dict[int, dict[str, np.ndarray]]:
+    """The curves of runs `indices` from the chunks `rows` (first_run, stop_run, optimum,
+    data) in the order written; each block is decoded once."""
+    blocks: dict[tuple[int, int], tuple[float, list[bytes]]] = {}
+    for first, stop, optimum, data in rows:
+        blocks.setdefault((first, stop), (optimum, []))[1].append(data)
+    wanted, out = set(indices), {}
+    for (first, stop), (optimum, blobs) in blocks.items():
+        if any(first <= i < stop for i in wanted):
+            found = curves_of(decode_points(blobs), optimum)
+            out.update({i: c for i, c in found.items() if i in wanted})
+    return out

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from sqlalchemy import select
 
@@ -168,3 +169,36 @@ def test_a_batch_resumed_from_its_checkpoint_and_chunks_ends_as_one_that_never_s
     resumed = jobs.training_job(resumed_ctx)
     assert resumed.output["resumed_from"] > 0 and clean.output["resumed_from"] == 0
     assert resumed.runs == clean.runs  # finals, verdicts, latest points and curve blobs
+
+
+def test_a_curves_export_holds_the_partial_curves_of_a_batch_that_trains(session):
+    from service.curves import encode_curve
+    from service.routes.exports import experiment_batches
+
+    exp, (first, _) = add_training(session)
+    held = claim(session, first, "a" * 32)
+    rng = np.random.default_rng(1)
+    points = (np.array([1, 0, 1, 1]), np.array([0, 0, 3, 9]), rng.standard_normal((4, 6)))
+    rows = chunks(points, start=0, stop=2, optimum=0.5, seq=0)
+    assert crud_work.save_live(
+        session, item_id=first.id, lease=held.lease, experiment_id=exp.id, chunks=rows
+    )
+    done = {name: [1.0, 2.0] for name in ("mse", "reg_loss", "grad_norm_sq", "gap")}
+    done |= {"epoch": [0, 4], "param_norm_sq": [1.0, 1.0], "effective_rank": [1.0, 1.0]}
+    done["num_neurons"] = [3, 2]
+    crud_work.update_runs(
+        session, experiment_id=exp.id, updates=[{"index": 3, "curve": encode_curve(done)}]
+    )
+    session.expire_all()
+    table = pa.Table.from_batches(list(experiment_batches(session, exp, "curves")))
+    got = table.select(["run_index", "epoch", "reg_loss", "gap"]).to_pylist()
+    stats = points[2]
+    assert got == [
+        {"run_index": 0, "epoch": 0, "reg_loss": stats[1, 1], "gap": stats[1, 1] - 0.5},
+        *(
+            {"run_index": 1, "epoch": e, "reg_loss": stats[k, 1], "gap": stats[k, 1] - 0.5}
+            for k, e in ((0, 0), (2, 3), (3, 9))
+        ),
+        {"run_index": 3, "epoch": 0, "reg_loss": 1.0, "gap": 1.0},
+        {"run_index": 3, "epoch": 4, "reg_loss": 2.0, "gap": 2.0},
+    ]
