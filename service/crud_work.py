@@ -119,8 +119,8 @@ def complete_item(session: Session, *, item: Claimed, output: dict[str, Any]) ->
     )
     if not res.rowcount:  # type: ignore[attr-defined]
         return False
-    # its runs' whole curves are stored with the outcome
-    session.execute(delete(CurveChunk).where(CurveChunk.item_id == item.item_id))
+    if item.task == "training_batch":  # its runs' whole curves are stored with the outcome
+        session.execute(delete(CurveChunk).where(CurveChunk.item_id == item.item_id))
     return True
 
 
