@@ -17,6 +17,7 @@ from service import fleet, notify
 from service.crud_find import Filters, narrowed, tag_text
 from service.models import (
     CensusCone,
+    CurveChunk,
     Experiment,
     ExperimentTag,
     Run,
@@ -336,9 +337,20 @@ def get_run(session: Session, *, experiment_id: str, run_id: str) -> Run | None:
     return run if run is not None and run.experiment_id == experiment_id else None
 
 
-def all_runs(session: Session, *, experiment_id: str) -> list[Run]:
-    query = select(Run).where(Run.experiment_id == experiment_id).order_by(Run.index)
-    return list(session.scalars(query))
+def run_chunks(session: Session, *, experiment_id: str, index: int) -> tuple[float, list[bytes]]:
+    """The curve chunks of the block that holds run `index`, in the order written, and
+    their optimum (nan without chunks): a running run's partial curve."""
+    query = (
+        select(CurveChunk.optimum, CurveChunk.data)
+        .where(
+            CurveChunk.experiment_id == experiment_id,
+            CurveChunk.first_run <= index,
+            CurveChunk.stop_run > index,
+        )
+        .order_by(CurveChunk.item_id, CurveChunk.seq)
+    )
+    rows = session.execute(query).all()
+    return (rows[0][0] if rows else float("nan")), [data for _, data in rows]
 
 
 # --- census cones ----------------------------------------------------------------------

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import or_, select, tuple_
 from sqlalchemy.orm import Session, defer
 
-from service.models import CensusCone, Experiment, ExperimentTag, Run
+from service.models import CensusCone, CurveChunk, Experiment, ExperimentTag, Run
 
 
 def kinds_of(
@@ -56,12 +56,21 @@ def run_pages(
 ) -> Iterator[list[Run]]:
     """The experiment's runs in grid order, ``size`` at a time (each page is dropped from
     the session before the next is read). Without ``curves``, every run and no curve blob;
-    with it, only the runs that have a curve, with their blobs."""
+    with it, only the runs that have a curve, with their blobs, or curve chunks."""
     after = -1
     while True:
         query = select(Run).where(Run.experiment_id == experiment_id, Run.index > after)
-        if curves:
-            query = query.where(Run.curve.is_not(None))
+        if curves:  # or points in curve chunks: a partial curve while its batch trains
+            chunked = (
+                select(CurveChunk.id)
+                .where(
+                    CurveChunk.experiment_id == Run.experiment_id,
+                    CurveChunk.first_run <= Run.index,
+                    CurveChunk.stop_run > Run.index,
+                )
+                .exists()
+            )
+            query = query.where(or_(Run.curve.is_not(None), chunked))
         else:
             query = query.options(defer(Run.curve, raiseload=True))
         page = list(session.scalars(query.order_by(Run.index).limit(size)))
@@ -89,6 +98,23 @@ def cone_pages(session: Session, *, experiment_id: str, size: int) -> Iterator[l
         yield page
         _forget(session, page)
         after = (page[-1].width, page[-1].sample)
+
+
+def chunks_of(
+    session: Session, *, experiment_id: str, first: int, last: int
+) -> list[tuple[int, int, float, bytes]]:
+    """(first_run, stop_run, optimum, data) of the curve chunks that hold runs from
+    `first` to `last`, in the order written."""
+    query = (
+        select(CurveChunk.first_run, CurveChunk.stop_run, CurveChunk.optimum, CurveChunk.data)
+        .where(
+            CurveChunk.experiment_id == experiment_id,
+            CurveChunk.first_run <= last,
+            CurveChunk.stop_run > first,
+        )
+        .order_by(CurveChunk.item_id, CurveChunk.seq, CurveChunk.first_run)
+    )
+    return [(a, b, c, d) for a, b, c, d in session.execute(query)]
 
 
 def _forget(session: Session, rows: Sequence[object]) -> None:

@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, delete, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from service import fleet, notify
 from service.crud import TERMINAL, Envelope
-from service.models import CensusCone, Experiment, Run, WorkItem, utcnow
+from service.models import CensusCone, CurveChunk, Experiment, Run, WorkItem, utcnow
 
 
 @dataclass(frozen=True)
@@ -84,17 +84,13 @@ def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int)
     )
 
 
-def heartbeat(
-    session: Session, *, item_id: str, lease: str, done: int, checkpoint: bytes | None = None
-) -> bool:
-    """Refresh a running item's heartbeat; False when the lease is lost or work is cancelled."""
-    values: dict[str, Any] = {"heartbeat_at": utcnow(), "progress_done": done}
-    if checkpoint is not None:
-        values["checkpoint"] = checkpoint
+def heartbeat(session: Session, *, item_id: str, lease: str, done: int) -> bool:
+    """Refresh a running item's heartbeat and progress (never its checkpoint, see
+    save_live); False when the lease is lost or work is cancelled."""
     res = session.execute(
         update(WorkItem)
         .where(WorkItem.id == item_id, WorkItem.lease == lease, WorkItem.status == "running")
-        .values(**values)
+        .values(heartbeat_at=utcnow(), progress_done=done)
     )
     if res.rowcount == 0:  # type: ignore[attr-defined]
         return False
@@ -106,14 +102,8 @@ def heartbeat(
     return status not in TERMINAL
 
 
-def complete_item(
-    session: Session, *, item: Claimed, output: dict[str, Any]
-) -> tuple[bool, Experiment | None]:
-    """running -> done under the lease.
-
-    Returns whether this worker still held the item, and the experiment (locked
-    for update) when this was the last unfinished item of its stage.
-    """
+def complete_item(session: Session, *, item: Claimed, output: dict[str, Any]) -> bool:
+    """running -> done under the lease; whether this worker still held the item."""
     res = session.execute(
         update(WorkItem)
         .where(
@@ -127,21 +117,61 @@ def complete_item(
             finished_at=utcnow(),
         )
     )
-    if res.rowcount == 0:  # type: ignore[attr-defined]
-        return False, None
-    exp = session.get(Experiment, item.experiment_id, with_for_update=True, populate_existing=True)
-    if exp is None or exp.status in TERMINAL:
-        return True, None
-    remaining = session.scalar(
+    if not res.rowcount:  # type: ignore[attr-defined]
+        return False
+    if item.task == "training_batch":  # its runs' whole curves are stored with the outcome
+        session.execute(delete(CurveChunk).where(CurveChunk.item_id == item.item_id))
+    return True
+
+
+def stage_left(session: Session, *, experiment_id: str, stage: int) -> int:
+    """Items of the stage that are not done (unlocked: a hint, unless the experiment is)."""
+    query = (
         select(func.count())
         .select_from(WorkItem)
         .where(
-            WorkItem.experiment_id == exp.id,
-            WorkItem.stage == item.stage,
+            WorkItem.experiment_id == experiment_id,
+            WorkItem.stage == stage,
             WorkItem.status != "done",
         )
     )
-    return True, (exp if remaining == 0 else None)
+    return int(session.scalar(query) or 0)
+
+
+def last_of_stage(session: Session, *, item: Claimed) -> Experiment | None:
+    """The experiment, locked for update, when the item (done in this transaction) was the
+    last unfinished item of its stage and the experiment is unfinished; else None."""
+    exp = session.get(Experiment, item.experiment_id, with_for_update=True, populate_existing=True)
+    if exp is None or exp.status in TERMINAL:
+        return None
+    left = stage_left(session, experiment_id=exp.id, stage=item.stage)
+    return exp if left == 0 else None
+
+
+def run_tallies(
+    session: Session, *, experiment_id: str, block: int, verdicts: Sequence[str]
+) -> dict[int, dict[str, int]]:
+    """Per block of `block` consecutive run indices (index // block): its runs, the runs of
+    each verdict, and the runs whose final has cone_global true; one GROUP BY in the
+    database, which reads no curve."""
+    number = (Run.index // block).label("block")
+    held = Run.final["cone_global"].as_boolean() == true()
+    columns = [
+        func.count().label("runs"),
+        *(func.sum(case((Run.verdict == v, 1), else_=0)) for v in verdicts),
+        func.sum(case((held, 1), else_=0)),
+    ]
+    query = (
+        select(number, *columns)
+        .where(Run.experiment_id == experiment_id)
+        .group_by(number)
+        .order_by(number)
+    )
+    names = ("runs", *verdicts, "cone_global")
+    return {
+        int(b): {k: int(v or 0) for k, v in zip(names, counts, strict=True)}
+        for b, *counts in session.execute(query)
+    }
 
 
 def stop_item(session: Session, *, item: Claimed) -> None:
@@ -202,19 +232,26 @@ def fail_runs(session: Session, *, experiment_id: str) -> None:
     )
 
 
-def save_live_runs(
+def save_live(
     session: Session,
     *,
     item_id: str,
     lease: str,
     experiment_id: str,
-    updates: Sequence[dict[str, Any]],
+    checkpoint: bytes | None = None,
+    chunks: Sequence[dict[str, Any]] = (),
+    updates: Sequence[dict[str, Any]] = (),
+    done: int | None = None,
 ) -> bool:
-    """Store a training batch's partial curves and latest points (run updates naming their
-    run by `index`) while this lease holds the item; False, writing nothing, otherwise.
+    """Store what a training batch has while it trains, while this lease holds the item:
+    its progress `done` (None: keep it), its checkpoint (None: keep the stored one), the
+    curve chunks of the points since its last save (rows of CurveChunk without experiment
+    and item; a chunk of the same or a later seq, left by an attempt that died, is
+    replaced), and run updates naming their run by `index` (latest points; curves when
+    the batch stops for good). False, writing nothing, when the lease is lost.
 
     The item's row stays locked until the commit, so a worker that has lost the item can
-    never overwrite the newer curves of the worker that took it over. The experiment's row
+    never overwrite the newer state of the worker that took it over. The experiment's row
     is share-locked first, in the order of cancel and fail (experiment, then items and
     runs), so that neither can deadlock with this write."""
     session.execute(
@@ -227,8 +264,48 @@ def save_live_runs(
     )
     if held is None:
         return False
+    values: dict[str, Any] = {} if done is None else {"progress_done": done}
+    if checkpoint is not None:
+        values["checkpoint"] = checkpoint
+    if values:
+        session.execute(update(WorkItem).where(WorkItem.id == item_id).values(**values))
+    if chunks:
+        first = min(c["seq"] for c in chunks)
+        session.execute(
+            delete(CurveChunk).where(CurveChunk.item_id == item_id, CurveChunk.seq >= first)
+        )
+        session.execute(
+            insert(CurveChunk),
+            [{"experiment_id": experiment_id, "item_id": item_id, **c} for c in chunks],
+        )
     update_runs(session, experiment_id=experiment_id, updates=updates)
     return True
+
+
+def save_live_runs(
+    session: Session,
+    *,
+    item_id: str,
+    lease: str,
+    experiment_id: str,
+    updates: Sequence[dict[str, Any]],
+) -> bool:
+    """Store a training batch's run updates (naming their run by `index`) while this lease
+    holds the item; False, writing nothing, otherwise (save_live without the rest)."""
+    return save_live(
+        session, item_id=item_id, lease=lease, experiment_id=experiment_id, updates=updates
+    )
+
+
+def item_chunks(session: Session, *, item_id: str) -> tuple[int, list[bytes]]:
+    """The curve chunks a work item has stored, in the order written, and the next seq."""
+    query = (
+        select(CurveChunk.seq, CurveChunk.data)
+        .where(CurveChunk.item_id == item_id)
+        .order_by(CurveChunk.seq, CurveChunk.first_run)
+    )
+    rows = session.execute(query).all()
+    return (rows[-1][0] + 1 if rows else 0), [data for _, data in rows]
 
 
 def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:

@@ -148,6 +148,29 @@ class Run(Base):
     __table_args__ = (Index("ix_runs_experiment_index", "experiment_id", "index", unique=True),)
 
 
+class CurveChunk(Base):
+    """Curve points of a training batch's runs [first_run, stop_run), recorded between two
+    of its checkpoints (seq counts them); see service.curve_chunks."""
+
+    __tablename__ = "curve_chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(ForeignKey("work_items.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    first_run: Mapped[int] = mapped_column(Integer)
+    stop_run: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(Integer)
+    #: The batch's optimum, for the gap column.
+    optimum: Mapped[float] = mapped_column(Float)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_curve_chunks_item", "item_id", "seq", "first_run", unique=True),
+        Index("ix_curve_chunks_runs", "experiment_id", "first_run"),
+    )
+
+
 class CensusCone(Base):
     """One sampled activation cone of a census, with its value and verdict."""
 

@@ -40,18 +40,26 @@ class Context(Protocol):
         """Report progress; False when the job should stop (cancelled, lease lost, shutdown)."""
         ...
 
-    def save_checkpoint(self, blob: bytes) -> bool:
-        """Store a checkpoint; False when the job should stop, as for progress."""
-        ...
-
     def shutting_down(self) -> bool:
         """The worker is shutting down: the item will be handed back to the queue."""
         ...
 
-    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
-        """Store runs' partial state while they train (each dict names its run by `index`
-        and gives `curve` and `latest`), in a transaction of its own; False when nothing was
-        stored (this worker no longer holds the item, or the database is away)."""
+    def save_live(
+        self,
+        *,
+        checkpoint: bytes | None = None,
+        chunks: list[dict[str, Any]] | None = None,
+        updates: list[dict[str, Any]] | None = None,
+    ) -> bool:
+        """Store, in one transaction of its own, a training batch's checkpoint (state only),
+        the chunks of curve points since its last save (service.curve_chunks.chunks) and
+        run updates naming their run by `index`; False when nothing was stored (this worker
+        no longer holds the item, or the database is away)."""
+        ...
+
+    def stored_points(self) -> tuple[int, list[bytes]]:
+        """The curve chunks the item has stored (the history of its checkpoint), in the
+        order written, and the next chunk seq."""
         ...
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]: ...
@@ -230,33 +238,31 @@ def training_job(ctx: Context) -> Outcome:
         training.RunSpec(p["width"], p["init_scale"], run_seed(spec["seed"], p["width"], p["seed"]))
         for p in grid
     ]
-    state = training.SweepState.from_bytes(ctx.checkpoint) if ctx.checkpoint else None
+    state, seq, stored = _resumed(ctx)
     resumed_from = state.global_epoch if state is not None else 0
     opt = spec["optimizer"]
     interval = get_settings().checkpoint_interval
     saved_at = time.monotonic()
-    live = LiveRuns(ctx, start, optimum)
+    live = LiveRuns(ctx, start, stop, optimum, seq, stored)
 
     def checkpoint(sweep_state: Any, done: int, total: int) -> bool:
         """Called every STOP_CHECK_INTERVAL with the runs done; reports the epochs done,
-        saves the checkpoint and the runs' partial curves every `interval` (the curves also
-        at the first call), and before stopping (a cancelled sweep keeps its curves up to
-        the cancel)."""
+        and saves the checkpoint with the curve points since the last one every
+        `interval` (also at the first call, so that the runs are readable within a
+        second), and before stopping (a cancelled sweep keeps its curves up to the
+        cancel, in runs.curve; one handed back keeps them as chunks for the next worker)."""
         nonlocal saved_at
         going = ctx.progress(sweep_state.epochs_done(spec["max_epochs"]))
         if done == total:  # finished: store the outcome unless cancelled
             if going or ctx.shutting_down():
                 return True
-            live.save(sweep_state)
+            live.save(sweep_state, final=True)
             return False
-        if going and time.monotonic() - saved_at < interval:
-            if not live.started:  # the runs are readable from the first second on
-                live.save(sweep_state)
+        if going and time.monotonic() - saved_at < interval and live.started:
             return True
         saved_at = time.monotonic()
-        saved = ctx.save_checkpoint(sweep_state.to_bytes())
-        live.save(sweep_state)
-        return saved and going
+        live.save(sweep_state, final=not going and not ctx.shutting_down())
+        return going  # a lost lease, found by the save, stops the job at the next check
 
     try:
         outcomes = training.train_sweep(
@@ -292,42 +298,90 @@ def training_job(ctx: Context) -> Outcome:
     return Outcome(output={"runs": [start, stop], "resumed_from": resumed_from}, runs=updates)
 
 
-class LiveRuns:
-    """Writes a batch's partial curves and latest points while it trains: at its first
-    check for a stop (so that they are readable within a second), then with each
-    checkpoint; a run is written again only when it has new curve points since its last
-    stored write."""
+def _resumed(ctx: Context) -> tuple[Any, int, int]:
+    """The state to resume from (None: a fresh start), its curve points put back from the
+    stored chunks, the seq of the next chunk and the points the chunks hold."""
+    from service.curve_chunks import decode_points
+    from workers.landscape import training
 
-    def __init__(self, ctx: Context, start: int, optimum: float) -> None:
-        self.ctx, self.start, self.optimum = ctx, start, optimum
-        self.stored: dict[int, int] = {}  # run index -> curve points stored
-        self.started = False  # whether a write was tried
+    if not ctx.checkpoint:
+        return None, 0, 0
+    state = training.SweepState.from_bytes(ctx.checkpoint)
+    if state.num_points:  # an older checkpoint holds its history itself: none is stored
+        return state, 0, 0
+    seq, blobs = ctx.stored_points()
+    state = state.with_points(*decode_points(blobs))
+    return state, seq, state.num_points
+
+
+class LiveRuns:
+    """Saves a batch's checkpoint while it trains, with the curve points recorded since
+    the last save (as chunks) and the latest points of the runs that have new ones; when
+    the batch stops for good (cancelled, its experiment failed), the runs' whole curves
+    too, so that they read as before in exports and figures."""
+
+    def __init__(
+        self, ctx: Context, start: int, stop: int, optimum: float, seq: int, stored: int
+    ) -> None:
+        self.ctx, self.start, self.stop, self.optimum = ctx, start, stop, optimum
+        self.seq = seq  # the next chunk's
+        self.stored = stored  # curve points stored so far
+        self.started = False  # whether a save was tried
         _warm_curve_encoder()
 
-    def updates(self, state: Any) -> tuple[list[dict[str, Any]], dict[int, int]]:
-        """The run updates (index, curve, latest) of the runs with new points, and the
-        number of points each holds."""
+    def save(self, state: Any, *, final: bool = False) -> bool:
+        """Save the checkpoint and the new points; whether they were stored."""
+        from service.curve_chunks import chunks
         from service.curves import encode_curve
         from workers.landscape.training.curves import assemble_curves
 
-        curves = assemble_curves(
-            state.curve_run, state.curve_epoch, state.curve_stats, len(state.status), self.optimum
-        )
-        out, points = [], {}
-        for i, curve in enumerate(curves):
-            index, count = self.start + i, len(curve["epoch"])
-            if count and self.stored.get(index) != count:
-                out.append(
-                    {"index": index, "curve": encode_curve(curve), "latest": latest_point(curve)}
-                )
-                points[index] = count
-        return out, points
-
-    def save(self, state: Any) -> None:
         self.started = True
-        updates, points = self.updates(state)
-        if updates and self.ctx.save_runs(updates):
-            self.stored.update(points)
+        runs, epochs, stats = state.points(self.stored)
+        new = chunks(
+            (runs, epochs, stats),
+            start=self.start,
+            stop=self.stop,
+            optimum=self.optimum,
+            seq=self.seq,
+        )
+        if final:  # whole curves, and their last points
+            runs_all, epochs_all, stats_all = state.points()
+            curves = assemble_curves(
+                runs_all, epochs_all, stats_all, len(state.status), self.optimum
+            )
+            updates = [
+                {"index": self.start + i, "curve": encode_curve(c), "latest": latest_point(c)}
+                for i, c in enumerate(curves)
+            ]
+        else:
+            updates = _latest_of(runs, epochs, stats, self.start, self.optimum)
+        saved = self.ctx.save_live(
+            checkpoint=state.to_bytes(history=False), chunks=new, updates=updates
+        )
+        if saved:
+            self.stored, self.seq = state.num_points, self.seq + 1
+        return saved
+
+
+def _latest_of(
+    runs: np.ndarray, epochs: np.ndarray, stats: np.ndarray, start: int, optimum: float
+) -> list[dict[str, Any]]:
+    """Run updates giving the latest point (as ``latest_point``) of each run with points."""
+    order = np.lexsort((epochs, runs))
+    runs, epochs, stats = runs[order], epochs[order], stats[order]
+    last = np.flatnonzero(np.append(runs[1:] != runs[:-1], runs.size > 0))
+    return [
+        {
+            "index": start + int(runs[k]),
+            "latest": {
+                "epoch": int(epochs[k]),
+                "loss": _num(stats[k, 1]),
+                "gap": _num(stats[k, 1] - optimum),
+                "grad_norm_sq": _num(stats[k, 2]),
+            },
+        }
+        for k in last
+    ]
 
 
 @functools.cache
@@ -451,10 +505,17 @@ def run(task: str, ctx: Context) -> Outcome:
 
 
 def finalize(
-    kind: str, spec: dict[str, Any], outputs: dict[int, list[dict[str, Any]]], runs: Sequence[Run]
+    kind: str,
+    spec: dict[str, Any],
+    outputs: dict[int, list[dict[str, Any]]],
+    runs: Sequence[Run],
+    tallies: dict[int, dict[str, int]] | None = None,
 ) -> Outcome:
-    """The experiment's result from its items' outputs (fan-in), with final run updates."""
-    result = _result(kind, spec, outputs, runs)
+    """The experiment's result from its items' outputs (fan-in), with final run updates.
+
+    A training result's groups come from `tallies` when given (the database's, see
+    ``crud_work.run_tallies``), else from `runs`."""
+    result = _result(kind, spec, outputs, runs, tallies)
     if kind != "census":
         return Outcome(output=result)
     by_width = {row["width"]: row for row in result["rows"]}
@@ -465,7 +526,11 @@ def finalize(
 
 
 def _result(
-    kind: str, spec: dict[str, Any], outputs: dict[int, list[dict[str, Any]]], runs: Sequence[Run]
+    kind: str,
+    spec: dict[str, Any],
+    outputs: dict[int, list[dict[str, Any]]],
+    runs: Sequence[Run],
+    tallies: dict[int, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The result; with data seeds or weight decays swept, ``optimum`` and the other head
     fields are the first realisation's (first data seed, first λ) and ``optima`` lists all."""
@@ -492,7 +557,11 @@ def _result(
         return {**head, "rows": rows, "threshold": census.thresholds(rows)}
     if kind == "training":
         extra = {"optima": head["optima"]} if "optima" in head else {}
-        return {"optimum": opt["optimum"], **extra, "groups": _training_groups(spec, runs)}
+        if tallies is None:
+            groups = _training_groups(spec, runs)
+        else:
+            groups = training_groups_of(spec, tallies)
+        return {"optimum": opt["optimum"], **extra, "groups": groups}
     raise ValueError(f"no finalizer for kind {kind!r}")
 
 
@@ -571,9 +640,16 @@ _SHARES = {
 }
 
 
-def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One group per (width, init_scale), and per data seed, weight decay and lr where the
-    spec sweeps them (those fields then name the group), in grid order."""
+#: The run verdicts that groups give shares of.
+RUN_VERDICTS = tuple(_SHARES.values())
+#: The tallies of a group of runs: run count, each of RUN_VERDICTS, and cone_global.
+TALLIES = ("runs", *RUN_VERDICTS, "cone_global")
+
+
+def _group_fields(spec: dict[str, Any]) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
+    """Each group's fields (width, init_scale, and the data seed, weight decay and lr where
+    the spec sweeps them) and its key in run params, in grid order: group b is the b-th
+    block of ``seeds`` consecutive runs of ``service.specs.training_grid``."""
     flags = swept(spec)
     axes = {
         "data_seed": realisations(spec.get("data_seeds")),
@@ -581,34 +657,54 @@ def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str
         "lr": lrs(spec) if flags["lr"] else [None],
     }
     names = [k for k, on in flags.items() if on]
-    members: dict[tuple[Any, ...], list[Run]] = {}
-    for r in runs:
-        key = tuple(r.params.get(k) for k in (*names, "width", "init_scale"))
-        members.setdefault(key, []).append(r)
-    groups = []
+    out = []
     for cell in itertools.product(*(axes[k] for k in names)):
+        named = dict(zip(names, cell, strict=True))
         for width in spec["widths"]:
             for scale in spec["init_scales"]:
-                shares = _group_shares(members.get((*cell, width, scale), []))
-                named = dict(zip(names, cell, strict=True))
-                groups.append({"width": width, "init_scale": scale, **named, **shares})
-    return groups
+                fields = {"width": width, "init_scale": scale, **named}
+                out.append((fields, (*cell, width, scale)))
+    return out
 
 
-def _group_shares(mine: Sequence[Run]) -> dict[str, Any]:
+def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One group per (width, init_scale), and per data seed, weight decay and lr where the
+    spec sweeps them (those fields then name the group), in grid order; from runs in memory,
+    matched to their group by params (``crud_work.run_tallies`` does it in the database)."""
+    names = [k for k, on in swept(spec).items() if on]
+    tallies: dict[tuple[Any, ...], dict[str, int]] = {}
+    for r in runs:
+        key = tuple(r.params.get(k) for k in (*names, "width", "init_scale"))
+        tally = tallies.setdefault(key, dict.fromkeys(TALLIES, 0))
+        tally["runs"] += 1
+        if r.verdict in tally:
+            tally[r.verdict] += 1
+        tally["cone_global"] += (r.final or {}).get("cone_global") is True
+    return [{**f, **_group_shares(tallies.get(key, {}))} for f, key in _group_fields(spec)]
+
+
+def training_groups_of(
+    spec: dict[str, Any], tallies: dict[int, dict[str, int]]
+) -> list[dict[str, Any]]:
+    """The groups, as ``_training_groups``, from the tallies of each group by its number in
+    grid order (``crud_work.run_tallies`` of blocks of ``seeds`` runs)."""
+    fields = _group_fields(spec)
+    return [{**f, **_group_shares(tallies.get(b, {}))} for b, (f, _) in enumerate(fields)]
+
+
+def _group_shares(tally: dict[str, int]) -> dict[str, Any]:
     """A group's run count, verdict shares, p_cone_global, and Wilson 95% intervals of
-    p_global, p_spurious and p_cone_global (None for an empty group)."""
-    cell = [r.verdict for r in mine]
-    total = len(cell)
-    held = sum((r.final or {}).get("cone_global") is True for r in mine)
+    p_global, p_spurious and p_cone_global (None for an empty group), from its TALLIES."""
+    total = int(tally.get("runs", 0))
+    held = int(tally.get("cone_global", 0))
     counted: dict[str, int | None] = {
-        "p_global": cell.count(_SHARES["p_global"]),
-        "p_spurious": cell.count(_SHARES["p_spurious"]),
+        "p_global": int(tally.get(_SHARES["p_global"], 0)),
+        "p_spurious": int(tally.get(_SHARES["p_spurious"], 0)),
         "p_cone_global": held,
     }
     return {
         "runs": total,
-        **{k: cell.count(v) / max(total, 1) for k, v in _SHARES.items()},
+        **{k: int(tally.get(v, 0)) / max(total, 1) for k, v in _SHARES.items()},
         "p_cone_global": held / max(total, 1),
         **_intervals(counted, total),
     }

@@ -20,11 +20,14 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from service import crud, crud_recovery, crud_work, dispatch, notify
+from service import crud, crud_recovery, crud_reports, crud_work, dispatch, notify
 from service.config import get_settings
 from service.db import OUTAGES, session_scope
+from service.models import Experiment
 from workers import jobs
 from workers.celery_app import app, busy, stop_gently_on_sigterm, stopping
 
@@ -32,41 +35,34 @@ log = logging.getLogger("benignity.worker")
 
 
 class Heartbeat(threading.Thread):
-    """Refreshes a running item's heartbeat; notices a lost lease or a cancellation."""
+    """Refreshes a running item's heartbeat; notices a lost lease or a cancellation.
+
+    A beat is one small UPDATE: the checkpoint is written apart (Context.save_live)."""
 
     def __init__(self, item: crud_work.Claimed, interval: float) -> None:
         super().__init__(name=f"heartbeat-{item.item_id}", daemon=True)
         self.item, self.interval = item, interval
         self.done = 0
-        self.checkpoint: bytes | None = None
         self.keep_going = threading.Event()
         self.keep_going.set()
         self._halt = threading.Event()
-        self._lock = threading.Lock()  # one beat at a time: a newer checkpoint never loses
 
     def run(self) -> None:
         while not self._halt.wait(self.interval):
             self.beat()
 
     def beat(self) -> None:
-        with self._lock:
-            blob, self.checkpoint = self.checkpoint, None
-            try:
-                with session_scope() as session:
-                    alive = crud_work.heartbeat(
-                        session,
-                        item_id=self.item.item_id,
-                        lease=self.item.lease,
-                        done=self.done,
-                        checkpoint=blob,
-                    )
-            except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next interval
-                if isinstance(exc, OUTAGES):  # a line, not a traceback, every beat of an outage
-                    log.warning("heartbeat of %s missed: %s", self.item.item_id, type(exc).__name__)
-                else:
-                    log.exception("heartbeat failed for %s", self.item.item_id)
-                self.checkpoint = self.checkpoint or blob
-                return
+        try:
+            with session_scope() as session:
+                alive = crud_work.heartbeat(
+                    session, item_id=self.item.item_id, lease=self.item.lease, done=self.done
+                )
+        except Exception as exc:  # noqa: BLE001 - a missed beat is retried at the next interval
+            if isinstance(exc, OUTAGES):  # a line, not a traceback, every beat of an outage
+                log.warning("heartbeat of %s missed: %s", self.item.item_id, type(exc).__name__)
+            else:
+                log.exception("heartbeat failed for %s", self.item.item_id)
+            return
         if not alive:
             self.keep_going.clear()
 
@@ -86,30 +82,41 @@ class Context(jobs.Context):
         self._beat.done = done
         return self._beat.keep_going.is_set() and not stopping.is_set()
 
-    def save_checkpoint(self, blob: bytes) -> bool:
-        self._beat.checkpoint = blob
-        self._beat.beat()
-        return self._beat.keep_going.is_set() and not stopping.is_set()
-
     def shutting_down(self) -> bool:
         return stopping.is_set()
 
-    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
+    def save_live(
+        self,
+        *,
+        checkpoint: bytes | None = None,
+        chunks: list[dict[str, Any]] | None = None,
+        updates: list[dict[str, Any]] | None = None,
+    ) -> bool:
         try:
             with session_scope() as session:
-                return crud_work.save_live_runs(
+                saved = crud_work.save_live(
                     session,
                     item_id=self.item.item_id,
                     lease=self.item.lease,
                     experiment_id=self.item.experiment_id,
-                    updates=updates,
+                    checkpoint=checkpoint,
+                    chunks=chunks or (),
+                    updates=updates or (),
+                    done=self._beat.done,
                 )
         except Exception as exc:  # noqa: BLE001 - the next checkpoint writes them again
             if isinstance(exc, OUTAGES):
-                log.warning("partial runs of %s not stored: %s", self.item.item_id, exc)
+                log.warning("checkpoint of %s not stored: %s", self.item.item_id, exc)
             else:
-                log.exception("storing the partial runs of %s failed", self.item.item_id)
+                log.exception("storing the checkpoint of %s failed", self.item.item_id)
             return False
+        if not saved:
+            self._beat.keep_going.clear()
+        return saved
+
+    def stored_points(self) -> tuple[int, list[bytes]]:
+        with session_scope() as session:
+            return crud_work.item_chunks(session, item_id=self.item.item_id)
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         with session_scope() as session:
@@ -261,34 +268,61 @@ def _fail(item: crud_work.Claimed, exc: Exception) -> str:
 
 
 def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
-    """Store the outcome; the last item of a stage releases the next stage or finishes."""
+    """Store the outcome; the last item of a stage releases the next stage or finishes.
+
+    The fan-in is computed before the experiment's row is locked when every other item
+    of the last stage is done already (they stay done), so that the lock is held for the
+    status change only; only when another item finished meanwhile is it computed under
+    the lock."""
     envelopes: list[crud.Envelope] = []
     window = get_settings().dispatch_window
     with session_scope() as session:
-        won, exp = crud_work.complete_item(session, item=item, output=outcome.output)
-        if not won:
+        if not crud_work.complete_item(session, item=item, output=outcome.output):
             return
         if outcome.runs:
             crud_work.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
         if outcome.cones:
             crud_work.insert_cones(session, experiment_id=item.experiment_id, cones=outcome.cones)
         nxt = item.stage + 1
+        final_stage = not crud_work.has_stage(session, experiment_id=item.experiment_id, stage=nxt)
+        final = None
+        if final_stage and not crud_work.stage_left(
+            session, experiment_id=item.experiment_id, stage=item.stage
+        ):
+            final = _fan_in(session, item)
+        exp = crud_work.last_of_stage(session, item=item)
         if exp is None:  # more of this stage to do: send the next waiting item(s)
             envelopes = crud_work.top_up(session, experiment_id=item.experiment_id, window=window)
-        elif crud_work.has_stage(session, experiment_id=exp.id, stage=nxt):
+        elif not final_stage:
             envelopes = crud_work.release_stage(
                 session, experiment_id=exp.id, stage=nxt, window=window
             )
         else:
-            outputs = {
-                s: crud_work.stage_outputs(session, experiment_id=exp.id, stage=s)
-                for s in range(item.stage + 1)
-            }
-            runs = crud.all_runs(session, experiment_id=exp.id)
-            final = jobs.finalize(exp.kind, exp.spec, outputs, runs)
+            final = final or _fan_in(session, item)
             crud_work.update_runs(session, experiment_id=exp.id, updates=final.runs)
             crud_work.finish_experiment(session, experiment=exp, result=final.output)
     dispatch.send(envelopes, app)
+
+
+def _fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
+    """The experiment's result from its items' outputs and its runs: a training
+    experiment's groups from the database's tallies (no run row, no curve is loaded)."""
+    eid, began = item.experiment_id, time.perf_counter()
+    kind = session.scalar(select(Experiment.kind).where(Experiment.id == eid))
+    outputs = {
+        s: crud_work.stage_outputs(session, experiment_id=eid, stage=s)
+        for s in range(item.stage + 1)
+    }
+    if kind == "training":
+        tallies = crud_work.run_tallies(
+            session, experiment_id=eid, block=int(item.spec["seeds"]), verdicts=jobs.RUN_VERDICTS
+        )
+        final = jobs.finalize(str(kind), item.spec, outputs, (), tallies)
+    else:
+        runs = crud_reports.runs_without_curves(session, experiment_id=eid)
+        final = jobs.finalize(str(kind), item.spec, outputs, runs)
+    log.info("fan-in of experiment %s took %.3f s", eid, time.perf_counter() - began)
+    return final
 
 
 class Undelivered(Exception):

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from service import arrow_tables, crud, crud_exports, curves, exports
+from service import arrow_tables, crud, crud_exports, curve_chunks, curves, exports
 from service.deps import DatabaseDep, Principal, PrincipalDep
 from service.models import Experiment
 from service.problems import ProblemError
@@ -95,13 +95,24 @@ def _curve_batches(
         session, experiment_id=experiment_id, size=PAGE_CURVES, curves=True
     ):
         parts = []
+        training = [r.index for r in runs if r.curve is None]  # batches that still train
+        partial = {}
+        if training:
+            rows = crud_exports.chunks_of(
+                session, experiment_id=experiment_id, first=min(training), last=max(training)
+            )
+            partial = curve_chunks.partial_curves(training, rows)
         for run in runs:
-            assert run.curve is not None  # the query skips runs without one
-            columns = curves.decode_curve(run.curve)
+            if run.curve is None and run.index not in partial:
+                continue  # its batch finished since the page was read: in the next export
+            columns = (
+                curves.decode_curve(run.curve) if run.curve is not None else partial[run.index]
+            )
             if max_points is not None:
                 columns = curves.downsample(columns, max_points)
             parts.append(exports.curve_batch(base, run, columns))
-        yield pa.concat_batches(parts)  # a page of runs is one Parquet row group
+        if parts:
+            yield pa.concat_batches(parts)  # a page of runs is one Parquet row group
 
 
 def spool(schema: pa.Schema, batches: Iterator[pa.RecordBatch], fmt: Format) -> IO[bytes]:

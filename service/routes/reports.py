@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from service import crud, crud_reports, curves, reports
+from service import crud, crud_reports, curve_chunks, curves, reports
 from service.db import Database
 from service.deps import DatabaseDep, Principal, PrincipalDep
 from service.problems import ProblemError
@@ -65,8 +65,13 @@ async def get_curve(
             run = crud.get_run(session, experiment_id=experiment_id, run_id=run_id)
         if run is None:
             raise ProblemError(404, f"no run {run_id} in experiment {experiment_id}")
-        if run.curve is not None:  # while its batch trains: the curve at the last checkpoint
+        optimum, chunks = math.nan, list[bytes]()
+        if run.curve is None:  # while its batch trains: the points to its last checkpoint
+            optimum, chunks = crud.run_chunks(session, experiment_id=experiment_id, index=run.index)
+        if run.curve is not None:
             columns = curves.decode_curve(run.curve)
+        elif chunks:
+            columns = curve_chunks.curve_of(run.index, chunks, optimum)
         elif run.status == "running":  # its batch has not reached its first checkpoint
             columns = _empty_curve()
         else:

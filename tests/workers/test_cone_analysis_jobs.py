@@ -45,6 +45,12 @@ class FakeContext:
     def save_runs(self, updates: list[dict[str, Any]]) -> bool:
         return True
 
+    def save_live(self, **saved: Any) -> bool:
+        return True
+
+    def stored_points(self) -> tuple[int, list[bytes]]:
+        return 0, []
+
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
         return self.outputs[stage]
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import crud, crud_recovery, crud_work
+from service.curve_chunks import curve_of, decode_points
 from service.curves import decode_curve, encode_curve
 from service.models import Experiment, Run, WorkItem, new_id, utcnow
 from tests.conftest import use_settings
@@ -139,12 +140,12 @@ def test_partial_runs_are_stored_only_under_the_lease(session):
 
 @dataclass
 class Recorder(FakeContext):
-    """A job's context that records its progress reports and run writes, and reports a
-    cancel from its `cancel_at`-th progress report on."""
+    """A job's context that records its progress reports and saves (checkpoint, curve
+    chunks, run updates), and reports a cancel from its `cancel_at`-th progress report on."""
 
     cancel_at: int | None = None
     reports: list[int] = field(default_factory=list)
-    saves: list[list[dict[str, Any]]] = field(default_factory=list)
+    saves: list[dict[str, Any]] = field(default_factory=list)
     saved_after_cancel: bool = False
 
     def cancelled(self) -> bool:
@@ -154,13 +155,20 @@ class Recorder(FakeContext):
         self.reports.append(done)
         return not self.cancelled()
 
-    def save_checkpoint(self, blob: bytes) -> bool:
-        return not self.cancelled()
-
-    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
-        self.saves.append(updates)
+    def save_live(self, **saved: Any) -> bool:
+        self.saves.append(saved)
         self.saved_after_cancel = self.cancelled()
         return True
+
+    def curves_seen(self) -> list[dict[int, np.ndarray]]:
+        """After each save, every run's epochs stored so far (chunks read as the API does)."""
+        blobs: list[bytes] = []
+        seen = []
+        for saved in self.saves:
+            blobs += [c["data"] for c in saved["chunks"]]
+            runs = np.unique(decode_points(blobs)[0]) if blobs else []
+            seen.append({int(i): curve_of(int(i), blobs, 0.0)["epoch"] for i in runs})
+        return seen
 
 
 @pytest.fixture
@@ -188,14 +196,17 @@ def test_progress_counts_epochs_and_curves_grow_at_each_checkpoint(spec, batch, 
     assert all(u["final"]["epoch"] < MAX_EPOCHS for u in out.runs)
 
     by_run: dict[int, list[np.ndarray]] = {}
-    for updates in ctx.saves:
-        for u in updates:
-            epochs = decode_curve(u["curve"])["epoch"]
-            assert u["latest"]["epoch"] == epochs[-1]
-            by_run.setdefault(u["index"], []).append(epochs)
+    for saved, seen in zip(ctx.saves, ctx.curves_seen(), strict=True):
+        # each save: a checkpoint of the state only, chunks of new points, latest points
+        assert training.SweepState.from_bytes(saved["checkpoint"]).num_points == 0
+        assert all(c["points"] > 0 for c in saved["chunks"])
+        for u in saved["updates"]:
+            assert set(u) == {"index", "latest"}
+            assert u["latest"]["epoch"] == seen[u["index"]][-1]
+            by_run.setdefault(u["index"], []).append(seen[u["index"]])
     assert set(by_run) == {0, 1, 2, 3}
-    for seen in by_run.values():
-        for before, after in zip(seen, seen[1:], strict=False):
+    for stored in by_run.values():
+        for before, after in zip(stored, stored[1:], strict=False):
             assert len(after) > len(before) and list(after[: len(before)]) == list(before)
     grown = max(by_run.values(), key=len)
     assert len(grown) >= 2, "no run's curve was stored twice while it trained"
@@ -212,16 +223,20 @@ def test_a_cancel_stores_the_curves_once_more_before_stopping(spec, batch, monke
     ctx = Recorder(spec, batch["payload"], outputs={0: optima(spec)}, cancel_at=4)
     with pytest.raises(jobs.Stopped):
         jobs.training_job(ctx)
-    # one write at the first check (readable at once), one at the cancel, none in between
+    # one save at the first check (readable at once), one at the cancel, none in between
     assert len(ctx.saves) == 2 and ctx.saved_after_cancel
-    first, last = ({u["index"]: decode_curve(u["curve"])["epoch"] for u in s} for s in ctx.saves)
+    first, last = ctx.curves_seen()
     assert sorted(first) == [0, 1, 2, 3] and last
-    for updates in ctx.saves:
-        for u in updates:
-            epochs = decode_curve(u["curve"])["epoch"]
-            assert epochs[0] == 0 and u["latest"]["epoch"] == epochs[-1]
     for index, epochs in last.items():  # the runs that trained on: up to the cancel
+        assert epochs[0] == 0
         assert len(epochs) > len(first[index]) and epochs[-1] >= 3 * 256
+    # the cancel stores every run's whole curve, as a finished run's is stored
+    cancelled = {u["index"]: u for u in ctx.saves[-1]["updates"]}
+    assert sorted(cancelled) == [0, 1, 2, 3]
+    for index, u in cancelled.items():
+        curve = decode_curve(u["curve"])
+        assert list(curve["epoch"]) == list(last[index])
+        assert u["latest"] == jobs.latest_point(curve)
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["native", "torch"])

@@ -1,12 +1,25 @@
-"""Resumable state of a training sweep, serialised as a numpy npz (no pickle)."""
+"""Resumable state of a training sweep, serialised as a numpy npz (no pickle).
+
+A checkpoint (``to_bytes(history=False)``) holds the state only, O(runs x width x d):
+weights, epochs, status, final statistics and shuffle keys. The curve points are the
+sweep's history; the service stores them apart, as they are handed out (``points``),
+and gives them back on resume (``with_points``). Its float arrays are byte-shuffled and
+zstd-compressed (SCIENCE.md section 6: a resume is bit for bit).
+"""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, fields
+import struct
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+
+#: Start of a compressed state (``to_bytes``); a bare npz (older checkpoints) starts "PK".
+MAGIC = b"BNSS1"
+#: Curve fields of SweepState, left out of a checkpoint.
+HISTORY = ("curve_run", "curve_epoch", "curve_stats")
 
 RUNNING, CONVERGED, NOT_CONVERGED, DIVERGED, COLLAPSED = 0, 1, 2, 3, 4
 STATUS_NAMES = {
@@ -81,18 +94,61 @@ class SweepState:
         self.curve_stats = np.concatenate([self.curve_stats, stats], axis=0)
         self.last_point[runs] = epochs
 
-    def to_bytes(self) -> bytes:
-        """Serialise to npz bytes (plain arrays only, loadable without pickle)."""
+    @property
+    def num_points(self) -> int:
+        """Curve points recorded so far."""
+        return int(self.curve_run.size)
+
+    def points(self, since: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The curve points from the `since`-th on, in the order recorded: runs (k,),
+        epochs (k,), stats (k, 6)."""
+        return self.curve_run[since:], self.curve_epoch[since:], self.curve_stats[since:]
+
+    def with_points(self, runs: np.ndarray, epochs: np.ndarray, stats: np.ndarray) -> SweepState:
+        """This state with the curve points before it put back (a checkpoint's history)."""
+        return replace(
+            self,
+            curve_run=np.concatenate([runs.astype(np.int64), self.curve_run]),
+            curve_epoch=np.concatenate([epochs.astype(np.int64), self.curve_epoch]),
+            curve_stats=np.concatenate([stats.reshape(-1, 6), self.curve_stats], axis=0),
+        )
+
+    def to_bytes(self, *, history: bool = True) -> bytes:
+        """Serialise: an npz of plain arrays (loadable without pickle), float arrays
+        byte-shuffled, zstd-compressed; without `history`, the curve points are left out
+        (a checkpoint: ``with_points`` puts them back)."""
+        import pyarrow as pa
+
         buffer = io.BytesIO()
-        arrays: dict[str, Any] = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
+        arrays: dict[str, Any] = {}
+        for f in fields(self):
+            value = np.asarray(getattr(self, f.name))
+            if not history and f.name in HISTORY:
+                value = value[:0]
+            if value.dtype == np.float64:  # bytes of equal weight together: exponents pack
+                arrays[f"{f.name}.shape"] = np.asarray(value.shape, dtype=np.int64)
+                value = np.ascontiguousarray(value).view(np.uint8).reshape(-1, 8).T.copy()
+            arrays[f.name] = value
         np.savez(buffer, allow_pickle=False, **arrays)
-        return buffer.getvalue()
+        raw = buffer.getvalue()
+        packed = pa.compress(raw, codec="zstd", asbytes=True)
+        return MAGIC + struct.pack("<Q", len(raw)) + packed
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SweepState:
-        """Inverse of ``to_bytes``."""
+        """Inverse of ``to_bytes``; also reads the bare npz of older checkpoints."""
+        if data.startswith(MAGIC):
+            import pyarrow as pa
+
+            head = len(MAGIC) + 8
+            (size,) = struct.unpack("<Q", data[len(MAGIC) : head])
+            data = pa.decompress(data[head:], decompressed_size=size, codec="zstd", asbytes=True)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             values = {f.name: npz[f.name] for f in fields(cls)}
+            for name, value in values.items():
+                if f"{name}.shape" in npz.files:
+                    shape = tuple(int(k) for k in npz[f"{name}.shape"])
+                    values[name] = np.ascontiguousarray(value.T).view(np.float64).reshape(shape)
         values["fingerprint"] = str(values["fingerprint"])
         values["global_epoch"] = int(values["global_epoch"])
         values["next_record"] = int(values["next_record"])
