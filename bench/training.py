@@ -11,6 +11,10 @@ the ratios. Repeats alternate between the paths (the machine is shared) and the
 best and median of each are shown.
 
     .venv/bin/python bench/training.py [--runs 256] [--epochs 2000] [--repeats 3]
+
+``--e2e embedded|postgres`` also submits the same sweep (its certified optimum, verdicts,
+curves and fan-in included) to a private stack and prints its run-steps per second from
+submit to done beside the in-process ones (bench/e2e.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import statistics
 import time
 
+import e2e
 import numpy as np
 import torch
 
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument("--e2e", choices=e2e.STACKS, help="also submit it to this private stack")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,6 +107,33 @@ def main() -> None:
         best = max(rates[name]) / base_best
         median = statistics.median(rates[name]) / base_median
         print(f"ratio {name} / numpy: best {best:.1f}x, median {median:.1f}x")
+    if args.e2e:
+        steps = args.runs * args.epochs
+        done = e2e.compare(
+            args.e2e,
+            e2e_spec(args.runs, args.epochs),
+            e2e_spec(8, 1000),
+            baseline=steps / statistics.median(rates["numpy"]),
+            in_process=steps / statistics.median(rates["engine"]),
+            work=steps,
+        )
+        (group,) = done.experiment["result"]["groups"]
+        print(f"end-to-end share of runs that trained every epoch: {group['p_not_converged']}")
+
+
+def e2e_spec(runs: int, epochs: int) -> dict:
+    """The same sweep as a spec (its run seeds are the service's own)."""
+    return {
+        "kind": "training",
+        "dataset": {"generator": "theorem2", "d": D, "perturbation": 1e-3, "seed": 0},
+        "weight_decay": LAM,
+        "widths": [WIDTH],
+        "init_scales": [ALPHA],
+        "seeds": runs,
+        "optimizer": {"name": "gd", "lr": LR},
+        "max_epochs": epochs,
+        "device": "cpu",
+    }
 
 
 if __name__ == "__main__":
