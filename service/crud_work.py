@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from service import fleet, notify
@@ -232,8 +232,9 @@ def save_live_runs(
 
 
 def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:
-    """Store a census chunk's cone records."""
-    session.add_all(CensusCone(experiment_id=experiment_id, **c) for c in cones)
+    """Store a census chunk's cone records: one executemany INSERT, no ORM objects."""
+    if cones:
+        session.execute(insert(CensusCone), [{"experiment_id": experiment_id, **c} for c in cones])
 
 
 def stage_outputs(session: Session, *, experiment_id: str, stage: int) -> list[dict[str, Any]]:
