@@ -11,6 +11,11 @@ agreement, and where the service path
 spends its time (cProfile, cumulative seconds per stage).
 
 Run: ``.venv/bin/python bench/census.py [--samples 20] [--repeats 3]``
+
+``--e2e embedded|postgres`` also runs the same census (with its certified optimum) through a
+private stack from submit to done (bench/e2e.py) and prints its ratio beside the in-process
+one (the end-to-end time includes the certified optimum, which the in-process timing leaves
+out; its in-process time is printed).
 """
 
 from __future__ import annotations
@@ -21,11 +26,21 @@ import pstats
 import statistics
 import time
 
+import e2e
+
 from workers.landscape import census, convex
 from workers.landscape.geometry import datasets
 from workers.landscape.geometry.patterns import enumerate_patterns
 
 WIDTHS = (40, 160, 640)
+#: The same census as a spec, for --e2e.
+E2E_SPEC = {
+    "dataset": {"generator": "teacher", "n": 6, "d": 10, "teacher_width": 3, "seed": 0},
+    "weight_decay": 0.01,
+    "widths": list(WIDTHS),
+    "sampling": "uniform",
+    "seed": 0,
+}
 #: label -> (file name suffix or "" for any, function name); cumulative seconds are reported.
 STAGES = {
     "sampling": ("census/sampling.py", "sample_cones"),
@@ -93,11 +108,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=20, help="samples per width")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
+    parser.add_argument("--e2e", choices=e2e.STACKS, help="also submit it to this private stack")
     args = parser.parse_args()
     lam = 0.01
     X, y = datasets.teacher(6, 10, 3, seed=0)
+    optimum_start = time.perf_counter()
     patterns = enumerate_patterns(X)
     optimum = convex.global_optimum(X, y, lam, patterns=patterns)
+    optimum_seconds = time.perf_counter() - optimum_start
     print(
         f"teacher n=6 d=10 lambda={lam}: {optimum.num_signed_cones} signed cones, "
         f"optimum {optimum.value:.10f}, support {len(optimum.support_signs)} signed cones"
@@ -138,6 +156,15 @@ def main() -> None:
     print(
         f"verdicts identical: {all(r.verdict == v for r, v in zip(records, verdicts, strict=True))}"
     )
+
+    if args.e2e:
+        spec = {"kind": "census", "samples_per_width": args.samples, **E2E_SPEC}
+        small = {**spec, "samples_per_width": 1}
+        print(f"\ncertified optimum in process: {optimum_seconds:.2f} s (not in the timings above)")
+        done = e2e.compare(args.e2e, spec, small, baseline=slow, in_process=fast, work=count)
+        rows = {row["width"]: row["p_global"] for row in done.experiment["result"]["rows"]}
+        mine = {row["width"]: row["p_global"] for row in census.summarize(records)}
+        print(f"end-to-end rows' p_global equal the in-process ones: {rows == mine}")
 
     profile = cProfile.Profile()
     profile.enable()

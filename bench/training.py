@@ -19,6 +19,9 @@ epochs 0, 1 and the end, alternating, on the service's engine; the difference is
 the curve points' share of the sweep.
 
     .venv/bin/python bench/training.py --curve-share [--repeats 3]
+``--e2e embedded|postgres`` also submits the same sweep (its certified optimum, verdicts,
+curves and fan-in included) to a private stack and prints its run-steps per second from
+submit to done beside the in-process ones (bench/e2e.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import statistics
 import time
 
+import e2e
 import numpy as np
 import torch
 
@@ -88,6 +92,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--curve-share", action="store_true", help="time the curve points at d = 200"
     )
+    parser.add_argument("--e2e", choices=e2e.STACKS, help="also submit it to this private stack")
     return parser.parse_args()
 
 
@@ -122,6 +127,33 @@ def engine_against_numpy(args: argparse.Namespace) -> None:
         best = max(rates[name]) / base_best
         median = statistics.median(rates[name]) / base_median
         print(f"ratio {name} / numpy: best {best:.1f}x, median {median:.1f}x")
+    if args.e2e and "engine" in paths:
+        steps = args.runs * args.epochs
+        done = e2e.compare(
+            args.e2e,
+            e2e_spec(args.runs, args.epochs),
+            e2e_spec(8, 1000),
+            baseline=steps / statistics.median(rates["numpy"]),
+            in_process=steps / statistics.median(rates["engine"]),
+            work=steps,
+        )
+        (group,) = done.experiment["result"]["groups"]
+        print(f"end-to-end share of runs that trained every epoch: {group['p_not_converged']}")
+
+
+def e2e_spec(runs: int, epochs: int) -> dict:
+    """The same sweep as a spec (its run seeds are the service's own)."""
+    return {
+        "kind": "training",
+        "dataset": {"generator": "theorem2", "d": D, "perturbation": 1e-3, "seed": 0},
+        "weight_decay": LAM,
+        "widths": [WIDTH],
+        "init_scales": [ALPHA],
+        "seeds": runs,
+        "optimizer": {"name": "gd", "lr": LR},
+        "max_epochs": epochs,
+        "device": "cpu",
+    }
 
 
 def curve_share(args: argparse.Namespace) -> None:

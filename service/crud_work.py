@@ -309,8 +309,9 @@ def item_chunks(session: Session, *, item_id: str) -> tuple[int, list[bytes]]:
 
 
 def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:
-    """Store a census chunk's cone records."""
-    session.add_all(CensusCone(experiment_id=experiment_id, **c) for c in cones)
+    """Store a census chunk's cone records: one executemany INSERT, no ORM objects."""
+    if cones:
+        session.execute(insert(CensusCone), [{"experiment_id": experiment_id, **c} for c in cones])
 
 
 def stage_outputs(session: Session, *, experiment_id: str, stage: int) -> list[dict[str, Any]]:

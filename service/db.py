@@ -57,7 +57,12 @@ def outage_cause(exc: BaseException) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
+    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
+
+    SQLite commits with synchronous=NORMAL, the setting SQLite advises with WAL: a commit
+    no longer waits for an fsync (8.5 ms each on this machine's disk, several per work
+    item), and the database stays consistent after any crash; only a power cut may lose
+    the last commits, whose work items the reaper then runs again."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -65,6 +70,7 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()

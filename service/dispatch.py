@@ -49,7 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
             "store_processed": False,
-            "polling_interval": 0.05,
+            "polling_interval": 0.01,
         }
     return conf
 

@@ -142,8 +142,12 @@ def _budget(
 
 
 def census_chunk_size(width: int, samples: int) -> int:
-    """Cones per work item: a few seconds of work, so a lost worker loses little."""
-    size = max(1, min(50, 4000 // max(width, 1)))
+    """Cones per work item: a few seconds of work, so a lost worker loses little, and
+    enough that the service's cost per item (claim, dispatch, store: tens of ms) stays a
+    small share: most cones of a wide census are decided by screening in a few ms each,
+    and at 4000 // width cones a chunk the per-item cost took half of a census's time
+    (bench/README.md, end to end)."""
+    size = max(1, min(200, 16000 // max(width, 1)))
     return min(size, max(1, -(-samples // 2)))  # at least two chunks, so two workers share
 
 

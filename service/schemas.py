@@ -96,6 +96,49 @@ class ErrorInfo(BaseModel):
     detail: str = Field(description="what went wrong, for a person")
 
 
+class StageWait(BaseModel):
+    """Seconds from queued to started of a stage's items."""
+
+    first: float | None = Field(description="of the first item to start")
+    median: float | None = Field(description="median over the items started")
+    max: float | None = Field(description="the longest")
+
+
+class StageRun(BaseModel):
+    """Seconds from started to finished of a stage's items."""
+
+    sum: float | None = Field(description="summed over the items finished")
+    max: float | None = Field(description="the longest")
+
+
+class StageTiming(BaseModel):
+    """Where one stage's time went (0: the certified optima; 1: census chunks or training
+    batches)."""
+
+    stage: int
+    task: str = Field(description="what its items do: optimum, census_chunk, training_batch")
+    items: int = Field(description="work items in the stage")
+    finished: int = Field(description="of them finished (done, failed or cancelled)")
+    wait: StageWait = Field(description="queued -> started, per item")
+    run: StageRun = Field(description="started -> finished, per item")
+    wall: float | None = Field(
+        description="seconds from its first start to its last finish; null until all finished"
+    )
+    release: float | None = Field(
+        description="seconds from the previous stage's last finish to this stage's first "
+        "queued item (null for the first stage)"
+    )
+
+
+class Timings(BaseModel):
+    """Where an experiment's time went, from its work items' queued, started and finished
+    times (seconds; null where not known yet)."""
+
+    submit_to_start: float | None = Field(description="created_at -> started_at")
+    submit_to_done: float | None = Field(description="created_at -> finished_at")
+    stages: list[StageTiming]
+
+
 class Experiment(BaseModel):
     """A submitted experiment: its spec, where it stands and, once succeeded, its result."""
 
@@ -111,6 +154,11 @@ class Experiment(BaseModel):
     started_at: datetime | None = Field(description="when a worker first took its work")
     finished_at: datetime | None = Field(description="when it reached a terminal status")
     error: ErrorInfo | None = Field(description="set when status is failed")
+    timings: Timings | None = Field(
+        default=None,
+        description="per-stage timings; in GET /v1/experiments/{id} and the answers to "
+        "submit, cancel and PATCH; null in lists",
+    )
     result: ResultField = Field(
         description="null until it succeeds (and with fields=summary); then the kind's "
         "result: OptimumResult, CensusResult or TrainingResult"
@@ -118,7 +166,13 @@ class Experiment(BaseModel):
 
     @classmethod
     def of(
-        cls, row: ExperimentRow, done: int, *, tags: Sequence[str], result: bool = True
+        cls,
+        row: ExperimentRow,
+        done: int,
+        *,
+        tags: Sequence[str],
+        result: bool = True,
+        timings: dict[str, Any] | None = None,
     ) -> Experiment:
         """The response for a row and its tags; `result=False` leaves the (unloaded)
         result out."""
@@ -138,6 +192,7 @@ class Experiment(BaseModel):
             started_at=row.started_at and as_utc(row.started_at),
             finished_at=row.finished_at and as_utc(row.finished_at),
             error=ErrorInfo(**row.error) if row.error else None,
+            timings=None if timings is None else Timings.model_validate(timings),
             result=row.result if result else None,
         )
 

@@ -199,10 +199,7 @@ def census_chunk_job(ctx: Context) -> Outcome:
         raise Stopped from exc
     named = {} if data_seed is None else {"data_seed": int(data_seed)}
     cones = [_cone_row(r.as_dict(), named) for r in records]
-    counts = {v: sum(c["verdict"] == v for c in cones) for v in census.VERDICTS}
-    counts["spurious_strict"] = sum(r.verdict == "spurious" and r.strict is True for r in records)
-    covered = float(sum(c["covered"] for c in cones))
-    output = {"width": width, "samples": len(cones), "counts": counts, "covered_sum": covered}
+    output = {"width": width, **census.tally(records)}  # census.roll_up adds them up
     return Outcome(output={**output, **named}, cones=cones)
 
 
@@ -584,18 +581,21 @@ def _census_rows(
     chunks: list[dict[str, Any]],
     optima: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
 ) -> list[dict[str, Any]]:
-    """One row per width, pooling every realisation's samples; with data_seeds, each row
-    adds ``by_data_seed``: the same fields per realisation, with its data seed and optimum."""
+    """One row per width, pooling every realisation's samples (``census.roll_up`` of the
+    chunks' tallies); with data_seeds, each row adds ``by_data_seed``: the same fields per
+    realisation, with its data seed and optimum."""
+    from workers.landscape.census import roll_up
+
     rows = []
     for width in spec["widths"]:
         mine = [c for c in chunks if c["width"] == width]
-        row = {"width": width, **_census_row(mine)}
+        row = {"width": width, **roll_up(mine)}
         if spec.get("data_seeds") and optima:
             row["by_data_seed"] = [
                 {
                     "data_seed": cell["data_seed"],
                     "optimum": opt["optimum"],
-                    **_census_row([c for c in mine if c.get("data_seed") == cell["data_seed"]]),
+                    **roll_up([c for c in mine if c.get("data_seed") == cell["data_seed"]]),
                 }
                 for cell, opt in optima
             ]
@@ -603,31 +603,11 @@ def _census_rows(
     return rows
 
 
-def _census_row(mine: list[dict[str, Any]]) -> dict[str, Any]:
-    """Samples, verdict shares, p_covered and their Wilson intervals over some chunks."""
-    total = sum(c["samples"] for c in mine)
-    count: dict[str, int | None] = {
-        f"p_{v}": sum(c["counts"][v] for c in mine) for v in ("global", "spurious", "no_local_min")
-    }
-    strict = [c["counts"].get("spurious_strict") for c in mine]
-    # None when a chunk was certified before the birth test existed
-    count["p_spurious_strict"] = None if None in strict else sum(strict)
-    return {
-        "samples": total,
-        **{k: None if c is None else c / total for k, c in count.items()},
-        "p_covered": sum(c["covered_sum"] for c in mine) / total,
-        **_intervals(count, total),
-    }
-
-
 def _intervals(counts: dict[str, int | None], total: int) -> dict[str, list[float] | None]:
-    """Wilson 95% intervals of the shares counts / total, as <share>_ci; None for no samples
-    or an unknown count."""
-    from workers.landscape.census.records import wilson_interval
+    """Wilson 95% intervals of the shares counts / total, as <share>_ci (census.intervals)."""
+    from workers.landscape import census
 
-    return {
-        f"{key}_ci": None if k is None else wilson_interval(k, total) for key, k in counts.items()
-    }
+    return census.intervals(counts, total)
 
 
 _SHARES = {

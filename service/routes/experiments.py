@@ -21,7 +21,7 @@ from pydantic import BeforeValidator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import crud, crud_find, dispatch, plans, watch
+from service import crud, crud_find, dispatch, plans, timings, watch
 from service.config import Settings
 from service.crud import INT_MAX
 from service.deps import DatabaseDep, Principal, PrincipalDep, SettingsDep
@@ -72,7 +72,20 @@ def snapshot_body(session: Session, experiment_id: str, who: Principal) -> bytes
         raise ProblemError(404, f"no experiment {experiment_id}")
     raw: str | None = snap.result_text
     tags = crud_find.split_tags(snap.tag_text)
-    head = Experiment.of(snap, snap.done, tags=tags, result=False)  # type: ignore[arg-type]
+    times = timings.stage_timings(
+        session,
+        experiment_id=snap.id,
+        created_at=snap.created_at,
+        started_at=snap.started_at,
+        finished_at=snap.finished_at,
+    )
+    head = Experiment.of(
+        snap,  # type: ignore[arg-type]
+        snap.done,
+        tags=tags,
+        result=False,
+        timings=times,
+    )
     if raw is None or raw == "null":
         return body_of(head)
     if "NaN" in raw or "Infinity" in raw:

@@ -2,7 +2,8 @@
 
 The facade of the ``census`` experiment kind: :func:`certify_samples` draws, screens, solves,
 polishes and classifies cones and yields one :class:`ConeRecord` each; :func:`summarize` and
-:func:`thresholds` roll them up per width.
+:func:`thresholds` roll them up per width (through :func:`tally` and :func:`roll_up`, which
+the service's fan-in uses over the tallies of census chunks).
 """
 
 from .certify import (
@@ -18,6 +19,7 @@ from .certify import (
     summarize,
     thresholds,
 )
+from .records import intervals, roll_up, tally
 
 __all__ = [
     "SAMPLINGS",
@@ -28,7 +30,10 @@ __all__ = [
     "ConeRecord",
     "certify_samples",
     "classify",
+    "intervals",
+    "roll_up",
     "sample_cones",
     "summarize",
+    "tally",
     "thresholds",
 ]

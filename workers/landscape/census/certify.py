@@ -64,7 +64,7 @@ from ..convex.restricted import RestrictedSolver
 from ..convex.stationarity import birth_test
 from ..geometry.patterns import cone_keys, distinct_cones
 from ..geometry.scaling import RELATIVE_TOLERANCE, Scaling, loss_tolerance
-from .records import ConeRecord, summarize, thresholds
+from .records import VERDICTS, ConeRecord, summarize, thresholds
 from .sampling import SAMPLINGS, sample_cones
 from .screen import GlobalScreen
 
@@ -82,7 +82,6 @@ __all__ = [
     "thresholds",
 ]
 
-VERDICTS = ("global", "spurious", "no_local_min")
 #: Clarabel gap and feasibility tolerances of the fast path (as tight as convex.solve_program).
 SOLVER_TOL = 1e-10
 

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["WILSON_Z", "ConeRecord", "summarize", "thresholds", "wilson_interval"]
+__all__ = [
+    "VERDICTS",
+    "WILSON_Z",
+    "ConeRecord",
+    "intervals",
+    "roll_up",
+    "summarize",
+    "tally",
+    "thresholds",
+    "wilson_interval",
+]
 
 #: The two-sided 95% normal quantile, Φ⁻¹(0.975).
 WILSON_Z = 1.959963984540054
+#: What a census cone holds (SCIENCE §4).
+VERDICTS = ("global", "spurious", "no_local_min")
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,53 @@ class ConeRecord:
         }
 
 
+def tally(records: Sequence[ConeRecord]) -> dict:
+    """What some cones add to a census row: ``samples``, ``counts`` (of each verdict, and
+    ``spurious_strict``: spurious and strict) and ``covered_sum`` (the sum of ``covered``).
+
+    A census chunk's output holds its tally, and :func:`roll_up` adds tallies up to a row,
+    so that a row is the same whether its cones were certified in one call or in chunks.
+    """
+    counts = {v: sum(r.verdict == v for r in records) for v in VERDICTS}
+    counts["spurious_strict"] = sum(r.verdict == "spurious" and r.strict is True for r in records)
+    return {
+        "samples": len(records),
+        "counts": counts,
+        "covered_sum": float(sum(r.covered for r in records)),
+    }
+
+
+def roll_up(tallies: Sequence[Mapping]) -> dict:
+    """A census row's fields from tallies (:func:`tally`) of one width's cones.
+
+    Returns samples, the verdict shares p_global, p_spurious, p_no_local_min and
+    p_spurious_strict (fractions of the samples), p_covered (mean ``covered``), and for
+    each share its Wilson 95% interval as <share>_ci (:func:`intervals`). A tally without
+    ``spurious_strict`` (a chunk certified before the birth test existed) makes
+    p_spurious_strict and its interval None.
+    """
+    total = sum(t["samples"] for t in tallies)
+    count: dict[str, int | None] = {
+        f"p_{v}": sum(t["counts"][v] for t in tallies) for v in VERDICTS
+    }
+    strict = [t["counts"].get("spurious_strict") for t in tallies]
+    count["p_spurious_strict"] = None if None in strict else sum(strict)
+    return {
+        "samples": total,
+        **{key: None if k is None else k / total for key, k in count.items()},
+        "p_covered": sum(t["covered_sum"] for t in tallies) / total,
+        **intervals(count, total),
+    }
+
+
+def intervals(counts: Mapping[str, int | None], total: int) -> dict[str, list[float] | None]:
+    """Wilson 95% intervals of the shares counts / total, as <share>_ci; None for no
+    samples or an unknown count (None)."""
+    return {
+        f"{key}_ci": None if k is None else wilson_interval(k, total) for key, k in counts.items()
+    }
+
+
 def summarize(records: Sequence[ConeRecord]) -> list[dict]:
     """Per-width rows of a census (SCIENCE §5, step 4).
 
@@ -83,34 +142,13 @@ def summarize(records: Sequence[ConeRecord]) -> list[dict]:
         records: ConeRecords of any widths, in any order.
 
     Returns:
-        One dict per width, sorted by width, with keys width, samples, p_global, p_spurious,
-        p_no_local_min, p_spurious_strict (spurious and strict; fractions of that width's
-        samples), p_covered (mean ``covered``), and for each of the four fractions its
-        Wilson 95% interval as <key>_ci = [lo, hi] (:func:`wilson_interval`).
+        One dict per width, sorted by width: ``{"width": width, **roll_up([tally])}`` of
+        that width's records (:func:`roll_up`).
     """
     by_width: dict[int, list[ConeRecord]] = {}
     for record in records:
         by_width.setdefault(record.width, []).append(record)
-    rows = []
-    for width in sorted(by_width):
-        group = by_width[width]
-        verdicts = [r.verdict for r in group]
-        counts = {
-            "p_global": verdicts.count("global"),
-            "p_spurious": verdicts.count("spurious"),
-            "p_no_local_min": verdicts.count("no_local_min"),
-            "p_spurious_strict": sum(r.verdict == "spurious" and r.strict is True for r in group),
-        }
-        rows.append(
-            {
-                "width": width,
-                "samples": len(group),
-                **{key: count / len(group) for key, count in counts.items()},
-                "p_covered": float(np.mean([r.covered for r in group])),
-                **{f"{key}_ci": wilson_interval(c, len(group)) for key, c in counts.items()},
-            }
-        )
-    return rows
+    return [{"width": w, **roll_up([tally(by_width[w])])} for w in sorted(by_width)]
 
 
 def wilson_interval(k: int, n: int, z: float = WILSON_Z) -> list[float] | None:
