@@ -27,20 +27,23 @@ satisfy it by optimality over W). Violators are added to W and the program is so
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import nnls
 
-from .certificate import cone_values
+from .certificate import cone_values, project_norm
 from .restricted import RestrictedSolution, RestrictedSolver
 
 __all__ = [
+    "BATCH_MIN",
     "CARRY_REL",
     "COMPLEMENTARITY_RTOL",
     "INITIAL",
     "MAX_ROUNDS",
     "VIOLATION_RTOL",
     "ColumnSolver",
+    "values_above",
 ]
 
 #: Members of largest norm at r* always put in the first working set (see _first_set).
@@ -53,6 +56,42 @@ CARRY_REL = 1e-6
 COMPLEMENTARITY_RTOL = 1e-8
 #: Rounds before falling back to one solve over all members.
 MAX_ROUNDS = 12
+#: :func:`values_above` projects fewer open cones than this one by one (NNLS), more in a batch.
+BATCH_MIN = 32
+
+
+def values_above(
+    X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: float, bound: np.ndarray | None = None
+) -> np.ndarray:
+    """``||proj_K(g)||`` for cones ``K = {u : (orient * X) u >= 0}``, exact where above ``floor``.
+
+    Entries at or below ``floor`` may be upper bounds (still <= floor). ``||g||`` bounds the
+    value from above, and so does ``bound`` when given (e.g. a known value at a nearby vector
+    plus the distance to it: the projection is 1-Lipschitz); cones that either puts at or
+    below ``floor`` are not projected. The few others are projected one by one
+    (``certificate.project_norm``: on a handful of cones a batched active set costs several
+    times more in per-call overhead), many at once by ``certificate.cone_values``.
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        g: (c, d) float64 vectors to project.
+        floor: the level above which values are exact.
+        bound: (c,) optional upper bounds on the values.
+
+    Returns:
+        (c,) float64.
+    """
+    values = np.sqrt(np.einsum("ij,ij->i", g, g))
+    if bound is not None:
+        values = np.minimum(values, bound)
+    open_ = np.flatnonzero(values > floor)
+    if len(open_) >= BATCH_MIN:
+        values[open_] = cone_values(X, orient[open_], g[open_], floor=floor)[0]
+    else:
+        for i in open_:
+            values[i] = project_norm(orient[i][:, None] * X, g[i])
+    return values
 
 
 class ColumnSolver:
@@ -76,11 +115,13 @@ class ColumnSolver:
         atom: Callable[[bytes, np.ndarray, int], tuple[np.ndarray, float]],
         *,
         initial: int = INITIAL,
+        anchor: np.ndarray | None = None,
     ) -> None:
         self.solver = solver
         self.X, self.y = solver.X, solver.y
         self.atom = atom
         self.initial = initial
+        self.anchor = None if anchor is None else np.asarray(anchor, dtype=np.float64)
         self.threshold = 2.0 * solver.weight_decay * (1.0 + VIOLATION_RTOL)
         self.rounds = 0
         self.fallbacks = 0
@@ -97,6 +138,8 @@ class ColumnSolver:
 
         Returns:
             RestrictedSolution with U (k, d); rows outside the final working set are zero.
+            Its ``dual`` holds the dual check's upper bounds at its residual (inf for the
+            members carrying a neuron), or None after a solve over all members.
         """
         k = len(signs)
         if k <= self.initial:
@@ -104,26 +147,26 @@ class ColumnSolver:
         D = np.asarray(patterns, dtype=bool)
         s = np.asarray(signs, dtype=np.float64)
         orient = np.where(D, 1.0, -1.0)
-        inside = self._first_set(D, s, signs, keys)
+        inside, atom_norms = self._first_set(D, s, signs, keys)
         for _ in range(MAX_ROUNDS):
             members = np.flatnonzero(inside)
             solution = self.solver.solve(D[members], s[members])
             r = (2.0 / len(self.y)) * (solution.prediction - self.y)
-            violators = self._violators(D, s, orient, np.flatnonzero(~inside), r)
-            if len(violators) == 0 and not self._converged(D, s, orient, members, solution, r):
+            dual = np.full(k, np.inf)
+            check = _Check(self, D, s, orient, r, atom_norms, dual)
+            violators = check.violators(np.flatnonzero(~inside))
+            if len(violators) == 0 and not self._converged(check, members, solution):
                 break
             if len(violators) == 0:
                 U = np.zeros((k, self.X.shape[1]))
                 U[members] = solution.U
-                return RestrictedSolution(
-                    solution.value, U, solution.prediction, solution.iterations, solution.status
-                )
+                return replace(solution, U=U, dual=dual)
             inside[violators] = True
             self.rounds += 1
         self.fallbacks += 1
         return self.solver.solve(patterns, signs)
 
-    def _converged(self, D, s, orient, members, solution: RestrictedSolution, r) -> bool:
+    def _converged(self, check: _Check, members, solution: RestrictedSolution) -> bool:
         """KKT conditions of the working set's solution, at the members of W.
 
         At the minimiser every member carrying a neuron has ``-s_i (X^T D_i r) . u_i / ||u_i||
@@ -134,12 +177,12 @@ class ColumnSolver:
         """
         norms = np.linalg.norm(solution.U, axis=1)
         big = norms > CARRY_REL * max(1.0, float(norms.max(initial=0.0)))
-        if len(self._violators(D, s, orient, members[~big], r)):
+        if len(check.violators(members[~big])):
             return False
         if not big.any():
             return True
         carry = members[big]
-        g = -s[carry, None] * ((D[carry] * r) @ self.X)
+        g = -check.s[carry, None] * ((check.D[carry] * check.r) @ self.X)
         ratio = (
             np.einsum("ij,ij->i", g, solution.U[big])
             / norms[big]
@@ -147,23 +190,11 @@ class ColumnSolver:
         )
         return bool(np.all(np.abs(ratio - 1.0) <= COMPLEMENTARITY_RTOL))
 
-    def _violators(self, D, s, orient, out, r) -> np.ndarray:
-        """Members of ``out`` whose projection norm at the residual r exceeds the threshold.
-
-        ``||g||`` bounds the projection norm, so only members with ``||g||`` above the
-        threshold are projected (``certificate.cone_values``, batched).
-        """
-        g = -s[out, None] * ((D[out] * r) @ self.X)
-        open_ = np.flatnonzero(np.einsum("ij,ij->i", g, g) > self.threshold**2)
-        if len(open_) == 0:
-            return open_
-        values, _ = cone_values(self.X, orient[out[open_]], g[open_], floor=self.threshold)
-        return out[open_[values > self.threshold]]
-
     def _first_set(
         self, D: np.ndarray, s: np.ndarray, signs: np.ndarray, keys: np.ndarray
-    ) -> np.ndarray:
-        """The first working set: a guess at the members that carry a neuron.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The first working set (a guess at the members that carry a neuron) and the
+        members' atom norms at r*.
 
         Each member i gets its atom at r*: the unit direction ``e_i`` of
         ``proj_{K_i}(-s_i X^T D_i r*)`` and that projection's norm. The guess is the support
@@ -184,8 +215,35 @@ class ColumnSolver:
         try:
             L = np.linalg.cholesky(G)
         except np.linalg.LinAlgError:
-            return inside
+            return inside, norms
         b = M.T @ self.y / n - self.solver.weight_decay
         weights, _ = nnls(L.T, np.linalg.solve(L, b), maxiter=50 * k + 100)
         inside |= weights > 0
-        return inside
+        return inside, norms
+
+
+class _Check:
+    """The dual check of one working set's solution (residual r) on members of the cone.
+
+    With the anchor r* of the atoms, ``||proj_K(g*)|| + ||g - g*||`` bounds each member's
+    value from above (the projection is 1-Lipschitz; ``g - g* = -s X^T D (r - r*)``), so
+    members whose atom lies well below 2 λ are not projected. The values found (upper
+    bounds, exact above the threshold) are written into ``dual``.
+    """
+
+    def __init__(self, owner: ColumnSolver, D, s, orient, r, atom_norms, dual) -> None:
+        self.owner, self.D, self.s, self.orient, self.r = owner, D, s, orient, r
+        self.atom_norms, self.dual = atom_norms, dual
+        self.shift = None if owner.anchor is None else r - owner.anchor
+
+    def violators(self, out: np.ndarray) -> np.ndarray:
+        """Members of ``out`` whose value exceeds the threshold (:func:`values_above`)."""
+        X = self.owner.X
+        g = -self.s[out, None] * ((self.D[out] * self.r) @ X)
+        bound = None
+        if self.shift is not None:
+            moved = (self.D[out] * self.shift) @ X
+            bound = self.atom_norms[out] + np.sqrt(np.einsum("ij,ij->i", moved, moved))
+        values = values_above(X, self.orient[out], g, self.owner.threshold, bound)
+        self.dual[out] = values
+        return out[values > self.owner.threshold]

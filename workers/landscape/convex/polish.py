@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .certificate import cone_values
+from .columns import values_above
 from .newton import FaceObjective, null_space
 
 __all__ = ["FACE_REL", "SUPPORT_REL", "Polished", "polish", "support"]
@@ -86,6 +86,8 @@ def polish(
     signs: np.ndarray,
     U: np.ndarray,
     value: float,
+    *,
+    bounds: np.ndarray | None = None,
 ) -> Polished | None:
     """Polish an interior-point minimiser of a restricted program (module docstring).
 
@@ -97,6 +99,10 @@ def polish(
         signs: (k,) in {+1, -1}.
         U: (k, d) float64, the interior point.
         value: the program's value at U.
+        bounds: (k,) optional upper bounds on each row's dual value ``||proj_K(-s X^T D r)||``
+            at U's residual (``RestrictedSolution.dual``, inf where unknown). Plus the shift of
+            ``X^T D r`` to the polished residual they bound it there too (the projection is
+            1-Lipschitz), so rows far below 2 λ skip the projection in the dual check.
 
     Returns:
         Polished, or None when the steps of the module docstring do not reach an accepted
@@ -104,6 +110,8 @@ def polish(
     """
     problem = _Program(X, y, weight_decay, patterns, signs)
     U = np.asarray(U, dtype=np.float64).reshape(len(problem.s), np.shape(X)[1])
+    if bounds is not None:
+        problem.anchor(U, np.asarray(bounds, dtype=np.float64).reshape(-1))
     rows = np.flatnonzero(support(U))
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):
@@ -171,6 +179,16 @@ class _Program:
         self.XQ = self.X @ self.Q  # (n, r)
         self.xnorm = np.linalg.norm(self.X, axis=1)
         self.orient = np.where(self.D, 1.0, -1.0)  # (k, n): 2 D_i - 1
+        self.bounds: tuple[np.ndarray, np.ndarray] | None = None
+
+    def anchor(self, U: np.ndarray, bounds: np.ndarray) -> None:
+        """Keep upper bounds on the rows' dual values at U's residual (see :func:`polish`)."""
+        every = np.arange(len(self.s))
+        self.bounds = (self.residual(every, U), bounds)
+
+    def residual(self, rows: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """(n,) ``r = (2/n) (prediction - y)`` over the given rows."""
+        return (2.0 / len(self.y)) * (self.prediction(rows, V) - self.y)
 
     def near_faces(self, V: np.ndarray) -> np.ndarray:
         """(p, n) bool: nonzero x_k with ``|x_k . v_i| <= FACE_REL ||x_k|| ||v_i||``."""
@@ -231,7 +249,7 @@ class _Program:
         multipliers have no nonnegative choice (NNLS): True when released, False at a KKT
         point, None when that row has no negative least-squares multiplier."""
         norms = np.linalg.norm(V, axis=1)
-        r = (2.0 / len(self.y)) * (self.prediction(rows, V) - self.y)
+        r = self.residual(rows, V)
         for j in np.flatnonzero(faces.any(axis=1)):
             i, k = rows[j], np.flatnonzero(faces[j])
             grad = (
@@ -252,15 +270,18 @@ class _Program:
         """The row outside the support most above ``2 λ (1 + DUAL_RTOL)`` in the dual check of
         SCIENCE §3 (``||proj_K(-s X^T D r)||``), or None when every one passes."""
         out = np.setdiff1d(np.arange(len(self.s)), rows)
-        r = (2.0 / len(self.y)) * (self.prediction(rows, V) - self.y)
-        g = -self.s[out, None] * ((self.D[out] * r) @ self.X)
-        threshold = 2.0 * self.lam * (1.0 + DUAL_RTOL)
-        open_ = np.flatnonzero(np.einsum("ij,ij->i", g, g) > threshold**2)  # ||g|| bounds it
-        if len(open_) == 0:
+        if len(out) == 0:
             return None
-        values, _ = cone_values(self.X, self.orient[out[open_]], g[open_], floor=threshold)
+        r = self.residual(rows, V)
+        g = -self.s[out, None] * ((self.D[out] * r) @ self.X)
+        bound = None
+        if self.bounds is not None:
+            moved = (self.D[out] * (r - self.bounds[0])) @ self.X
+            bound = self.bounds[1][out] + np.sqrt(np.einsum("ij,ij->i", moved, moved))
+        threshold = 2.0 * self.lam * (1.0 + DUAL_RTOL)
+        values = values_above(self.X, self.orient[out], g, threshold, bound)
         worst = int(np.argmax(values))
-        return int(out[open_[worst]]) if values[worst] > threshold else None
+        return int(out[worst]) if values[worst] > threshold else None
 
     def accept(self, rows, V, faces, gradient_norm: float, value: float) -> Polished | None:
         """Step 4's value check; the Polished result when it passes."""

@@ -42,6 +42,9 @@ class RestrictedSolution:
         prediction: (n,) float64, ``sum_i s_i D_i X u_i``.
         iterations: interior-point iterations Clarabel took.
         status: Clarabel's status string ("Solved" or "AlmostSolved").
+        dual: (k,) upper bounds on each member's projection norm ``||proj_K(-s X^T D r)||``
+            at this solution's residual, exact where above 2 λ (inf where not computed), from
+            the dual check of column generation (:mod:`convex.columns`); None without one.
     """
 
     value: float
@@ -49,6 +52,7 @@ class RestrictedSolution:
     prediction: np.ndarray
     iterations: int
     status: str
+    dual: np.ndarray | None = None
 
 
 def _settings(tol: float) -> clarabel.DefaultSettings:
