@@ -7,6 +7,7 @@ polishes and classifies cones and yields one :class:`ConeRecord` each; :func:`su
 
 from .certify import (
     SAMPLINGS,
+    STAGES,
     STATIONARITY_TOL,
     VERDICTS,
     CensusCancelled,
@@ -21,6 +22,7 @@ from .certify import (
 
 __all__ = [
     "SAMPLINGS",
+    "STAGES",
     "STATIONARITY_TOL",
     "VERDICTS",
     "CensusCancelled",

@@ -33,10 +33,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .columns import values_above
+from .certificate import cone_values, project_norm
 from .newton import FaceObjective, null_space
 
-__all__ = ["FACE_REL", "SUPPORT_REL", "Polished", "polish", "support"]
+__all__ = [
+    "BATCH_MIN",
+    "FACE_REL",
+    "SUPPORT_REL",
+    "Polished",
+    "polish",
+    "support",
+    "values_above",
+]
 
 #: Rows with ||u|| at or below this times max(1, max ||u||) are taken to be zero.
 SUPPORT_REL = 1e-6
@@ -55,6 +63,42 @@ DUAL_RTOL = 1e-8
 FEASIBILITY_REL = 1e-12
 #: Newton solves per settling of the active set; rows brought back by the dual check.
 MAX_ROUNDS, MAX_RESTORES = 16, 3
+#: :func:`values_above` projects fewer open cones than this one by one (NNLS), more in a batch.
+BATCH_MIN = 32
+
+
+def values_above(
+    X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: float, bound: np.ndarray | None = None
+) -> np.ndarray:
+    """``||proj_K(g)||`` for cones ``K = {u : (orient * X) u >= 0}``, exact where above ``floor``.
+
+    Entries at or below ``floor`` may be upper bounds (still <= floor). ``||g||`` bounds the
+    value from above, and so does ``bound`` when given (e.g. a known value at a nearby vector
+    plus the distance to it: the projection is 1-Lipschitz); cones that either puts at or
+    below ``floor`` are not projected. The few others are projected one by one
+    (``certificate.project_norm``: on a handful of cones a batched active set costs several
+    times more in per-call overhead), many at once by ``certificate.cone_values``.
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        g: (c, d) float64 vectors to project.
+        floor: the level above which values are exact.
+        bound: (c,) optional upper bounds on the values.
+
+    Returns:
+        (c,) float64.
+    """
+    values = np.sqrt(np.einsum("ij,ij->i", g, g))
+    if bound is not None:
+        values = np.minimum(values, bound)
+    open_ = np.flatnonzero(values > floor)
+    if len(open_) >= BATCH_MIN:
+        values[open_] = cone_values(X, orient[open_], g[open_], floor=floor)[0]
+    else:
+        for i in open_:
+            values[i] = project_norm(orient[i][:, None] * X, g[i])
+    return values
 
 
 @dataclass(frozen=True)
@@ -68,6 +112,7 @@ class Polished:
         faces: (p, n) bool, the active constraints ``x_k . u_i = 0`` of each row.
         value: the program's objective at U.
         gradient_norm: norm of the objective's gradient on the faces at U.
+        rows: (p,) int, the indices of these rows among the rows given, increasing.
     """
 
     U: np.ndarray
@@ -76,6 +121,7 @@ class Polished:
     faces: np.ndarray
     value: float
     gradient_norm: float
+    rows: np.ndarray
 
 
 def polish(
@@ -290,4 +336,6 @@ class _Program:
         if polished > value + VALUE_RTOL * max(1.0, abs(value)):
             return None
         i = np.argsort(rows)
-        return Polished(V[i], self.D[rows[i]], self.s[rows[i]], faces[i], polished, gradient_norm)
+        return Polished(
+            V[i], self.D[rows[i]], self.s[rows[i]], faces[i], polished, gradient_norm, rows[i]
+        )

@@ -41,7 +41,9 @@ class RestrictedSolution:
         U: (k, d) float64, one u per signed cone, in the order given.
         prediction: (n,) float64, ``sum_i s_i D_i X u_i``.
         iterations: interior-point iterations Clarabel took.
-        status: Clarabel's status string ("Solved" or "AlmostSolved").
+        status: Clarabel's status string ("Solved" or "AlmostSolved"), or "Polished" for the
+            polished working-set solution of ``ColumnSolver`` (then ``iterations`` are
+            Clarabel's on the working set).
         dual: (k,) upper bounds on each member's projection norm ``||proj_K(-s X^T D r)||``
             at this solution's residual, exact where above 2 λ (inf where not computed), from
             the dual check of column generation (:mod:`convex.columns`); None without one.
