@@ -42,9 +42,11 @@ STAGES = {
 }
 
 
-def service(X, y, lam, optimum, patterns, samples):
+def service(X, y, lam, optimum, patterns, samples, *, widths=WIDTHS, **options):
+    """``census.certify_samples`` at each width (uniform sampling unless ``options`` say)."""
+    options = {"sampling": "uniform"} | options
     records = []
-    for width in WIDTHS:
+    for width in widths:
         records += census.certify_samples(
             X,
             y,
@@ -54,9 +56,9 @@ def service(X, y, lam, optimum, patterns, samples):
             width=width,
             samples=range(samples),
             seed=0,
-            sampling="uniform",
             patterns=patterns,
             num_signed_cones=optimum.num_signed_cones,
+            **options,
         )
     return records
 

@@ -20,6 +20,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from census import baseline as per_cone  # bench/census.py, next to this script
+from census import service as census_service
+
 from workers.landscape import census, convex
 from workers.landscape.geometry import datasets
 from workers.landscape.geometry.patterns import enumerate_patterns
@@ -29,39 +32,18 @@ WIDTHS = (200, 1000)
 
 
 def service(X, y, optimum, patterns, width: int, samples: int, timings: dict) -> list:
-    return census.certify_samples(
-        X,
-        y,
-        LAMBDA,
-        optimum=optimum.value,
-        support=(optimum.support_patterns, optimum.support_signs),
-        width=width,
-        samples=range(samples),
-        seed=0,
-        sampling="random_vector",
-        patterns=patterns,
-        num_signed_cones=optimum.num_signed_cones,
-        timings=timings,
-    )
+    """The census of one width, as ``bench/census.py`` runs it, random_vector sampling."""
+    return census_service(
+        X, y, LAMBDA, optimum, patterns, samples,
+        widths=(width,), sampling="random_vector", timings=timings,
+    )  # fmt: skip
 
 
 def baseline(X, y, optimum, records: list) -> tuple[list[str], float]:
-    """Verdicts of the per-cone CVXPY path on the records' cones, and its seconds."""
+    """Verdicts of the per-cone CVXPY path (``bench/census.py``) on the records' cones, and
+    its seconds."""
     start = time.perf_counter()
-    verdicts = []
-    for record in records:
-        solution = convex.solve_program(X, y, LAMBDA, record.patterns, record.signs)
-        found = census.classify(
-            X,
-            y,
-            LAMBDA,
-            record.patterns,
-            record.signs,
-            solution.U,
-            solution.value,
-            optimum=optimum.value,
-        )
-        verdicts.append(found.verdict)
+    verdicts = per_cone(X, y, LAMBDA, optimum, records)
     return verdicts, time.perf_counter() - start
 
 
