@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from workers.landscape import census, convex
-from workers.landscape.census.screen import GlobalScreen, projections
+from workers.landscape.census import certify
+from workers.landscape.census.screen import projections
 from workers.landscape.convex import columns as census_columns
 from workers.landscape.convex import polish as census_polish
 from workers.landscape.convex.certificate import project_norm
@@ -72,12 +73,10 @@ def cones_of(X, patterns, size, rng):
 
 
 def column_solver(X, y, optimum):
+    """The census's solver and screen on (X, y), as ``certify_samples`` builds them."""
     solver = RestrictedSolver(X, y, LAM, tol=1e-10)
-    support = solver.solve(optimum.support_patterns, optimum.support_signs)
-    screen = GlobalScreen(
-        X, y, LAM, prediction=support.prediction, optimum=optimum.value, margin=5e-8,
-        support_keys=set(cone_keys(optimum.support_patterns, optimum.support_signs)),
-    )  # fmt: skip
+    support = (optimum.support_patterns, optimum.support_signs)
+    screen = certify._screen(X, y, LAM, solver, support, optimum=optimum.value, tolerance=1e-7)
     return solver, ColumnSolver(solver, screen.atom, anchor=screen.residual)
 
 
