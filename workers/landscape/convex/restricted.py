@@ -140,14 +140,15 @@ class RestrictedSolver:
         equalities ``sum_i s_i D_i XQ v_i - e = y``, the k n inequalities
         ``(2 D_i - I) XQ v_i >= 0`` and k second-order cones ``(t_i, v_i)``. Every v column
         has the same 2n + 1 stored entries (zeros kept), so the structure depends on (n, r, k)
-        only and is cached per k; each call fills in the values.
+        only and is cached per k, with one CSC matrix whose values each call overwrites
+        (Clarabel copies the data when a solver is built, so nothing holds on to them).
         """
         n, r = self.XQ.shape
         k = len(s)
         structure = self._structure.get(k)
         if structure is None:
             structure = self._structure[k] = self._build_structure(k)
-        indices, indptr, shape, P, q, b, cones = structure
+        A, P, q, b, cones = structure
         Df = D.astype(np.float64)
         # Values of the r columns of v_i, each [s_i D_i XQ[:, c], -(2 D_i - 1) XQ[:, c], -1].
         vals = np.empty((k, r + 1, 2 * n + 1))
@@ -156,12 +157,11 @@ class RestrictedSolver:
         vals[:, 1:, n : 2 * n] = -(2.0 * Df - 1.0)[:, None, :] * self.XQ.T[None]
         vals[:, 1:, 2 * n] = -1.0
         flat = vals.reshape(k, -1)[:, 2 * n :]  # drop the t column's unused slots
-        data = np.concatenate([-np.ones(n), flat.ravel()])
-        A = sp.csc_matrix((data, indices, indptr), shape=shape)
+        A.data[n:] = flat.ravel()  # the first n, the -e entries, never change
         return P, q, A, b, cones
 
     def _build_structure(self, k: int):
-        """Index arrays, P, q, b and cones of :meth:`_matrices` for k signed cones."""
+        """A (values to fill in), P, q, b and cones of :meth:`_matrices` for k signed cones."""
         n, r = self.XQ.shape
         block = r + 1
         soc0 = n + k * n  # first second-order-cone row
@@ -188,4 +188,6 @@ class RestrictedSolver:
         b[:n] = self.y
         cones = [clarabel.ZeroConeT(n), clarabel.NonnegativeConeT(k * n)]
         cones += [clarabel.SecondOrderConeT(block)] * k
-        return indices, indptr, (num_rows, num_vars), P, q, b, cones
+        data = np.concatenate([-np.ones(n), np.zeros(len(indices) - n)])
+        A = sp.csc_matrix((data, indices, indptr), shape=(num_rows, num_vars))
+        return A, P, q, b, cones
