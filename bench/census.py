@@ -29,15 +29,17 @@ WIDTHS = (40, 160, 640)
 #: label -> (file name suffix or "" for any, function name); cumulative seconds are reported.
 STAGES = {
     "sampling": ("census/sampling.py", "sample_cones"),
-    "dedupe + keys": ("census/sampling.py", "distinct_cones"),
+    "dedupe + keys": ("geometry/patterns.py", "distinct_cones"),
     "screening": ("census/screen.py", "holds_global"),
     "restricted solve (total)": ("convex/columns.py", "solve"),
     "  first working set": ("convex/columns.py", "_first_set"),
     "  Clarabel programs": ("convex/restricted.py", "solve"),
     "    matrix assembly": ("convex/restricted.py", "_matrices"),
     "    clarabel solve": ("", "<method 'solve' of 'builtins.DefaultSolver' objects>"),
-    "  dual check (pricing)": ("convex/columns.py", "_violators"),
+    "  dual check (pricing)": ("convex/columns.py", "violators"),
     "classification": ("convex/classify.py", "classify"),
+    "  polish": ("convex/polish.py", "polish"),
+    "    its dual check": ("convex/polish.py", "dual_violator"),
     "  stationarity QP": ("stationarity.py", "clarke_stationarity"),
 }
 
