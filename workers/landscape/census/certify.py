@@ -29,12 +29,15 @@ The fast path (:func:`certify_samples`):
 2. Otherwise the restricted program is solved by column generation (:mod:`convex.columns`):
    on a small working subset of the cone's signed cones first (guessed from the atoms at the
    global optimal residual, which the screen caches per signed cone), then the dual check of
-   SCIENCE §3 restricted to the cone's members adds violators until there are none. Each
-   program is built directly for Clarabel (:mod:`convex.restricted`: row-space reduction, CSC
-   values filled into a cached structure, single-threaded QDLDL). A working-set solution
-   that fails the complementarity check is replaced by one solve over all members.
+   SCIENCE §3 restricted to the cone's members adds violators (the worst few per round)
+   until there are none. Each program is built directly for Clarabel
+   (:mod:`convex.restricted`: row-space reduction, CSC values filled into a cached matrix,
+   single-threaded QDLDL). A working-set solution that fails the complementarity check is
+   polished and kept when the outside members pass the dual check there, else replaced by
+   one solve over all members.
 3. The minimiser is polished to machine precision and classified by :func:`classify`
-   (method "solved").
+   (method "solved"); the polish's dual check starts from the values the column generation
+   found (``RestrictedSolution.dual``) and projects only the rows they leave open.
 
 Everything runs at unit scale (:mod:`.scaling`); records are in the units of X and y.
 

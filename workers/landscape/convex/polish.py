@@ -20,6 +20,9 @@ plus 2 λ sum ||u_i||):
    to zero, or stalls Newton below ``STALL_REL`` of the largest, leaves the support; a row
    outside it that fails the dual check of SCIENCE §3 (``||proj_K(-s X^T D r)|| <= 2 λ (1 +
    DUAL_RTOL)``) comes back from its interior-point value. At most ``MAX_ROUNDS`` solves.
+   The dual check projects only the rows that upper bounds leave open (:func:`values_above`):
+   ``||g||``, and, when the caller knows the values at the interior point's residual
+   (``bounds``), those plus the shift of ``X^T D r`` to the polished residual.
 4. Acceptance: a KKT point of the whole restricted program (gradient on the faces at most
    ``GRADIENT_RTOL`` relative, multipliers >= 0, feasible, the dual check passed off the
    support) whose value is at most the interior point's plus ``VALUE_RTOL`` (relative).
