@@ -133,3 +133,18 @@ def test_timings_cover_every_step_and_change_no_record(teacher30):
     assert timings["solve"] > 0.0 and timings["sample"] > 0.0
     for a, b in zip(timed, plain, strict=True):
         assert (a.verdict, a.value, a.method) == (b.verdict, b.value, b.method)
+
+
+def test_sparse_matrices_are_the_cached_ones_without_their_zeros():
+    X, y = datasets.teacher(30, 4, 10, 1)
+    solver = RestrictedSolver(X, y, LAM)
+    rng = np.random.default_rng(6)
+    D = rng.random((7, 30)) < 0.5
+    s = np.where(rng.random(7) < 0.5, 1.0, -1.0)
+    dense = solver._matrices(D, s)
+    sparse = solver._sparse(D, s)
+    np.testing.assert_array_equal(sparse[2].toarray(), dense[2].toarray())
+    assert sparse[2].nnz < dense[2].nnz
+    np.testing.assert_array_equal(sparse[0].toarray(), dense[0].toarray())  # P
+    np.testing.assert_array_equal(sparse[1], dense[1])  # q
+    np.testing.assert_array_equal(sparse[3], dense[3])  # b

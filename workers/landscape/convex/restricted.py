@@ -30,6 +30,8 @@ import scipy.sparse as sp
 __all__ = ["RestrictedSolution", "RestrictedSolver"]
 
 _ACCEPTED = {"Solved", "AlmostSolved"}
+#: With n >= this times rank X, :meth:`RestrictedSolver._sparse` builds the matrices.
+SPARSE_ROWS_PER_DIM = 4
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ class RestrictedSolver:
         """
         D = np.asarray(patterns, dtype=bool)
         s = np.asarray(signs, dtype=np.float64).reshape(-1)
-        P, q, A, b, cones = self._matrices(D, s)
+        sparse = len(self.y) >= SPARSE_ROWS_PER_DIM * self.XQ.shape[1]
+        P, q, A, b, cones = (self._sparse if sparse else self._matrices)(D, s)
         solution = clarabel.DefaultSolver(P, q, A, b, cones, self.settings).solve()
         status = str(solution.status)
         if status not in _ACCEPTED:  # stalled at the tight tolerances: retry at Clarabel's own
@@ -158,6 +161,49 @@ class RestrictedSolver:
         vals[:, 1:, 2 * n] = -1.0
         flat = vals.reshape(k, -1)[:, 2 * n :]  # drop the t column's unused slots
         A.data[n:] = flat.ravel()  # the first n, the -e entries, never change
+        return P, q, A, b, cones
+
+    def _sparse(self, D: np.ndarray, s: np.ndarray):
+        """:meth:`_matrices` without the zeros of the equalities (points outside D_i).
+
+        Built for each call (the structure depends on D). With n several times rank X those
+        zeros are about half of A and of the factorisation's work (teacher (70, 4), 198
+        signed cones: 0.18 s -> 0.14 s CPU for one solve); on small n the cached
+        structure of :meth:`_matrices` is cheaper.
+        """
+        n, r = self.XQ.shape
+        k = len(s)
+        block = r + 1
+        soc0 = n + k * n
+        v0 = n + np.arange(k) * block + 1  # first v column of each signed cone
+        cols = np.arange(r)
+        cone_of, point = np.nonzero(D)
+        every = np.arange(k * n)
+        entries = [
+            (np.arange(n), np.arange(n), -np.ones(n)),  # -e
+            (  # the equalities: s_i XQ[k] for the points k of D_i
+                np.repeat(point, r),
+                (v0[cone_of, None] + cols).ravel(),
+                (s[cone_of, None] * self.XQ[point]).ravel(),
+            ),
+            (  # the inequalities -(2 D_ik - 1) XQ[k] v_i <= 0, row n + i n + k
+                np.repeat(n + every, r),
+                (v0[every // n, None] + cols).ravel(),
+                (-np.where(D.ravel(), 1.0, -1.0)[:, None] * self.XQ[every % n]).ravel(),
+            ),
+            (soc0 + np.arange(k) * block, v0 - 1, -np.ones(k)),  # t_i
+            (
+                (soc0 + np.arange(k)[:, None] * block + 1 + cols).ravel(),
+                (v0[:, None] + cols).ravel(),
+                -np.ones(k * r),
+            ),
+        ]
+        rows, columns, values = (np.concatenate(part) for part in zip(*entries, strict=True))
+        structure = self._structure.get(k)
+        if structure is None:
+            structure = self._structure[k] = self._build_structure(k)
+        _, P, q, b, cones = structure
+        A = sp.csc_matrix((values, (rows, columns)), shape=(soc0 + k * block, n + k * block))
         return P, q, A, b, cones
 
     def _build_structure(self, k: int):
