@@ -174,7 +174,8 @@ class ColumnSolver:
         if len(again.violators(out)):
             return None
         self.polished += 1
-        return RestrictedSolution(found.value, U, prediction, solution.iterations, "Polished", dual)
+        value, iterations = float(found.value), solution.iterations
+        return RestrictedSolution(value, U, prediction, iterations, "Polished", dual)
 
     def _converged(self, check: _Check, members, solution: RestrictedSolution) -> bool:
         """KKT conditions of the working set's solution, at the members of W.
