@@ -44,22 +44,26 @@ E2E_SPEC = {
 #: label -> (file name suffix or "" for any, function name); cumulative seconds are reported.
 STAGES = {
     "sampling": ("census/sampling.py", "sample_cones"),
-    "dedupe + keys": ("census/sampling.py", "distinct_cones"),
+    "dedupe + keys": ("geometry/patterns.py", "distinct_cones"),
     "screening": ("census/screen.py", "holds_global"),
     "restricted solve (total)": ("convex/columns.py", "solve"),
     "  first working set": ("convex/columns.py", "_first_set"),
     "  Clarabel programs": ("convex/restricted.py", "solve"),
     "    matrix assembly": ("convex/restricted.py", "_matrices"),
     "    clarabel solve": ("", "<method 'solve' of 'builtins.DefaultSolver' objects>"),
-    "  dual check (pricing)": ("convex/columns.py", "_violators"),
+    "  dual check (pricing)": ("convex/columns.py", "violators"),
     "classification": ("convex/classify.py", "classify"),
+    "  polish": ("convex/polish.py", "polish"),
+    "    its dual check": ("convex/polish.py", "dual_violator"),
     "  stationarity QP": ("stationarity.py", "clarke_stationarity"),
 }
 
 
-def service(X, y, lam, optimum, patterns, samples):
+def service(X, y, lam, optimum, patterns, samples, *, widths=WIDTHS, **options):
+    """``census.certify_samples`` at each width (uniform sampling unless ``options`` say)."""
+    options = {"sampling": "uniform"} | options
     records = []
-    for width in WIDTHS:
+    for width in widths:
         records += census.certify_samples(
             X,
             y,
@@ -67,11 +71,11 @@ def service(X, y, lam, optimum, patterns, samples):
             optimum=optimum.value,
             support=(optimum.support_patterns, optimum.support_signs),
             width=width,
-            samples=range(samples),
+            samples=samples if isinstance(samples, range) else range(samples),
             seed=0,
-            sampling="uniform",
             patterns=patterns,
             num_signed_cones=optimum.num_signed_cones,
+            **options,
         )
     return records
 

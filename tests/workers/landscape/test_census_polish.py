@@ -262,7 +262,7 @@ def test_classify_falls_back_to_the_interior_point(monkeypatch):
             continue
         polished = classify(X, y, LAM, D, s, sol.U, sol.value, optimum=optimum)
         with monkeypatch.context() as patch:
-            patch.setattr(census_classify, "polish", lambda *args: None)
+            patch.setattr(census_classify, "polish", lambda *args, **kwargs: None)
             fallback = classify(X, y, LAM, D, s, sol.U, sol.value, optimum=optimum)
         assert polished.polished and not fallback.polished
         assert polished.verdict == fallback.verdict == "spurious"

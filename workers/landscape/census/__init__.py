@@ -8,6 +8,7 @@ the service's fan-in uses over the tallies of census chunks).
 
 from .certify import (
     SAMPLINGS,
+    STAGES,
     STATIONARITY_TOL,
     VERDICTS,
     CensusCancelled,
@@ -23,6 +24,7 @@ from .records import intervals, roll_up, tally
 
 __all__ = [
     "SAMPLINGS",
+    "STAGES",
     "STATIONARITY_TOL",
     "VERDICTS",
     "CensusCancelled",

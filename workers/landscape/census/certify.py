@@ -29,12 +29,15 @@ The fast path (:func:`certify_samples`):
 2. Otherwise the restricted program is solved by column generation (:mod:`convex.columns`):
    on a small working subset of the cone's signed cones first (guessed from the atoms at the
    global optimal residual, which the screen caches per signed cone), then the dual check of
-   SCIENCE §3 restricted to the cone's members adds violators until there are none. Each
-   program is built directly for Clarabel (:mod:`convex.restricted`: row-space reduction, CSC
-   values filled into a cached structure, single-threaded QDLDL). A working-set solution
-   that fails the complementarity check is replaced by one solve over all members.
+   SCIENCE §3 restricted to the cone's members adds violators (the worst few per round)
+   until there are none. Each program is built directly for Clarabel
+   (:mod:`convex.restricted`: row-space reduction, CSC values filled into a cached matrix,
+   single-threaded QDLDL). A working-set solution that fails the complementarity check is
+   polished and kept when the outside members pass the dual check there, else replaced by
+   one solve over all members.
 3. The minimiser is polished to machine precision and classified by :func:`classify`
-   (method "solved").
+   (method "solved"); the polish's dual check starts from the values the column generation
+   found (``RestrictedSolution.dual``) and projects only the rows they leave open.
 
 Everything runs at unit scale (:mod:`.scaling`); records are in the units of X and y.
 
@@ -52,6 +55,7 @@ identical records.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -70,6 +74,7 @@ from .screen import GlobalScreen
 
 __all__ = [
     "SAMPLINGS",
+    "STAGES",
     "STATIONARITY_TOL",
     "VERDICTS",
     "CensusCancelled",
@@ -82,6 +87,11 @@ __all__ = [
     "thresholds",
 ]
 
+#: The steps :func:`certify_samples` times (its ``timings``): the setup (scaling, the screen's
+#: solve over the support), drawing and deduplicating the cones, screening, the restricted
+#: solve, the polish, the stationarity test (with the pruning and balancing of the network)
+#: and the birth test of spurious cones.
+STAGES = ("setup", "sample", "screen", "solve", "polish", "stationarity", "birth")
 #: Clarabel gap and feasibility tolerances of the fast path (as tight as convex.solve_program).
 SOLVER_TOL = 1e-10
 
@@ -114,6 +124,7 @@ def certify_samples(
     patterns: np.ndarray | None = None,
     num_signed_cones: int,
     on_progress: Callable[[int], bool] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[ConeRecord]:
     """Draw, solve and classify one cone per sample index (the fast path).
 
@@ -137,6 +148,8 @@ def certify_samples(
         num_signed_cones: 2 P, the denominator of ``covered``.
         on_progress: called with the number of cones done after each cone; returning False
             stops the call.
+        timings: when given, the wall seconds of each step of ``STAGES`` are added to it
+            (``time.perf_counter`` around each step, so the records do not change).
 
     Returns:
         One ConeRecord per entry of ``samples``, in that order.
@@ -144,6 +157,7 @@ def certify_samples(
     Raises:
         CensusCancelled: when ``on_progress`` returns False (carries the finished records).
     """
+    clock = _Clock(timings)
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     tolerance = loss_tolerance(
@@ -160,8 +174,9 @@ def certify_samples(
     every = _Patterns(X, patterns)
     solver = RestrictedSolver(X, y, weight_decay, tol=SOLVER_TOL)
     screen = _screen(X, y, weight_decay, solver, support, optimum=optimum, tolerance=tolerance)
-    columns = ColumnSolver(solver, screen.atom)
+    columns = ColumnSolver(solver, screen.atom, anchor=screen.residual)
     records: list[ConeRecord] = []
+    clock.lap("setup")
     for done, sample in enumerate(samples, start=1):
         rng = np.random.default_rng([seed, width, sample])
         cones, signs = distinct_cones(*sample_cones(X, width, sampling, rng, patterns=patterns))
@@ -173,7 +188,10 @@ def certify_samples(
             "covered": len(signs) / num_signed_cones,
         }
         keys = cone_keys(cones, signs)
-        if screen.holds_global(cones, signs, keys):
+        clock.lap("sample")
+        held = screen.holds_global(cones, signs, keys)
+        clock.lap("screen")
+        if held:
             record = ConeRecord(
                 **header,
                 value=optimum,
@@ -196,6 +214,7 @@ def certify_samples(
                 optimum=optimum,
                 tolerance=tolerance,
                 every=every,
+                clock=clock,
             )
         records.append(_in_units(record, scaling))
         if on_progress is not None and on_progress(done) is False:
@@ -253,19 +272,36 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
     )
 
 
+class _Clock:
+    """Adds the wall seconds since its last lap to a stage of ``timings`` (see STAGES)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = {} if timings is None else timings
+        for stage in STAGES:
+            self.timings.setdefault(stage, 0.0)
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] += now - self.last
+        self.last = now
+
+
 def _solve_and_classify(
-    X, y, weight_decay, columns, cones, signs, keys, header, *, optimum, tolerance, every
+    X, y, weight_decay, columns, cones, signs, keys, header, *, optimum, tolerance, every, clock
 ):
     """Solve the restricted program on the cones that can carry a neuron, then classify.
 
     A spurious cone's minimiser gets the birth test, as a network of the sample's width.
     """
     useful = np.any(cones & np.any(X != 0.0, axis=1)[None, :], axis=1)
+    dual = None
     if useful.any():
         solution = columns.solve(cones[useful], signs[useful], keys[useful])
-        value, U = solution.value, solution.U
+        value, U, dual = solution.value, solution.U, solution.dual
     else:
         value, U = float(y @ y) / len(y), np.zeros((0, X.shape[1]))
+    clock.lap("solve")
     found = classify(
         X,
         y,
@@ -276,11 +312,15 @@ def _solve_and_classify(
         value,
         optimum=optimum,
         tolerance=tolerance,
+        dual_bounds=dual,
+        timings=clock.timings,
     )
+    clock.last = time.perf_counter()  # classify added its polish and stationarity seconds
     born = None
     if found.verdict == "spurious" and found.network is not None:
         W, a = found.network
         born = birth_test(X, y, W, a, weight_decay, every.get(), width=header["width"])
+    clock.lap("birth")
     return ConeRecord(
         **header,
         value=value,

@@ -12,6 +12,12 @@ as a *sufficient* test only: it exhibits the point ``u_i = c_i e_i`` (feasible f
 construction), evaluates the objective there exactly, and answers True only when that value
 is at most ``optimum + margin``. Anything else falls through to a solve. Two cheap cases come
 first: S containing the given support, and S with no tight member.
+
+The atoms are projections onto the signed cones, ``proj_K(g) = g + A^T mu`` with ``mu >= 0``
+minimising ``||g + A^T mu||`` (SCIENCE §3, ``convex.certificate``). The certificate needs
+only their norms (``certificate.project_norm``, ``cone_values``); the screen needs the
+vectors too, so :func:`projections` is the batched vector form of ``project_norm``: the
+same NNLS, skipped for the vectors already in their cone.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-__all__ = ["GlobalScreen"]
+__all__ = ["GlobalScreen", "projections"]
 
 #: A signed cone is taken as tight when its projection norm is >= (1 - TIGHT_RTOL) 2 λ.
 #: A false "tight" is harmless (the exhibited point's value is checked exactly).
@@ -70,15 +76,12 @@ class GlobalScreen:
         if self.support_keys is not None and self.support_keys <= set(keys):
             return True
         floor = 2.0 * self.weight_decay * (1.0 - TIGHT_RTOL)
-        columns = []
-        for key, pattern, sign in zip(keys, patterns, signs, strict=True):
-            found = self._atoms.get(key)
-            direction, norm = self.atom(key, pattern, sign) if found is None else found
-            if norm >= floor:
-                columns.append(sign * pattern * (self.X @ direction))
-        if not columns:
+        directions, norms = self.atoms(keys, patterns, signs)
+        tight = norms >= floor
+        if not tight.any():
             return False
-        M = np.stack(columns, axis=1)  # (n, t): prediction per unit weight
+        # (n, t): prediction per unit weight
+        M = (signs[tight, None] * patterns[tight] * (directions[tight] @ self.X.T)).T
         weights, _ = nnls(M, self.prediction, maxiter=50 * M.shape[1] + 100)
         costs = weights.sum()  # each direction has unit norm
         err = M @ weights - self.y
@@ -93,12 +96,36 @@ class GlobalScreen:
         """
         found = self._atoms.get(key)
         if found is None:
-            g = -sign * (self.X.T @ (pattern * self.residual))
-            A = np.where(pattern, 1.0, -1.0)[:, None] * self.X
-            A = A[np.any(A != 0.0, axis=1)]
-            if len(A) and np.any(A @ g < 0):
-                mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
-                g = g + A.T @ mu
-            norm = float(np.linalg.norm(g))
-            found = self._atoms[key] = (g / norm if norm > 0 else g, norm)
+            directions, norms = self.atoms([key], pattern[None, :], np.array([sign]))
+            found = directions[0], float(norms[0])
         return found
+
+    def atoms(self, keys, patterns: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`atom` of many signed cones: ((k, d) unit directions, (k,) norms)."""
+        missing = [i for i, key in enumerate(keys) if key not in self._atoms]
+        if missing:
+            D, s = patterns[missing], np.asarray(signs)[missing]
+            G = -s[:, None] * ((D * self.residual) @ self.X)
+            P = projections(self.X, np.where(D, 1.0, -1.0), G)
+            norms = np.linalg.norm(P, axis=1)
+            P[norms > 0] /= norms[norms > 0, None]
+            for i, p, norm in zip(missing, P, norms, strict=True):
+                self._atoms[keys[i]] = (p, float(norm))
+        found = [self._atoms[key] for key in keys]
+        return np.array([e for e, _ in found]), np.array([norm for _, norm in found])
+
+
+def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(c, d) ``proj_K(G[i])`` for the cones ``K = {u : (orient[i] * X) u >= 0}``.
+
+    The vector form of ``certificate.project_norm``, for many cones: a vector already in its
+    cone is its own projection; the others take one NNLS each for the multipliers.
+    """
+    P = np.array(G, dtype=np.float64, copy=True)
+    nonzero = np.any(X != 0.0, axis=1)
+    outside = np.any((orient * (G @ X.T))[:, nonzero] < 0.0, axis=1)
+    for i in np.flatnonzero(outside):
+        A = orient[i, nonzero, None] * X[nonzero]
+        mu, _ = nnls(A.T, -G[i], maxiter=50 * max(A.shape))
+        P[i] += A.T @ mu
+    return P

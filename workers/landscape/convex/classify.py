@@ -10,6 +10,7 @@ c, and so would an absolute gradient tolerance in the user's units).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,6 +93,8 @@ def classify(
     optimum: float,
     tolerance: float = 1e-7,
     stationarity_tol: float | None = None,
+    dual_bounds: np.ndarray | None = None,
+    timings: dict[str, float] | None = None,
 ) -> Classification:
     """Classify the minimiser U of a restricted program (SCIENCE §4).
 
@@ -116,6 +119,11 @@ def classify(
             by ``Scaling.value``).
         stationarity_tol: absolute tolerance on the gradient norm; by default
             ``STATIONARITY_TOL`` for a polished point, ``FALLBACK_STATIONARITY_TOL`` otherwise.
+        dual_bounds: (k,) optional upper bounds on the rows' dual values at U's residual,
+            passed to the polish (``polish(bounds=...)``); they change no verdict, only which
+            rows its dual check projects.
+        timings: when given, the seconds spent in the polish and in the stationarity test are
+            added to its "polish" and "stationarity" entries.
 
     Returns:
         Classification.
@@ -123,7 +131,9 @@ def classify(
     if value <= optimum + tolerance:
         return Classification("global", math.nan, 0, 0)
     U = np.asarray(U, dtype=np.float64)
-    found = polish(X, y, weight_decay, patterns, signs, U, value)
+    start = time.perf_counter()
+    found = polish(X, y, weight_decay, patterns, signs, U, value, bounds=dual_bounds)
+    polished = time.perf_counter()
     if found is not None:
         W, a = _balanced(X, found.U, found.signs, KINK_REL)
         default = STATIONARITY_TOL
@@ -133,6 +143,9 @@ def classify(
         default = FALLBACK_STATIONARITY_TOL
     tol = default if stationarity_tol is None else stationarity_tol
     result = clarke_stationarity(X, y, W, a, weight_decay, tol=tol, kink_tol=1e-12)
+    if timings is not None:
+        timings["polish"] = timings.get("polish", 0.0) + polished - start
+        timings["stationarity"] = timings.get("stationarity", 0.0) + time.perf_counter() - polished
     verdict = "spurious" if result.stationary else "no_local_min"
     return Classification(
         verdict, result.residual, result.num_neurons, result.num_kinks, found is not None, (W, a)

@@ -20,6 +20,9 @@ plus 2 λ sum ||u_i||):
    to zero, or stalls Newton below ``STALL_REL`` of the largest, leaves the support; a row
    outside it that fails the dual check of SCIENCE §3 (``||proj_K(-s X^T D r)|| <= 2 λ (1 +
    DUAL_RTOL)``) comes back from its interior-point value. At most ``MAX_ROUNDS`` solves.
+   The dual check projects only the rows that upper bounds leave open (:func:`values_above`):
+   ``||g||``, and, when the caller knows the values at the interior point's residual
+   (``bounds``), those plus the shift of ``X^T D r`` to the polished residual.
 4. Acceptance: a KKT point of the whole restricted program (gradient on the faces at most
    ``GRADIENT_RTOL`` relative, multipliers >= 0, feasible, the dual check passed off the
    support) whose value is at most the interior point's plus ``VALUE_RTOL`` (relative).
@@ -33,10 +36,18 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .certificate import cone_values
+from .certificate import cone_values, project_norm
 from .newton import FaceObjective, null_space
 
-__all__ = ["FACE_REL", "SUPPORT_REL", "Polished", "polish", "support"]
+__all__ = [
+    "BATCH_MIN",
+    "FACE_REL",
+    "SUPPORT_REL",
+    "Polished",
+    "polish",
+    "support",
+    "values_above",
+]
 
 #: Rows with ||u|| at or below this times max(1, max ||u||) are taken to be zero.
 SUPPORT_REL = 1e-6
@@ -55,6 +66,42 @@ DUAL_RTOL = 1e-8
 FEASIBILITY_REL = 1e-12
 #: Newton solves per settling of the active set; rows brought back by the dual check.
 MAX_ROUNDS, MAX_RESTORES = 16, 3
+#: :func:`values_above` projects fewer open cones than this one by one (NNLS), more in a batch.
+BATCH_MIN = 32
+
+
+def values_above(
+    X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: float, bound: np.ndarray | None = None
+) -> np.ndarray:
+    """``||proj_K(g)||`` for cones ``K = {u : (orient * X) u >= 0}``, exact where above ``floor``.
+
+    Entries at or below ``floor`` may be upper bounds (still <= floor). ``||g||`` bounds the
+    value from above, and so does ``bound`` when given (e.g. a known value at a nearby vector
+    plus the distance to it: the projection is 1-Lipschitz); cones that either puts at or
+    below ``floor`` are not projected. The few others are projected one by one
+    (``certificate.project_norm``: on a handful of cones a batched active set costs several
+    times more in per-call overhead), many at once by ``certificate.cone_values``.
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        g: (c, d) float64 vectors to project.
+        floor: the level above which values are exact.
+        bound: (c,) optional upper bounds on the values.
+
+    Returns:
+        (c,) float64.
+    """
+    values = np.sqrt(np.einsum("ij,ij->i", g, g))
+    if bound is not None:
+        values = np.minimum(values, bound)
+    open_ = np.flatnonzero(values > floor)
+    if len(open_) >= BATCH_MIN:
+        values[open_] = cone_values(X, orient[open_], g[open_], floor=floor)[0]
+    else:
+        for i in open_:
+            values[i] = project_norm(orient[i][:, None] * X, g[i])
+    return values
 
 
 @dataclass(frozen=True)
@@ -68,6 +115,7 @@ class Polished:
         faces: (p, n) bool, the active constraints ``x_k . u_i = 0`` of each row.
         value: the program's objective at U.
         gradient_norm: norm of the objective's gradient on the faces at U.
+        rows: (p,) int, the indices of these rows among the rows given, increasing.
     """
 
     U: np.ndarray
@@ -76,6 +124,7 @@ class Polished:
     faces: np.ndarray
     value: float
     gradient_norm: float
+    rows: np.ndarray
 
 
 def polish(
@@ -86,6 +135,8 @@ def polish(
     signs: np.ndarray,
     U: np.ndarray,
     value: float,
+    *,
+    bounds: np.ndarray | None = None,
 ) -> Polished | None:
     """Polish an interior-point minimiser of a restricted program (module docstring).
 
@@ -97,6 +148,10 @@ def polish(
         signs: (k,) in {+1, -1}.
         U: (k, d) float64, the interior point.
         value: the program's value at U.
+        bounds: (k,) optional upper bounds on each row's dual value ``||proj_K(-s X^T D r)||``
+            at U's residual (``RestrictedSolution.dual``, inf where unknown). Plus the shift of
+            ``X^T D r`` to the polished residual they bound it there too (the projection is
+            1-Lipschitz), so rows far below 2 λ skip the projection in the dual check.
 
     Returns:
         Polished, or None when the steps of the module docstring do not reach an accepted
@@ -104,6 +159,8 @@ def polish(
     """
     problem = _Program(X, y, weight_decay, patterns, signs)
     U = np.asarray(U, dtype=np.float64).reshape(len(problem.s), np.shape(X)[1])
+    if bounds is not None:
+        problem.anchor(U, np.asarray(bounds, dtype=np.float64).reshape(-1))
     rows = np.flatnonzero(support(U))
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):
@@ -171,6 +228,16 @@ class _Program:
         self.XQ = self.X @ self.Q  # (n, r)
         self.xnorm = np.linalg.norm(self.X, axis=1)
         self.orient = np.where(self.D, 1.0, -1.0)  # (k, n): 2 D_i - 1
+        self.bounds: tuple[np.ndarray, np.ndarray] | None = None
+
+    def anchor(self, U: np.ndarray, bounds: np.ndarray) -> None:
+        """Keep upper bounds on the rows' dual values at U's residual (see :func:`polish`)."""
+        every = np.arange(len(self.s))
+        self.bounds = (self.residual(every, U), bounds)
+
+    def residual(self, rows: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """(n,) ``r = (2/n) (prediction - y)`` over the given rows."""
+        return (2.0 / len(self.y)) * (self.prediction(rows, V) - self.y)
 
     def near_faces(self, V: np.ndarray) -> np.ndarray:
         """(p, n) bool: nonzero x_k with ``|x_k . v_i| <= FACE_REL ||x_k|| ||v_i||``."""
@@ -231,7 +298,7 @@ class _Program:
         multipliers have no nonnegative choice (NNLS): True when released, False at a KKT
         point, None when that row has no negative least-squares multiplier."""
         norms = np.linalg.norm(V, axis=1)
-        r = (2.0 / len(self.y)) * (self.prediction(rows, V) - self.y)
+        r = self.residual(rows, V)
         for j in np.flatnonzero(faces.any(axis=1)):
             i, k = rows[j], np.flatnonzero(faces[j])
             grad = (
@@ -252,15 +319,18 @@ class _Program:
         """The row outside the support most above ``2 λ (1 + DUAL_RTOL)`` in the dual check of
         SCIENCE §3 (``||proj_K(-s X^T D r)||``), or None when every one passes."""
         out = np.setdiff1d(np.arange(len(self.s)), rows)
-        r = (2.0 / len(self.y)) * (self.prediction(rows, V) - self.y)
-        g = -self.s[out, None] * ((self.D[out] * r) @ self.X)
-        threshold = 2.0 * self.lam * (1.0 + DUAL_RTOL)
-        open_ = np.flatnonzero(np.einsum("ij,ij->i", g, g) > threshold**2)  # ||g|| bounds it
-        if len(open_) == 0:
+        if len(out) == 0:
             return None
-        values, _ = cone_values(self.X, self.orient[out[open_]], g[open_], floor=threshold)
+        r = self.residual(rows, V)
+        g = -self.s[out, None] * ((self.D[out] * r) @ self.X)
+        bound = None
+        if self.bounds is not None:
+            moved = (self.D[out] * (r - self.bounds[0])) @ self.X
+            bound = self.bounds[1][out] + np.sqrt(np.einsum("ij,ij->i", moved, moved))
+        threshold = 2.0 * self.lam * (1.0 + DUAL_RTOL)
+        values = values_above(self.X, self.orient[out], g, threshold, bound)
         worst = int(np.argmax(values))
-        return int(out[open_[worst]]) if values[worst] > threshold else None
+        return int(out[worst]) if values[worst] > threshold else None
 
     def accept(self, rows, V, faces, gradient_norm: float, value: float) -> Polished | None:
         """Step 4's value check; the Polished result when it passes."""
@@ -269,4 +339,6 @@ class _Program:
         if polished > value + VALUE_RTOL * max(1.0, abs(value)):
             return None
         i = np.argsort(rows)
-        return Polished(V[i], self.D[rows[i]], self.s[rows[i]], faces[i], polished, gradient_norm)
+        return Polished(
+            V[i], self.D[rows[i]], self.s[rows[i]], faces[i], polished, gradient_norm, rows[i]
+        )
