@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .certificate import pattern_sums, signed_values
-from .program import POLISHED, ProgramSolution, network_solution, residual_of, solve_program
+from .program import POLISHED, ProgramSolution, network_solution, residual_of
+from .working import WorkingProgram
 
 #: Safety cap on restricted solves.
 MAX_ROUNDS = 500
@@ -91,9 +92,10 @@ def column_generation(
     patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
     batch = batch or max(16, 2 * X.shape[1])
     pricer = Pricer(X, patterns)
+    program = WorkingProgram(X, y, weight_decay)
     rows, cols = np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
     opts = LOOSE_SOLVER_OPTS
-    solution = _solve(X, y, weight_decay, patterns, rows, cols, opts)
+    solution = _solve(program, patterns, rows, cols, opts)
     rounds, returned = 0, False
     while rounds < MAX_ROUNDS:
         pricing = _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch)
@@ -109,7 +111,7 @@ def column_generation(
                 rows, cols = _prune(solution.U, rows, cols)
             rows = np.concatenate([rows, pricing.rows])
             cols = np.concatenate([cols, pricing.cols])
-        solution, returned = _solve(X, y, weight_decay, patterns, rows, cols, opts), False
+        solution, returned = _solve(program, patterns, rows, cols, opts), False
         rounds += 1
     if not returned:
         solution = network_solution(X, y, weight_decay, solution)
@@ -135,9 +137,9 @@ def _prune(U, rows, cols) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], cols[keep]
 
 
-def _solve(X, y, weight_decay, patterns, rows, cols, solver_opts) -> ProgramSolution:
+def _solve(program, patterns, rows, cols, solver_opts) -> ProgramSolution:
     signs = np.where(cols == 0, 1, -1).astype(np.int8)
-    return solve_program(X, y, weight_decay, patterns[rows], signs, **solver_opts)
+    return program.solve(patterns[rows], rows, signs, **solver_opts)
 
 
 @dataclass(frozen=True)
