@@ -218,15 +218,18 @@ def _chamber_blocks(E: np.ndarray, tol: float) -> Iterator[np.ndarray]:
         values = found @ E.T  # (R, L)
         zero = np.abs(values) <= tol
         generic = np.count_nonzero(zero, axis=1) == r - 1
-        zw = weights[subsets[generic]]  # (R, k, K)
+        values, subsets = values[generic], subsets[generic]
+        zw = weights[subsets]  # (R, k, K)
         zsum = zw.sum(axis=1)
-        # sign @ weights = plus - (full - zsum - plus) on a generic ray: exact integers
-        plus = (np.sign(values[generic]) @ weights + full - zsum) / 2.0  # (R, K)
+        # sign @ weights = plus - (full - zsum - plus) once Z's rounding signs are taken out
+        zsign = np.sign(np.take_along_axis(values, subsets, axis=1))  # (R, k)
+        signed = np.sign(values) @ weights - np.einsum("rk,rkh->rh", zsign, zw)
+        plus = (signed + full - zsum) / 2.0  # (R, K), exact integers
         minus = full - plus - zsum
         turn_on = np.einsum("ck,rkh->rch", combos, zw)  # (R, 2^k, K)
         keys.append(np.stack([plus[:, None] + turn_on, minus[:, None] + turn_on], axis=1))
         rays.append(found[generic])
-        zsets.append(subsets[generic])
+        zsets.append(subsets)
         for ray, mask in zip(found[~generic], zero[~generic], strict=True):
             degenerate.setdefault(mask.tobytes(), (ray, mask))
     extra = [_ray_chambers(E, ray, mask, tol) for ray, mask in degenerate.values()]
