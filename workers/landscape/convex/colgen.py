@@ -37,6 +37,8 @@ LOOSE_SOLVER_OPTS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
 EPS_RTOL = 1e-11
 #: Cheap rounds drop working cones with ||u|| below this times the largest ||u||.
 PRUNE_RTOL = 1e-6
+#: Violators added in one round have g directions with cosines below this (see Pricer).
+DISTINCT_COS = 0.8
 #: The slack eps never exceeds this times 2 weight_decay: a tenth of the 1e-6 relative
 #: violation that the service promises at most (SCIENCE §3).
 CERTIFY_RTOL = 1e-7
@@ -275,8 +277,21 @@ class Pricer:
         rows = np.concatenate([np.zeros(0, dtype=np.intp), *(f[0] for f in found)])
         cols = np.concatenate([np.zeros(0, dtype=np.intp), *(f[1] for f in found)])
         values = np.concatenate([np.zeros(0), *(f[2] for f in found)])
-        order = np.argsort(-values, kind="stable")[:limit]
+        order = self._distinct(rows, cols, np.argsort(-values, kind="stable"))[:limit]
         return Pricing(rows[order], cols[order], values[order], start >= len(todo), top)
+
+    def _distinct(self, rows, cols, order) -> np.ndarray:
+        """``order`` without the violators whose g = -s X^T D r is within DISTINCT_COS of
+        the direction of an earlier one (neighbouring chambers, nearly the same column)."""
+        if DISTINCT_COS >= 1.0 or len(order) < 2:
+            return order
+        g = self._G[rows[order]] * np.where(cols[order] == 0, -1.0, 1.0)[:, None]
+        g /= np.maximum(np.linalg.norm(g, axis=1), 1e-300)[:, None]
+        keep: list[int] = []
+        for i in range(len(order)):
+            if not keep or float(np.max(g[keep] @ g[i])) < DISTINCT_COS:
+                keep.append(i)
+        return order[keep]
 
 
 def packed_patterns(patterns: np.ndarray, n: int) -> np.ndarray:
