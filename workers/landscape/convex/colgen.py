@@ -37,6 +37,8 @@ LOOSE_SOLVER_OPTS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
 EPS_RTOL = 1e-11
 #: Cheap rounds drop working cones with ||u|| below this times the largest ||u||.
 PRUNE_RTOL = 1e-6
+#: Cones ranked by a partial sort before the first blocks (the rest only when reached).
+_HEAD = 8192
 #: Violators added in one round have g directions with cosines below this (see Pricer).
 DISTINCT_COS = 0.8
 #: The slack eps never exceeds this times 2 weight_decay: a tenth of the 1e-6 relative
@@ -130,7 +132,9 @@ def _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch) -
     residual = residual_of(solution.prediction, y)
     threshold = 2.0 * weight_decay + eps
     floor = 2.0 * weight_decay
-    return pricer.price(residual, threshold, limit=batch, floor=floor, exclude=in_working)
+    return pricer.price(
+        residual, threshold, limit=batch, floor=floor, exclude=in_working, distinct=True
+    )
 
 
 def _prune(U, rows, cols) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +230,7 @@ class Pricer:
         limit: int,
         floor: float | None = None,
         exclude: np.ndarray | None = None,
+        distinct: bool = False,
     ) -> Pricing:
         """Find up to ``limit`` signed cones with value > threshold, most promising first.
 
@@ -240,6 +245,9 @@ class Pricer:
             limit: the most violators returned, >= 1.
             floor: see above.
             exclude: (P, 2) bool, signed cones never returned (the working set).
+            distinct: return only violators whose g = -s X^T D r is not within
+                DISTINCT_COS (cosine) of a more violated one's: neighbouring chambers
+                give nearly the same column, and one of them per round is enough.
 
         Returns:
             Pricing; its max_value is the largest upper bound when not complete.
@@ -252,11 +260,17 @@ class Pricer:
         bound, epoch = self._bound, self._epoch
         key = bound.max(axis=1) + shift[epoch]
         todo = np.flatnonzero(key > floor)
-        todo = todo[np.argsort(-key[todo], kind="stable")]
+        ranked = min(len(todo), _HEAD)  # todo[:ranked] is sorted, the rest not yet
+        if ranked < len(todo):
+            todo = todo[np.argpartition(-key[todo], ranked - 1)]
+        todo[:ranked] = todo[np.argsort(-key[todo[:ranked]], kind="stable")]
         self._residuals.append(r.copy())
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         count, start, block = 0, 0, max(8 * limit, 256)
         while start < len(todo) and count < limit:
+            if start + block > ranked:
+                rest = todo[ranked:]
+                todo[ranked:], ranked = rest[np.argsort(-key[rest], kind="stable")], len(todo)
             idx = todo[start : start + block]
             G = self.sums(r, idx)
             fresh = np.repeat(np.linalg.norm(G, axis=1)[:, None], 2, axis=1)
@@ -277,18 +291,18 @@ class Pricer:
         rows = np.concatenate([np.zeros(0, dtype=np.intp), *(f[0] for f in found)])
         cols = np.concatenate([np.zeros(0, dtype=np.intp), *(f[1] for f in found)])
         values = np.concatenate([np.zeros(0), *(f[2] for f in found)])
-        order = self._distinct(rows, cols, np.argsort(-values, kind="stable"))[:limit]
+        order = np.argsort(-values, kind="stable")
+        order = self._distinct(rows[order], cols[order], order) if distinct else order
+        order = order[:limit]
         return Pricing(rows[order], cols[order], values[order], start >= len(todo), top)
 
     def _distinct(self, rows, cols, order) -> np.ndarray:
-        """``order`` without the violators whose g = -s X^T D r is within DISTINCT_COS of
-        the direction of an earlier one (neighbouring chambers, nearly the same column)."""
-        if DISTINCT_COS >= 1.0 or len(order) < 2:
-            return order
-        g = self._G[rows[order]] * np.where(cols[order] == 0, -1.0, 1.0)[:, None]
+        """``order`` less the violators whose g = -s X^T D r is within DISTINCT_COS (cosine)
+        of an earlier one's."""
+        g = self._G[rows] * np.where(cols == 0, -1.0, 1.0)[:, None]
         g /= np.maximum(np.linalg.norm(g, axis=1), 1e-300)[:, None]
         keep: list[int] = []
-        for i in range(len(order)):
+        for i in range(len(g)):
             if not keep or float(np.max(g[keep] @ g[i])) < DISTINCT_COS:
                 keep.append(i)
         return order[keep]
