@@ -255,8 +255,8 @@ class Pricer:
         r = np.asarray(residual, dtype=np.float64).reshape(-1)
         floor = threshold if floor is None else min(floor, threshold)
         now = len(self._residuals)
-        shift = [np.abs(r - old) @ self._xnorm for old in self._residuals]
-        shift = np.array(shift + [0.0, np.inf])  # this round's bounds: 0; never seen: inf
+        moves = [float(np.abs(r - old) @ self._xnorm) for old in self._residuals]
+        shift = np.array(moves + [0.0, np.inf])  # this round's bounds: 0; never seen: inf
         bound, epoch = self._bound, self._epoch
         key = bound.max(axis=1) + shift[epoch]
         todo = np.flatnonzero(key > floor)

@@ -142,7 +142,7 @@ class WorkingProgram:
             seconds=time.perf_counter() - start,
         )
 
-    def _matrices(self, D, index, s):
+    def _matrices(self, D: np.ndarray, index: np.ndarray, s: np.ndarray) -> tuple:
         """Clarabel data ``(P, q, A, b, cones, m)``; the cones' variables start at m.
 
         Variables are [e (m), then per signed cone: t_i, v_i (r)]. With M = [s_i D_i X Q]
