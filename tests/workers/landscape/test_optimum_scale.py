@@ -119,3 +119,15 @@ def test_packed_and_bool_patterns_give_the_same_optimum():
     assert a.value == pytest.approx(b.value, rel=1e-9)
     assert a.num_patterns == b.num_patterns == len(patterns)
     assert b.max_dual_violation <= 1e-9 and b.gap_bound <= 1e-9
+
+
+def test_uncertified_rounds_are_checked_over_packed_patterns(monkeypatch):
+    from workers.landscape.convex import colgen
+
+    monkeypatch.setattr(colgen, "MAX_ROUNDS", 2)  # stop early: the optimum checks every cone
+    X, y = datasets.teacher(30, 3, 10, 0)
+    patterns = enumerate_patterns(X)
+    a = global_optimum(X, y, 0.01, patterns=patterns, method="colgen")
+    b = global_optimum(X, y, 0.01, patterns=np.packbits(patterns, axis=1), method="colgen")
+    assert a.max_dual_violation > 1e-3  # far from optimal after two rounds
+    assert b.max_dual_violation == pytest.approx(a.max_dual_violation, rel=1e-9)

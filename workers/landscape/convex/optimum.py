@@ -132,11 +132,24 @@ def global_optimum(
     floor = 2.0 * weight_decay
     residual = residual_of(solution.prediction, y)
     if max_value is None:
-        max_value = float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
+        max_value = _max_value(X, residual, patterns, floor)
     violation = max(0.0, max_value - floor)
     gap = gap_bound(solution.value, residual, y, violation / floor)
     unit = _optimum(solution, len(patterns), violation, gap, method, iterations, start)
     return _in_units(unit, scaling)
+
+
+def _max_value(X: np.ndarray, residual: np.ndarray, patterns: np.ndarray, floor: float) -> float:
+    """The largest value over all signed cones if above ``floor`` (``dual_violations``), for
+    patterns bool or packed, unpacked 65,536 at a time."""
+    if patterns.dtype == bool:
+        return float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
+    top = 0.0
+    for start in range(0, len(patterns), 1 << 16):
+        chunk = np.unpackbits(patterns[start : start + (1 << 16)], axis=1, count=X.shape[0])
+        values = dual_violations(X, residual, chunk.astype(bool), floor=floor)
+        top = max(top, float(values.max(initial=0.0)))
+    return top
 
 
 def _in_units(unit: Optimum, scaling: Scaling) -> Optimum:
