@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .certificate import pattern_sums, signed_values
-from .program import POLISHED, ProgramSolution, network_solution, residual_of, solve_program
+from .certificate import signed_values
+from .program import POLISHED, ProgramSolution, network_solution, residual_of
+from .working import WorkingProgram
 
 #: Safety cap on restricted solves.
 MAX_ROUNDS = 500
@@ -36,6 +37,10 @@ LOOSE_SOLVER_OPTS = {"tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8}
 EPS_RTOL = 1e-11
 #: Cheap rounds drop working cones with ||u|| below this times the largest ||u||.
 PRUNE_RTOL = 1e-6
+#: Cones ranked by a partial sort before the first blocks (the rest only when reached).
+_HEAD = 8192
+#: Violators added in one round have g directions with cosines below this (see Pricer).
+DISTINCT_COS = 0.8
 #: The slack eps never exceeds this times 2 weight_decay: a tenth of the 1e-6 relative
 #: violation that the service promises at most (SCIENCE §3).
 CERTIFY_RTOL = 1e-7
@@ -72,7 +77,8 @@ def column_generation(
         X: (n, d) float64 data.
         y: (n,) float64 labels.
         weight_decay: lambda > 0.
-        patterns: (P, n) bool, the patterns to price (normally all of them).
+        patterns: (P, n) bool, the patterns to price (normally all of them), or the
+            same packed, (P, ceil(n / 8)) uint8 (``patterns.enumerate_packed``).
         tol: absolute slack on the dual check, >= 0.
         gap_tol: relative target for the optimality gap, > 0.
         batch: signed cones added per round; default max(16, 2 d).
@@ -88,12 +94,12 @@ def column_generation(
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
-    patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
     batch = batch or max(16, 2 * X.shape[1])
     pricer = Pricer(X, patterns)
+    program = WorkingProgram(X, y, weight_decay)
     rows, cols = np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
     opts = LOOSE_SOLVER_OPTS
-    solution = _solve(X, y, weight_decay, patterns, rows, cols, opts)
+    solution = _solve(program, pricer, rows, cols, opts)
     rounds, returned = 0, False
     while rounds < MAX_ROUNDS:
         pricing = _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch)
@@ -109,7 +115,7 @@ def column_generation(
                 rows, cols = _prune(solution.U, rows, cols)
             rows = np.concatenate([rows, pricing.rows])
             cols = np.concatenate([cols, pricing.cols])
-        solution, returned = _solve(X, y, weight_decay, patterns, rows, cols, opts), False
+        solution, returned = _solve(program, pricer, rows, cols, opts), False
         rounds += 1
     if not returned:
         solution = network_solution(X, y, weight_decay, solution)
@@ -121,12 +127,14 @@ def _price(pricer, y, weight_decay, solution, rows, cols, tol, gap_tol, batch) -
     eps = min(tol, 2.0 * weight_decay * CERTIFY_RTOL)
     if total > 0:
         eps = min(eps, max(gap_tol * solution.value / total, EPS_RTOL * weight_decay))
-    in_working = np.zeros((len(pricer.patterns), 2), dtype=bool)
+    in_working = np.zeros((len(pricer.packed), 2), dtype=bool)
     in_working[rows, cols] = True
     residual = residual_of(solution.prediction, y)
     threshold = 2.0 * weight_decay + eps
     floor = 2.0 * weight_decay
-    return pricer.price(residual, threshold, limit=batch, floor=floor, exclude=in_working)
+    return pricer.price(
+        residual, threshold, limit=batch, floor=floor, exclude=in_working, distinct=True
+    )
 
 
 def _prune(U, rows, cols) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +143,9 @@ def _prune(U, rows, cols) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], cols[keep]
 
 
-def _solve(X, y, weight_decay, patterns, rows, cols, solver_opts) -> ProgramSolution:
+def _solve(program, pricer, rows, cols, solver_opts) -> ProgramSolution:
     signs = np.where(cols == 0, 1, -1).astype(np.int8)
-    return solve_program(X, y, weight_decay, patterns[rows], signs, **solver_opts)
+    return program.solve(pricer.patterns(rows), rows, signs, **solver_opts)
 
 
 @dataclass(frozen=True)
@@ -164,23 +172,55 @@ class Pricing:
 class Pricer:
     """Prices all signed cones of fixed data at a sequence of residuals.
 
-    It keeps an upper bound on every signed cone's value. The value is
-    1-Lipschitz in g = -s X^T D r, so when the residual moves by dr a bound
-    grows by at most ||X^T D dr||; cones whose bound stays at or below the
-    floor are not looked at again. Late rounds, where r barely moves, then
-    touch few cones.
+    It keeps an upper bound on every signed cone's value, valid at the residual r_e of
+    the round e in which the cone was last looked at, with G_e = X^T D r_e. The value
+    is 1-Lipschitz in g = -s X^T D r, and ``||X^T D (r - r_e)|| <= sum_k |r - r_e|_k
+    ||x_k||`` for every D, so bound + that number (one per round e, not per cone) bounds
+    the value now. Cones are looked at in decreasing order of it, in doubling blocks,
+    until ``limit`` violators are found; only those get their G recomputed (the bound
+    becomes min(||G||, bound + ||G - G_e||)) and, above the floor, their value. A cone
+    whose stale bound stays at or below the floor is not looked at, not even for its G.
+    Early rounds thus touch a few thousand cones, and late rounds, where r barely
+    moves, those few whose bound the move can lift above the floor.
+
+    Patterns are held packed (8 per byte), and G = X^T D r for a set of patterns is the
+    sum over bytes j of a table lookup T_j[byte_j] (T_j: the 256 sums of r_k x_k over
+    the subsets of the 8 points of byte j), never a (P, n) float array.
 
     Args:
         X: (n, d) float64 data.
-        patterns: (P, n) bool.
+        patterns: (P, n) bool, or (P, ceil(n / 8)) uint8 packed by ``np.packbits``
+            (``patterns.enumerate_packed``).
     """
 
     def __init__(self, X: np.ndarray, patterns: np.ndarray) -> None:
         self.X = np.asarray(X, dtype=np.float64)
-        self.patterns = np.asarray(patterns, dtype=bool).reshape(-1, self.X.shape[0])
-        self._weights = self.patterns.astype(np.float64)
-        self._bound: np.ndarray | None = None  # (P, 2), valid where G was self._G
-        self._G: np.ndarray | None = None
+        self.packed = packed_patterns(patterns, self.X.shape[0])
+        self._columns = np.ascontiguousarray(self.packed.T)  # (bytes, P)
+        self._xnorm = np.linalg.norm(self.X, axis=1)
+        self._bound = np.zeros((len(self.packed), 2))
+        self._G = np.zeros((len(self.packed), self.X.shape[1]))
+        self._epoch = np.full(len(self.packed), -1, dtype=np.intp)  # -1: never looked at
+        self._residuals: list[np.ndarray] = []
+
+    def patterns(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), n) bool, the patterns of the given indices."""
+        return np.unpackbits(self.packed[idx], axis=1, count=self.X.shape[0]).astype(bool)
+
+    def sums(self, r: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), d) float64, X^T D r for the patterns of the given indices."""
+        n, d = self.X.shape
+        nbytes = self._columns.shape[0]
+        M = np.zeros((nbytes * 8, d))
+        M[:n] = r[:, None] * self.X
+        M = M.reshape(nbytes, 8, d)
+        tables = np.zeros((nbytes, 256, d))
+        for bit in range(8):  # bit b of a byte (value 2^b) is point 7 - b of its block
+            tables[:, 1 << bit : 2 << bit] = tables[:, : 1 << bit] + M[:, 7 - bit, None, :]
+        out = np.zeros((len(idx), d))
+        for j in range(nbytes):
+            out += tables[j, self._columns[j, idx]]
+        return out
 
     def price(
         self,
@@ -190,6 +230,7 @@ class Pricer:
         limit: int,
         floor: float | None = None,
         exclude: np.ndarray | None = None,
+        distinct: bool = False,
     ) -> Pricing:
         """Find up to ``limit`` signed cones with value > threshold, most promising first.
 
@@ -204,25 +245,40 @@ class Pricer:
             limit: the most violators returned, >= 1.
             floor: see above.
             exclude: (P, 2) bool, signed cones never returned (the working set).
+            distinct: return only violators whose g = -s X^T D r is not within
+                DISTINCT_COS (cosine) of a more violated one's: neighbouring chambers
+                give nearly the same column, and one of them per round is enough.
 
         Returns:
-            Pricing.
+            Pricing; its max_value is the largest upper bound when not complete.
         """
         r = np.asarray(residual, dtype=np.float64).reshape(-1)
         floor = threshold if floor is None else min(floor, threshold)
-        G = pattern_sums(self._weights, r[:, None] * self.X)
-        bound = np.repeat(np.linalg.norm(G, axis=1)[:, None], 2, axis=1)
-        if self._bound is not None:  # X^T D (r - r_old) = G - G_old
-            drift = np.linalg.norm(G - self._G, axis=1)[:, None]
-            bound = np.minimum(bound, self._bound + drift)
-        top = bound.max(axis=1)
-        todo = np.flatnonzero(top > floor)
-        todo = todo[np.argsort(-top[todo], kind="stable")]
+        now = len(self._residuals)
+        moves = [float(np.abs(r - old) @ self._xnorm) for old in self._residuals]
+        shift = np.array(moves + [0.0, np.inf])  # this round's bounds: 0; never seen: inf
+        bound, epoch = self._bound, self._epoch
+        key = bound.max(axis=1) + shift[epoch]
+        todo = np.flatnonzero(key > floor)
+        ranked = min(len(todo), _HEAD)  # todo[:ranked] is sorted, the rest not yet
+        if ranked < len(todo):
+            todo = todo[np.argpartition(-key[todo], ranked - 1)]
+        todo[:ranked] = todo[np.argsort(-key[todo[:ranked]], kind="stable")]
+        self._residuals.append(r.copy())
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         count, start, block = 0, 0, max(8 * limit, 256)
         while start < len(todo) and count < limit:
+            if start + block > ranked:
+                rest = todo[ranked:]
+                todo[ranked:], ranked = rest[np.argsort(-key[rest], kind="stable")], len(todo)
             idx = todo[start : start + block]
-            values = signed_values(self.X, self.patterns[idx], G[idx], floor)
+            G = self.sums(r, idx)
+            fresh = np.repeat(np.linalg.norm(G, axis=1)[:, None], 2, axis=1)
+            drift = np.linalg.norm(G - self._G[idx], axis=1)[:, None]
+            bound[idx] = np.minimum(fresh, bound[idx] + drift)  # inf + drift if never seen
+            self._G[idx], epoch[idx] = G, now
+            idx = idx[bound[idx].max(axis=1) > floor]
+            values = signed_values(self.X, self.patterns(idx), self._G[idx], floor)
             bound[idx] = values
             if exclude is not None:
                 values = np.where(exclude[idx], -np.inf, values)
@@ -230,12 +286,38 @@ class Pricer:
             found.append((idx[hit_rows], hit_cols, values[hit_rows, hit_cols]))
             count += len(hit_rows)
             start, block = start + block, 2 * block
-        self._bound, self._G = bound, G
+        shift[now] = 0.0
+        top = float((bound.max(axis=1) + shift[epoch]).max(initial=0.0))
         rows = np.concatenate([np.zeros(0, dtype=np.intp), *(f[0] for f in found)])
         cols = np.concatenate([np.zeros(0, dtype=np.intp), *(f[1] for f in found)])
         values = np.concatenate([np.zeros(0), *(f[2] for f in found)])
-        order = np.argsort(-values, kind="stable")[:limit]
-        complete = start >= len(todo)
-        return Pricing(
-            rows[order], cols[order], values[order], complete, float(bound.max(initial=0.0))
-        )
+        order = np.argsort(-values, kind="stable")
+        order = self._distinct(rows[order], cols[order], order) if distinct else order
+        order = order[:limit]
+        return Pricing(rows[order], cols[order], values[order], start >= len(todo), top)
+
+    def _distinct(self, rows, cols, order) -> np.ndarray:
+        """``order`` less the violators whose g = -s X^T D r is within DISTINCT_COS (cosine)
+        of an earlier one's."""
+        g = self._G[rows] * np.where(cols == 0, -1.0, 1.0)[:, None]
+        g /= np.maximum(np.linalg.norm(g, axis=1), 1e-300)[:, None]
+        keep: list[int] = []
+        for i in range(len(g)):
+            if not keep or float(np.max(g[keep] @ g[i])) < DISTINCT_COS:
+                keep.append(i)
+        return order[keep]
+
+
+def packed_patterns(patterns: np.ndarray, n: int) -> np.ndarray:
+    """(P, ceil(n / 8)) uint8: patterns packed by ``np.packbits`` (axis 1), as given or packed.
+
+    Args:
+        patterns: (P, n) bool (or 0/1), or already packed (P, ceil(n / 8)) uint8.
+        n: the number of points.
+    """
+    patterns = np.asarray(patterns)
+    packed = patterns.dtype == np.uint8 and patterns.ndim == 2
+    packed = packed and patterns.shape[1] == (n + 7) // 8 and (n > 1 or patterns.max(initial=0) > 1)
+    if packed:
+        return np.ascontiguousarray(patterns)
+    return np.packbits(patterns.astype(bool).reshape(-1, n), axis=1)

@@ -16,6 +16,7 @@ import numpy as np
 from ..geometry.network import recover_network
 from ..geometry.scaling import Scaling
 from .certificate import dual_violations, gap_bound
+from .colgen import column_generation, packed_patterns
 from .program import AUTO_COLGEN_MIN_PATTERNS, network_solution, residual_of, solve_program
 
 
@@ -83,8 +84,9 @@ def global_optimum(
         X: (n, d) float64 data.
         y: (n,) float64 labels.
         weight_decay: lambda > 0.
-        patterns: (P, n) bool, all activation patterns of X; defaults to
-            ``patterns.enumerate_patterns(X)``.
+        patterns: (P, n) bool, all activation patterns of X, or the same packed
+            ((P, ceil(n / 8)) uint8, ``patterns.enumerate_packed``); defaults to
+            ``patterns.enumerate_packed(X)``.
         method: "full" (one program over all 2P signed cones), "colgen"
             (column generation, never builds the full program) or "auto"
             ("colgen" when P > AUTO_COLGEN_MIN_PATTERNS).
@@ -105,15 +107,16 @@ def global_optimum(
     if weight_decay <= 0:
         raise ValueError("weight_decay must be positive")
     if patterns is None:
-        from ..geometry.patterns import enumerate_patterns
+        from ..geometry.patterns import enumerate_packed
 
-        patterns = enumerate_patterns(X)
-    patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
+        patterns = enumerate_packed(X)
+    patterns = packed_patterns(patterns, X.shape[0])
     if method == "auto":
         method = "colgen" if len(patterns) > AUTO_COLGEN_MIN_PATTERNS else "full"
     scaling = Scaling.of(X, y)
     X, y, weight_decay = scaling.data(X, y, weight_decay)
     if method == "full":
+        patterns = np.unpackbits(patterns, axis=1, count=X.shape[0]).astype(bool)
         cones = np.repeat(patterns, 2, axis=0)
         signs = np.tile(np.array([1, -1], dtype=np.int8), len(patterns))
         solution = network_solution(
@@ -121,8 +124,6 @@ def global_optimum(
         )
         iterations, max_value = 1, None
     elif method == "colgen":
-        from .colgen import column_generation
-
         solution, iterations, max_value = column_generation(
             X, y, weight_decay, patterns, tol=tol, gap_tol=gap_tol
         )
@@ -131,11 +132,24 @@ def global_optimum(
     floor = 2.0 * weight_decay
     residual = residual_of(solution.prediction, y)
     if max_value is None:
-        max_value = float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
+        max_value = _max_value(X, residual, patterns, floor)
     violation = max(0.0, max_value - floor)
     gap = gap_bound(solution.value, residual, y, violation / floor)
     unit = _optimum(solution, len(patterns), violation, gap, method, iterations, start)
     return _in_units(unit, scaling)
+
+
+def _max_value(X: np.ndarray, residual: np.ndarray, patterns: np.ndarray, floor: float) -> float:
+    """The largest value over all signed cones if above ``floor`` (``dual_violations``), for
+    patterns bool or packed, unpacked 65,536 at a time."""
+    if patterns.dtype == bool:
+        return float(dual_violations(X, residual, patterns, floor=floor).max(initial=0.0))
+    top = 0.0
+    for start in range(0, len(patterns), 1 << 16):
+        chunk = np.unpackbits(patterns[start : start + (1 << 16)], axis=1, count=X.shape[0])
+        values = dual_violations(X, residual, chunk.astype(bool), floor=floor)
+        top = max(top, float(values.max(initial=0.0)))
+    return top
 
 
 def _in_units(unit: Optimum, scaling: Scaling) -> Optimum:
