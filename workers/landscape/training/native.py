@@ -56,7 +56,15 @@ from workers.landscape.training.driver import CHUNK, SweepConfig
 from workers.landscape.training.native_cache import compiler_command, set_cache_dir
 from workers.landscape.training.state import RUNNING, SweepState
 
-__all__ = ["MAX_N", "NativeSweep", "load_library", "set_cache_dir", "shape_family", "supported"]
+__all__ = [
+    "MAX_N",
+    "NativeSweep",
+    "load_library",
+    "native_sharpness",
+    "set_cache_dir",
+    "shape_family",
+    "supported",
+]
 
 # Largest n for which cone codes fit one uint64 (n bits of x_k . w_j > 0, one sign bit).
 MAX_N = 63
@@ -445,6 +453,181 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
     free(codes);
     return 0;
 }
+/* ---- Sharpness at a run's initial point (training.sharpness): Lanczos on the
+ * closed-form Hessian-vector product, one run at a time (its weights in L1). Vectors
+ * are (w, d + 1): row j holds v_j then b_j. */
+
+/* Eigenvalues of the tridiagonal (alpha (t), beta (t - 1)) below x (Sturm count). */
+static int64_t sturm_below(const double *alpha, const double *beta, int64_t t, double x,
+                           double pivmin) {
+    int64_t count = 0;
+    double piv = 1.0, b2 = 0.0;
+    for (int64_t i = 0; i < t; ++i) {
+        piv = (alpha[i] - x) - (i > 0 ? b2 / piv : 0.0);
+        if (fabs(piv) < pivmin) piv = -pivmin;
+        count += piv < 0.0;
+        if (i + 1 < t) b2 = beta[i] * beta[i];
+    }
+    return count;
+}
+
+/* Largest eigenvalue of the tridiagonal (alpha (t), beta (t - 1)), by bisection on the
+ * Sturm count from [max alpha, Gershgorin bound] down to a few ulps. */
+static double tridiagonal_top(const double *alpha, const double *beta, int64_t t) {
+    double lo = alpha[0], hi = -INFINITY, b2max = 1.0;
+    for (int64_t i = 0; i < t; ++i) {
+        const double left = i > 0 ? fabs(beta[i - 1]) : 0.0;
+        const double right = i + 1 < t ? fabs(beta[i]) : 0.0;
+        lo = alpha[i] > lo ? alpha[i] : lo;
+        hi = alpha[i] + left + right > hi ? alpha[i] + left + right : hi;
+        if (i + 1 < t && beta[i] * beta[i] > b2max) b2max = beta[i] * beta[i];
+    }
+    const double pivmin = 2.2250738585072014e-308 * b2max;
+    hi += 4.0 * 2.220446049250313e-16 * (fabs(hi) + fabs(lo)) + pivmin;
+    for (int grow = 0; grow < 64 && sturm_below(alpha, beta, t, hi, pivmin) < t; ++grow)
+        hi += fabs(hi) + 1.0;
+    for (int it = 0; it < 256; ++it) {
+        if (hi - lo <= 2.0 * 2.220446049250313e-16 * fmax(fabs(lo), fabs(hi)) + pivmin) break;
+        const double mid = 0.5 * (lo + hi);
+        if (mid <= lo || mid >= hi) break;
+        if (sturm_below(alpha, beta, t, mid, pivmin) == t)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+static double dot_vec(const double *u, const double *v, int64_t len) {
+    double s = 0.0;
+    for (int64_t c = 0; c < len; ++c) s += u[c] * v[c];
+    return s;
+}
+
+static void unit_vec(double *u, int64_t len) {
+    const double norm = sqrt(dot_vec(u, u, len));
+    if (norm > 0.0)
+        for (int64_t c = 0; c < len; ++c) u[c] /= norm;
+}
+
+/* out = Hessian of L at the point times q, with H = relu(Z), Sa = 1[Z > 0] a and
+ * Sres = 1[Z > 0] res, each (w, n); dZ (w, n) and dres (n) are scratch. */
+static inline void hessian_product(int64_t w, int64_t n, int64_t d, const double *X, double lam,
+                            const double *H, const double *Sa, const double *Sres,
+                            const double *q, double *out, double *dZ, double *dres) {
+    const int64_t e = d + 1;
+    const double c = 2.0 / (double)n;
+    for (int64_t k = 0; k < n; ++k) dres[k] = 0.0;
+    for (int64_t j = 0; j < w; ++j) {
+        const double *v = q + j * e;
+        for (int64_t k = 0; k < n; ++k) {
+            double z = 0.0;
+            for (int64_t i = 0; i < d; ++i) z += X[k * d + i] * v[i];
+            dZ[j * n + k] = z;
+            dres[k] += H[j * n + k] * v[d] + Sa[j * n + k] * z;
+        }
+    }
+    for (int64_t j = 0; j < w; ++j) {
+        const double *v = q + j * e;
+        double *o = out + j * e, hb = 0.0;
+        for (int64_t i = 0; i < d; ++i) o[i] = 0.0;
+        for (int64_t k = 0; k < n; ++k) {
+            const int64_t jk = j * n + k;
+            hb += dres[k] * H[jk] + Sres[jk] * dZ[jk];
+            const double coef = dres[k] * Sa[jk] + Sres[jk] * v[d];
+            for (int64_t i = 0; i < d; ++i) o[i] += coef * X[k * d + i];
+        }
+        for (int64_t i = 0; i < d; ++i) o[i] = c * o[i] + 2.0 * lam * v[i];
+        o[d] = c * hb + 2.0 * lam * v[d];
+    }
+}
+
+/* Top Ritz value of Lanczos on the Hessian at the run's point (W (w, d), a (w)), from
+ * unit(unit(gradient) + share unit(start)); stops when the value moved by at most
+ * rtol relative over `every` steps, after max_steps, or when the Krylov space is
+ * exhausted. NaN when a diagonal entry is not finite. */
+static inline double run_sharpness(int64_t w, int64_t n, int64_t d, const double *X,
+                                   const double *y, double lam, const double *W,
+                                   const double *a, const double *start, double share,
+                                   int64_t max_steps, double rtol, int64_t every,
+                                   double *work) {
+    const int64_t e = d + 1, len = w * e;
+    double *H = work, *Sa = H + w * n, *Sres = Sa + w * n, *dZ = Sres + w * n;
+    double *dres = dZ + w * n, *res = dres + n, *q = res + n, *qp = q + len, *v = qp + len;
+    double *alpha = v + len, *beta = alpha + max_steps;
+    const double c = 2.0 / (double)n;
+    for (int64_t k = 0; k < n; ++k) res[k] = -y[k];
+    for (int64_t j = 0; j < w; ++j)
+        for (int64_t k = 0; k < n; ++k) {
+            double z = 0.0;
+            for (int64_t i = 0; i < d; ++i) z += X[k * d + i] * W[j * d + i];
+            H[j * n + k] = z > 0.0 ? z : 0.0;
+            Sa[j * n + k] = z > 0.0 ? a[j] : 0.0;
+            res[k] += H[j * n + k] * a[j];
+        }
+    for (int64_t j = 0; j < w; ++j) { /* the gradient into q, the start into v */
+        double *g = q + j * e, ga = 0.0;
+        for (int64_t i = 0; i < d; ++i) g[i] = 0.0;
+        for (int64_t k = 0; k < n; ++k) {
+            Sres[j * n + k] = H[j * n + k] > 0.0 ? res[k] : 0.0;
+            ga += Sres[j * n + k] * H[j * n + k];
+            for (int64_t i = 0; i < d; ++i) g[i] += Sres[j * n + k] * a[j] * X[k * d + i];
+        }
+        for (int64_t i = 0; i < d; ++i) g[i] = c * g[i] + 2.0 * lam * W[j * d + i];
+        g[d] = c * ga + 2.0 * lam * a[j];
+        for (int64_t i = 0; i < e; ++i) v[j * e + i] = start[j * e + i];
+    }
+    unit_vec(q, len);
+    unit_vec(v, len);
+    for (int64_t c2 = 0; c2 < len; ++c2) q[c2] += share * v[c2];
+    unit_vec(q, len);
+    for (int64_t c2 = 0; c2 < len; ++c2) qp[c2] = 0.0;
+    double b = 0.0, scale = 0.0, previous = INFINITY;
+    const int64_t steps = max_steps < len ? max_steps : len;
+    int64_t t = 0;
+    while (t < steps) {
+        hessian_product(w, n, d, X, lam, H, Sa, Sres, q, v, dZ, dres);
+        const double al = dot_vec(q, v, len);
+        if (!isfinite(al)) return NAN;
+        for (int64_t c2 = 0; c2 < len; ++c2) v[c2] -= al * q[c2] + b * qp[c2];
+        alpha[t] = al;
+        scale = fabs(al) > scale ? fabs(al) : scale;
+        b = sqrt(dot_vec(v, v, len));
+        ++t;
+        if (!(b > 1e-12 * scale) || t >= len) break; /* Krylov space exhausted */
+        beta[t - 1] = b;
+        for (int64_t c2 = 0; c2 < len; ++c2) {
+            qp[c2] = q[c2];
+            q[c2] = v[c2] / b;
+        }
+        if (t % every == 0) {
+            const double top = tridiagonal_top(alpha, beta, t);
+            if (fabs(top - previous) <= rtol * fabs(top)) return top;
+            previous = top;
+        }
+    }
+    return tridiagonal_top(alpha, beta, t);
+}
+
+/* Sharpness of runs r in [r0, r1): W (R, m, d), a (R, m), start (R, m, d + 1), run r
+ * using its first widths[r] neurons; into out[r]. Returns 0, or -1 if out of memory. */
+int sharpness(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
+              const double *y, double lam, const double *W, const double *a,
+              const double *start, const int64_t *widths, double share, int64_t max_steps,
+              double rtol, int64_t every, double *out) {
+    n = N_(n), d = D_(d);
+    const int64_t e = d + 1;
+    double *work = malloc(sizeof(double) * (size_t)(4 * m * n + 2 * n + 3 * m * e
+                                                    + 2 * max_steps + 1));
+    if (!work) return -1;
+    for (int64_t r = r0; r < r1; ++r)
+        out[r] = widths[r] > 0 ? run_sharpness(widths[r], n, d, X, y, lam, W + r * m * d,
+                                               a + r * m, start + r * m * e, share,
+                                               max_steps, rtol, every, work)
+                               : NAN;
+    free(work);
+    return 0;
+}
 """
 
 _FLAGS = ("-O3", "-funroll-loops", "-march=native", "-shared", "-fPIC", "-std=c11")
@@ -461,12 +644,13 @@ def shape_family(n: int, d: int) -> tuple[str, list[str]]:
     return "generic", []
 
 
-def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
+def load_library(n: int, d: int, m: int, *, for_training: bool = True) -> ctypes.CDLL | None:
     """The kernel for data (n, d) at width m (``m`` does not select the build), built at
     first use into the kernel cache (training.native_cache); None when it cannot be
     built or loaded, when the cache is refused, or when the environment sets
-    BENIGNITY_TRAINING_NATIVE=0."""
-    if os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
+    BENIGNITY_TRAINING_NATIVE=0 (which picks the torch training path; the sharpness,
+    ``for_training=False``, uses the kernel whichever path trains)."""
+    if for_training and os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
         return None
     family, defines = shape_family(n, d)
     with _lock:
@@ -483,6 +667,9 @@ def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
         lib.gd_chunk.restype = ctypes.c_int
         lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] * 2 + [ptr] * 4
         lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr, i64, ptr, ptr]
+        lib.sharpness.restype = ctypes.c_int
+        lib.sharpness.argtypes = [i64] * 5 + [ptr] * 2 + [f64] + [ptr] * 4
+        lib.sharpness.argtypes += [f64, i64, f64, i64, ptr]
         _libraries[family] = lib
         return lib
 
@@ -625,3 +812,35 @@ class NativeSweep:
 def _effective_ranks(grams: np.ndarray, k: int) -> np.ndarray:
     """Effective ranks from flattened (P, k * k) Gram matrices: batched LAPACK eigvalsh."""
     return effective_rank(torch.from_numpy(grams.reshape(-1, k, k))).numpy()
+
+
+def native_sharpness(
+    lib: ctypes.CDLL,
+    X: np.ndarray,
+    y: np.ndarray,
+    weight_decay: float,
+    W: np.ndarray,
+    a: np.ndarray,
+    widths: np.ndarray,
+    start: np.ndarray,
+    *,
+    share: float,
+    max_steps: int,
+    rtol: float,
+    every: int,
+) -> np.ndarray:
+    """(R,) sharpness by the kernel's per-run Lanczos (see training.sharpness): W (R, m, d),
+    a (R, m), start (R, m, d + 1) the random part of the start vectors, run r using its
+    first widths[r] neurons."""
+    R, m, d = W.shape
+    arrays = [np.ascontiguousarray(t, dtype=np.float64) for t in (X, y, W, a, start)]
+    widths = np.ascontiguousarray(widths, dtype=np.int64)
+    out = np.full(R, np.nan)
+    code = lib.sharpness(
+        0, R, m, X.shape[0], d, arrays[0].ctypes.data, arrays[1].ctypes.data,
+        float(weight_decay), *(t.ctypes.data for t in arrays[2:]), widths.ctypes.data,
+        share, max_steps, rtol, every, out.ctypes.data,
+    )  # fmt: skip
+    if code:
+        raise MemoryError("sharpness kernel could not allocate its work buffers")
+    return out

@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from workers.landscape.training.native import load_library, native_sharpness
+
 Tensor = torch.Tensor
 
 __all__ = ["hessian_vector_product", "lr_warning", "sharpness"]
@@ -120,9 +122,32 @@ def sharpness(
     """
     R, m, d = W.shape
     widths = np.full(R, m) if widths is None else np.asarray(widths)
+    start = np.random.default_rng(seed).standard_normal((R, m, d + 1))
+    kind = torch.device(device).type
+    lib = load_library(X.shape[0], d, m, for_training=False) if kind == "cpu" else None
+    if lib is not None and R:
+        return native_sharpness(
+            lib, X, y, weight_decay, W, a, widths, start,
+            share=_RANDOM_SHARE, max_steps=max_steps, rtol=rtol, every=_CHECK_EVERY,
+        )  # fmt: skip
+    return _sharpness_torch((X, y, weight_decay), (W, a), widths, start, device, max_steps, rtol)
+
+
+def _sharpness_torch(
+    problem: tuple[np.ndarray, np.ndarray, float],
+    weights: tuple[np.ndarray, np.ndarray],
+    widths: np.ndarray,
+    start: np.ndarray,
+    device: str | torch.device,
+    max_steps: int,
+    rtol: float,
+) -> np.ndarray:
+    """``sharpness`` in batched eager torch, blocks of runs (CUDA, or no C compiler):
+    problem (X, y, weight_decay), weights (W, a)."""
+    (X, y, weight_decay), (W, a) = problem, weights
+    R, m, d = W.shape
     elements = _BLOCK_ELEMENTS.get(torch.device(device).type, _BLOCK_ELEMENTS["cuda"])
     block = max(1, elements // max(1, X.shape[0] * m))
-    start = np.random.default_rng(seed).standard_normal((R, m, d + 1))
     out = np.empty(R)
     for lo in range(0, R, block):
         hi = min(R, lo + block)
