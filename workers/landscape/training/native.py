@@ -74,6 +74,10 @@ _RECORD_BYTES = 64 << 20
 # k x k Gram matrix); above it the kernel returns the Gram matrices and the host takes
 # their eigenvalues with LAPACK (training.curves.effective_rank), batched per chunk.
 JACOBI_K = 8
+# Largest k whose effective rank the kernel computes itself at all: above JACOBI_K by
+# Householder tridiagonalisation and implicit QR (O(k^3), about 4/3 k^3 flops); above
+# KERNEL_K the Gram matrices go to the host's LAPACK (blocked, faster at large k).
+KERNEL_K = 48
 
 _SOURCE = r"""
 #include <math.h>
@@ -251,10 +255,100 @@ static int cmp_u64(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
+/* Eigenvalues of the symmetric tridiagonal matrix (dg (k), off (k - 1)) into dg, by
+ * implicit QR steps with the Wilkinson shift of the trailing 2x2 block (the bulge
+ * chased down by Givens rotations), deflating an off-diagonal entry once it is below
+ * the rounding of its two diagonal neighbours. */
+static void tridiagonal_eigenvalues(double *dg, double *off, int64_t k) {
+    const double eps = 2.220446049250313e-16;
+    int64_t hi = k - 1, steps = 0;
+    while (hi > 0) {
+        if (fabs(off[hi - 1]) <= eps * (fabs(dg[hi - 1]) + fabs(dg[hi])) || ++steps > 64 * k) {
+            off[hi - 1] = 0.0; /* deflate (or give up on a block that does not converge) */
+            --hi;
+            continue;
+        }
+        int64_t lo = hi - 1;
+        while (lo > 0 && fabs(off[lo - 1]) > eps * (fabs(dg[lo - 1]) + fabs(dg[lo]))) --lo;
+        const double half = 0.5 * (dg[hi - 1] - dg[hi]), b = off[hi - 1];
+        const double mu = dg[hi] - b * b / (half + copysign(sqrt(half * half + b * b), half));
+        double x = dg[lo] - mu, z = off[lo];
+        for (int64_t i = lo; i < hi; ++i) {
+            /* sqrt, not hypot (several times slower): g is scaled to max |g| = 1 */
+            const double r = sqrt(x * x + z * z);
+            const double c = r > 0.0 ? x / r : 1.0, sn = r > 0.0 ? -z / r : 0.0;
+            if (i > lo) off[i - 1] = r;
+            const double a1 = dg[i], a2 = dg[i + 1], bb = off[i];
+            dg[i] = c * c * a1 - 2.0 * c * sn * bb + sn * sn * a2;
+            dg[i + 1] = sn * sn * a1 + 2.0 * c * sn * bb + c * c * a2;
+            off[i] = c * sn * (a1 - a2) + (c * c - sn * sn) * bb;
+            if (i + 1 < hi) {
+                x = off[i];
+                z = -sn * off[i + 1];
+                off[i + 1] *= c;
+            }
+        }
+    }
+}
+
+/* The symmetric g (k, k; destroyed) reduced to tridiagonal form (dg (k), off (k - 1))
+ * by Householder reflections H = I - 2 v vᵀ / vᵀv applied on both sides of the trailing
+ * block, column by column (the rank-2 form B - v qᵀ - q vᵀ). */
+static void householder_tridiagonal(double *g, int64_t k, double *dg, double *off) {
+    double v[k], p[k];
+    for (int64_t col = 0; col + 2 < k; ++col) {
+        const int64_t s = col + 1, len = k - s;
+        double norm2 = 0.0;
+        for (int64_t i = 0; i < len; ++i) {
+            v[i] = g[(s + i) * k + col];
+            norm2 += v[i] * v[i];
+        }
+        dg[col] = g[col * k + col];
+        const double x0 = v[0], alpha = x0 > 0.0 ? -sqrt(norm2) : sqrt(norm2);
+        const double vv = 2.0 * (norm2 - alpha * x0); /* |x - alpha e1|^2, no cancellation */
+        off[col] = vv > 0.0 ? alpha : x0;
+        if (!(vv > 0.0)) continue;
+        v[0] = x0 - alpha;
+        double pv = 0.0;
+        for (int64_t i = 0; i < len; ++i) {
+            const double *row = g + (s + i) * k + s;
+            double acc = 0.0;
+            for (int64_t l = 0; l < len; ++l) acc += row[l] * v[l];
+            p[i] = 2.0 * acc / vv;
+            pv += p[i] * v[i];
+        }
+        const double K = pv / vv;
+        for (int64_t i = 0; i < len; ++i) p[i] -= K * v[i];
+        for (int64_t i = 0; i < len; ++i) {
+            double *row = g + (s + i) * k + s;
+            for (int64_t l = 0; l < len; ++l) row[l] -= v[i] * p[l] + p[i] * v[l];
+        }
+    }
+    if (k >= 2) {
+        dg[k - 2] = g[(k - 2) * k + k - 2];
+        off[k - 2] = g[(k - 1) * k + k - 2];
+    }
+    dg[k - 1] = g[(k - 1) * k + k - 1];
+}
+
+/* exp of the entropy of the normalised singular values sqrt(ev) (k of them). */
+static double rank_from_eigenvalues(const double *ev, int64_t k) {
+    double total = 0.0;
+    for (int64_t c = 0; c < k; ++c) total += sqrt(ev[c] > 0.0 ? ev[c] : 0.0);
+    if (!(total > 0.0)) return 0.0;
+    double entropy = 0.0;
+    for (int64_t c = 0; c < k; ++c) {
+        const double pk = sqrt(ev[c] > 0.0 ? ev[c] : 0.0) / total;
+        if (pk > 0.0) entropy -= pk * log(pk);
+    }
+    return exp(entropy);
+}
+
 /* exp of the entropy of the normalised singular values of W, from its Gram matrix
- * g (d, d; destroyed; see small_gram) by cyclic Jacobi rotations; 0 for W = 0, NaN if
- * not finite. Used for small d only (O(d^3) per sweep); larger ones go to LAPACK. */
-static inline double effective_rank(double *g, int64_t d) {
+ * g (d, d; destroyed; see small_gram): by cyclic Jacobi rotations when d <= jacobi_k,
+ * else by Householder tridiagonalisation and implicit QR; 0 for W = 0, NaN if not
+ * finite. Used for d up to a bound (O(d^3) per point); larger ones go to LAPACK. */
+static inline double effective_rank(double *g, int64_t d, int64_t jacobi_k) {
     double top = 0.0; /* the rank is scale-invariant: normalise by max |g| */
     for (int64_t c = 0; c < d * d; ++c) {
         if (!isfinite(g[c])) return NAN;
@@ -262,6 +356,12 @@ static inline double effective_rank(double *g, int64_t d) {
     }
     if (!(top > 0.0)) return 0.0;
     for (int64_t c = 0; c < d * d; ++c) g[c] /= top;
+    if (d > jacobi_k) {
+        double dg[d], off[d];
+        householder_tridiagonal(g, d, dg, off);
+        tridiagonal_eigenvalues(dg, off, d);
+        return rank_from_eigenvalues(dg, d);
+    }
     /* round-robin order: the two rotations of a pair of disjoint (p, q) are independent,
      * so their divisions and square roots overlap in the pipeline */
     const int64_t even = d + (d & 1);
@@ -304,15 +404,9 @@ static inline double effective_rank(double *g, int64_t d) {
         }
         if (!rotated) break;
     }
-    double total = 0.0;
-    for (int64_t k = 0; k < d; ++k) total += sqrt(g[k * d + k] > 0.0 ? g[k * d + k] : 0.0);
-    if (!(total > 0.0)) return 0.0;
-    double entropy = 0.0;
-    for (int64_t k = 0; k < d; ++k) {
-        const double pk = sqrt(g[k * d + k] > 0.0 ? g[k * d + k] : 0.0) / total;
-        if (pk > 0.0) entropy -= pk * log(pk);
-    }
-    return exp(entropy);
+    double ev[d];
+    for (int64_t c = 0; c < d; ++c) ev[c] = g[c * d + c];
+    return rank_from_eigenvalues(ev, d);
 }
 
 /* The Gram matrix of W (d, m) in its smaller orientation, k = min(d, m), into g (k, k):
@@ -328,18 +422,30 @@ static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
             }
         return;
     }
-    /* m < d: the blocks of LANES columns of row j1 that reach the diagonal, summed
-     * over i in order, then mirrored */
-    for (int64_t j1 = 0; j1 < m; ++j1) {
-        double *row = g + j1 * m;
-        for (int64_t b = 0; b <= j1; b += LANES) {
+    /* m < d: rows j1 in groups of GRAM_ROWS (independent sums, so the adds overlap),
+     * each with the blocks of LANES columns that reach the group's last diagonal entry,
+     * every entry summed over i in order; then the lower triangle mirrored. A block
+     * load may run past row i's end into row i + 1 (those lanes are not stored); the
+     * rows where it would run past W's end load a zero-padded copy instead. */
+    enum { GRAM_ROWS = 4 };
+    for (int64_t j1 = 0; j1 < m; j1 += GRAM_ROWS) {
+        const int64_t rows = m - j1 < GRAM_ROWS ? m - j1 : GRAM_ROWS;
+        for (int64_t b = 0; b < j1 + rows; b += LANES) {
             const int64_t L = m - b < LANES ? m - b : LANES;
-            double acc[LANES] = {0};
+            const int64_t tail = d * m - b - LANES; /* last start of a full load */
+            const int64_t safe = tail < 0 ? 0 : (tail / m + 1 < d ? tail / m + 1 : d);
+            vd acc[GRAM_ROWS] = {{0}};
             for (int64_t i = 0; i < d; ++i) {
-                const double u = W[i * m + j1], *w = W + i * m + b;
-                for (int64_t l = 0; l < L; ++l) acc[l] += u * w[l];
+                vd w = {0};
+                if (i < safe)
+                    w = vload(W + i * m + b);
+                else
+                    memcpy(&w, W + i * m + b, sizeof(double) * (size_t)L);
+                for (int64_t q = 0; q < GRAM_ROWS; ++q)
+                    acc[q] += (q < rows ? W[i * m + j1 + q] : 0.0) * w;
             }
-            for (int64_t l = 0; l < L; ++l) row[b + l] = acc[l];
+            for (int64_t q = 0; q < rows; ++q)
+                for (int64_t l = 0; l < L; ++l) g[(j1 + q) * m + b + l] = acc[q][l];
         }
     }
     for (int64_t j1 = 0; j1 < m; ++j1)
@@ -348,10 +454,11 @@ static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
 
 /* Curve statistics at (W, a) after evaluate: the number of distinct signed cones
  * into stats[5], the Gram matrix of W into g (k, k; see small_gram) and, when
- * k <= jacobi_k, the effective rank into stats[4] (else NaN there: the host takes
+ * k <= kernel_k, the effective rank into stats[4] (else NaN there: the host takes
  * the eigenvalues of g with LAPACK). codes (m) is scratch. */
 static void point(const Problem *p, const double *W, const double *a, const double *Z,
-                  int64_t jacobi_k, uint64_t *codes, double *g, double *stats) {
+                  int64_t jacobi_k, int64_t kernel_k, uint64_t *codes, double *g,
+                  double *stats) {
     const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
     /* branch-free codes, row by row (signs of Z are random: branches mispredict) */
     double *w2 = g; /* m entries of scratch before g holds the Gram matrix */
@@ -379,10 +486,10 @@ static void point(const Problem *p, const double *W, const double *a, const doub
     stats[5] = (double)distinct;
     const int64_t k = d < m ? d : m;
     small_gram(W, m, d, g);
-    if (k > jacobi_k)
+    if (k > kernel_k)
         stats[4] = NAN;
     else /* d is a compile-time constant in the specialised builds */
-        stats[4] = k == d ? effective_rank(g, d) : effective_rank(g, k);
+        stats[4] = k == d ? effective_rank(g, d, jacobi_k) : effective_rank(g, k, jacobi_k);
 }
 
 /*
@@ -395,7 +502,7 @@ static void point(const Problem *p, const double *W, const double *a, const doub
  * epoch or end.
  * W (R, d, m), a (R, m); statistics (mse, loss, grad_norm_sq, param_norm_sq,
  * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6). When
- * k = min(m, d) > jacobi_k, the effective rank is left NaN and the Gram matrices of
+ * k = min(m, d) > max(jacobi_k, kernel_k), the effective rank is left NaN and the Gram matrices of
  * the points go to rec_grams (R, K, k, k) and final_grams (R, k, k) instead.
  * Returns 0, or -1 if out of memory.
  */
@@ -403,8 +510,9 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
              const double *y, double lam, double lr, double tol, double threshold,
              int64_t max_epochs, int64_t collapse, double *W, double *a, int64_t *epoch,
              int8_t *status, int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
-             double *rec_stats, double *final_stats, int64_t jacobi_k, double *rec_grams,
-             double *final_grams) {
+             double *rec_stats, double *final_stats, int64_t jacobi_k, int64_t kernel_k,
+             double *rec_grams, double *final_grams) {
+    if (jacobi_k > kernel_k) kernel_k = jacobi_k;
     m = M_(m), n = N_(n), d = D_(d);
     const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
     const int64_t k = d < m ? d : m, kk = k * k;
@@ -425,16 +533,16 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
             const int dead = finite && s[2] >= tol && collapse && all_inactive(&p, Z);
             const int alive = finite && s[2] >= tol && !dead && e < max_epochs;
             const int record = q < K && rec_epochs[q] == e;
-            if (record || !alive) point(&p, Wc, ac, Z, jacobi_k, codes, g, s);
+            if (record || !alive) point(&p, Wc, ac, Z, jacobi_k, kernel_k, codes, g, s);
             if (record) {
                 for (int c = 0; c < 6; ++c) rec_stats[(r * K + q) * 6 + c] = s[c];
-                if (k > jacobi_k)
+                if (k > kernel_k)
                     for (int64_t c = 0; c < kk; ++c) rec_grams[(r * K + q) * kk + c] = g[c];
                 ++q;
             }
             if (!alive) {
                 for (int c = 0; c < 6; ++c) final_stats[r * 6 + c] = s[c];
-                if (k > jacobi_k)
+                if (k > kernel_k)
                     for (int64_t c = 0; c < kk; ++c) final_grams[r * kk + c] = g[c];
                 status[r] = !finite ? 3 : (s[2] < tol ? 1 : (dead ? 4 : 2));
                 break;
@@ -666,7 +774,7 @@ def load_library(n: int, d: int, m: int, *, for_training: bool = True) -> ctypes
         i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
         lib.gd_chunk.restype = ctypes.c_int
         lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] * 2 + [ptr] * 4
-        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr, i64, ptr, ptr]
+        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr, i64, i64, ptr, ptr]
         lib.sharpness.restype = ctypes.c_int
         lib.sharpness.argtypes = [i64] * 5 + [ptr] * 2 + [f64] + [ptr] * 4
         lib.sharpness.argtypes += [f64, i64, f64, i64, ptr]
@@ -728,7 +836,7 @@ class NativeSweep:
         end = min(start + CHUNK - start % CHUNK, cfg.max_epochs + 1)
         running = np.flatnonzero(self.status == RUNNING)
         k = min(self.m, self.d)
-        kk = k * k if k > JACOBI_K else 0  # Gram entries handed back per point
+        kk = k * k if k > max(JACOBI_K, KERNEL_K) else 0  # Gram entries handed back per point
         per_point = max(1, running.size) * (6 + kk) * 8
         limit = max(1, _RECORD_BYTES // per_point)
         epochs: list[int] = []
@@ -772,7 +880,8 @@ class NativeSweep:
             cfg.max_epochs, int(cfg.detects_collapse), self.W.ctypes.data, self.a.ctypes.data,
             self.epoch.ctypes.data, self.status.ctypes.data, start, end,
             buffers[0].ctypes.data, buffers[0].size, buffers[1].ctypes.data,
-            buffers[2].ctypes.data, JACOBI_K, buffers[3].ctypes.data, buffers[4].ctypes.data,
+            buffers[2].ctypes.data, JACOBI_K, KERNEL_K, buffers[3].ctypes.data,
+            buffers[4].ctypes.data,
         )  # fmt: skip
 
         def call(bounds: tuple[int, int]) -> int:
