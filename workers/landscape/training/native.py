@@ -468,20 +468,29 @@ static void point(const Problem *p, const double *W, const double *a, const doub
     for (int64_t j = 0; j < m; ++j) codes[j] = (uint64_t)(a[j] < 0.0) << n;
     for (int64_t k = 0; k < n; ++k)
         for (int64_t j = 0; j < m; ++j) codes[j] |= (uint64_t)(Z[k * m + j] > 0.0) << k;
-    int64_t count = 0;
-    for (int64_t j = 0; j < m; ++j) {
-        codes[count] = codes[j];
-        count += a[j] * a[j] * w2[j] > p->threshold;
-    }
     int64_t distinct = 0;
-    if (n + 1 <= 12) { /* a table of all 2^(n+1) codes */
-        uint64_t table[64] = {0};
-        for (int64_t c = 0; c < count; ++c) table[codes[c] >> 6] |= (uint64_t)1 << (codes[c] & 63);
-        for (int w = 0; w < 64; ++w) distinct += __builtin_popcountll(table[w]);
+    if (n + 1 <= 6) { /* all 2^(n+1) codes are bits of one word: an OR, no compaction */
+        uint64_t word = 0;
+        for (int64_t j = 0; j < m; ++j)
+            word |= (uint64_t)(a[j] * a[j] * w2[j] > p->threshold) << codes[j];
+        distinct = __builtin_popcountll(word);
     } else {
-        qsort(codes, (size_t)count, sizeof(uint64_t), cmp_u64);
-        distinct = count > 0;
-        for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
+        int64_t count = 0;
+        for (int64_t j = 0; j < m; ++j) {
+            codes[count] = codes[j];
+            count += a[j] * a[j] * w2[j] > p->threshold;
+        }
+        if (n + 1 <= 12) { /* a table of all 2^(n+1) codes */
+            uint64_t table[64] = {0};
+            for (int64_t c = 0; c < count; ++c)
+                table[codes[c] >> 6] |= (uint64_t)1 << (codes[c] & 63);
+            for (int64_t w = 0; w < ((int64_t)1 << (n + 1)) / 64; ++w)
+                distinct += __builtin_popcountll(table[w]);
+        } else {
+            qsort(codes, (size_t)count, sizeof(uint64_t), cmp_u64);
+            distinct = count > 0;
+            for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
+        }
     }
     stats[5] = (double)distinct;
     const int64_t k = d < m ? d : m;
