@@ -7,13 +7,20 @@ stays in registers and the step is written to a second buffer, swapped with the
 first), the stopping rule is checked at every epoch (exact per-run stopping), and
 at curve-point epochs it also returns the statistics of the point: mse, loss,
 grad_norm_sq, param_norm_sq, the effective rank and the number of distinct
-signed cones (branch-free cone codes marked in a table, or sorted per point).
-The effective rank comes from the k×k Gram matrix of W, k = min(m, d) (``W Wᵀ``
-or ``Wᵀ W``, O(m d k)): for k <= ``JACOBI_K`` the kernel takes its eigenvalues
-itself by round-robin Jacobi rotations; above, it returns the Gram matrices and
-the host takes their eigenvalues with LAPACK, batched per chunk
+signed cones (branch-free cone codes ORed into one word for n + 1 <= 6, marked
+in a table up to n + 1 = 12, or sorted per point). The effective rank comes from
+the k×k Gram matrix of W, k = min(m, d) (``W Wᵀ`` or ``Wᵀ W``, O(m d k)): for
+k <= ``JACOBI_K`` the kernel takes its eigenvalues itself by round-robin Jacobi
+rotations, for k <= ``KERNEL_K`` by Householder tridiagonalisation and implicit
+QR steps (Wilkinson shifts); above, it returns the Gram matrices and the host
+takes their eigenvalues with LAPACK, batched per chunk
 (``training.curves.effective_rank``). At k = 4, batched LAPACK costs about 2 us a
-matrix against about 0.4 us for the in-kernel Jacobi. With ``stop_on_collapse``
+matrix against about 0.4 us for the in-kernel Jacobi; at k = 20 about 17-25 us
+against about 2.5 us (tridiagonal) + 9 us (QR) in the kernel, with no hand-back.
+
+The same library holds the sharpness at initialisation (training.sharpness):
+Lanczos on the closed-form Hessian-vector product, one run at a time, the top
+Ritz value by Sturm bisection. With ``stop_on_collapse``
 it also stops a run at the first epoch where every preactivation is <= 0
 (``all_inactive``: a scan of Z that exits at the first positive entry, so a live
 run pays a few comparisons).
