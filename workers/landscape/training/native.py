@@ -623,8 +623,8 @@ static double tridiagonal_top(const double *alpha, const double *beta, int64_t t
 }
 
 static double dot_vec(const double *u, const double *v, int64_t len) {
-    double s = 0.0;
-    for (int64_t c = 0; c < len; ++c) s += u[c] * v[c];
+    double s;
+    REDUCE(s, len, u[j] * v[j]);
     return s;
 }
 
@@ -635,72 +635,86 @@ static void unit_vec(double *u, int64_t len) {
 }
 
 /* out = Hessian of L at the point times q, with H = relu(Z), Sa = 1[Z > 0] a and
- * Sres = 1[Z > 0] res, each (w, n); dZ (w, n) and dres (n) are scratch. */
-static inline void hessian_product(int64_t w, int64_t n, int64_t d, const double *X, double lam,
-                            const double *H, const double *Sa, const double *Sres,
-                            const double *q, double *out, double *dZ, double *dres) {
-    const int64_t e = d + 1;
+ * Sres = 1[Z > 0] res, each (n, w); dZ (n, w), dres (n) and coef (w) are scratch.
+ * Vectors are (d + 1, w): row i < d holds the i-th inner coordinate of every neuron,
+ * row d the outer weights; the inner loops run over neurons. */
+static inline void hessian_product(int64_t w, int64_t n, int64_t d, const double *X,
+                                   double lam, const double *H, const double *Sa,
+                                   const double *Sres, const double *q, double *out,
+                                   double *dZ, double *dres, double *coef) {
     const double c = 2.0 / (double)n;
-    for (int64_t k = 0; k < n; ++k) dres[k] = 0.0;
-    for (int64_t j = 0; j < w; ++j) {
-        const double *v = q + j * e;
-        for (int64_t k = 0; k < n; ++k) {
-            double z = 0.0;
-            for (int64_t i = 0; i < d; ++i) z += X[k * d + i] * v[i];
-            dZ[j * n + k] = z;
-            dres[k] += H[j * n + k] * v[d] + Sa[j * n + k] * z;
+    const double *b = q + d * w;
+    double *ob = out + d * w;
+    for (int64_t j = 0; j < w; ++j) ob[j] = 0.0;
+    for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = 0; j < w; ++j) out[i * w + j] = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = X + k * d, *Hk = H + k * w, *Sak = Sa + k * w, *Srk = Sres + k * w;
+        double *dz = dZ + k * w;
+        for (int64_t j = 0; j < w; ++j) dz[j] = x[0] * q[j];
+        for (int64_t i = 1; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) dz[j] += x[i] * q[i * w + j];
+        REDUCE(dres[k], w, Hk[j] * b[j] + Sak[j] * dz[j]);
+        const double dr = dres[k];
+        for (int64_t j = 0; j < w; ++j) {
+            ob[j] += dr * Hk[j] + Srk[j] * dz[j];
+            coef[j] = dr * Sak[j] + Srk[j] * b[j];
         }
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) out[i * w + j] += coef[j] * x[i];
     }
-    for (int64_t j = 0; j < w; ++j) {
-        const double *v = q + j * e;
-        double *o = out + j * e, hb = 0.0;
-        for (int64_t i = 0; i < d; ++i) o[i] = 0.0;
-        for (int64_t k = 0; k < n; ++k) {
-            const int64_t jk = j * n + k;
-            hb += dres[k] * H[jk] + Sres[jk] * dZ[jk];
-            const double coef = dres[k] * Sa[jk] + Sres[jk] * v[d];
-            for (int64_t i = 0; i < d; ++i) o[i] += coef * X[k * d + i];
-        }
-        for (int64_t i = 0; i < d; ++i) o[i] = c * o[i] + 2.0 * lam * v[i];
-        o[d] = c * hb + 2.0 * lam * v[d];
-    }
+    for (int64_t c2 = 0; c2 < (d + 1) * w; ++c2) out[c2] = c * out[c2] + 2.0 * lam * q[c2];
 }
 
-/* Top Ritz value of Lanczos on the Hessian at the run's point (W (w, d), a (w)), from
- * unit(unit(gradient) + share unit(start)); stops when the value moved by at most
- * rtol relative over `every` steps, after max_steps, or when the Krylov space is
- * exhausted. NaN when a diagonal entry is not finite. */
-static inline double run_sharpness(int64_t w, int64_t n, int64_t d, const double *X,
-                                   const double *y, double lam, const double *W,
-                                   const double *a, const double *start, double share,
-                                   int64_t max_steps, double rtol, int64_t every,
-                                   double *work) {
+/* Top Ritz value of Lanczos on the Hessian at the run's point (W (d, w) with row stride
+ * m, a (w)), from unit(unit(gradient) + share unit(start)), start (d + 1, w) with row
+ * stride m; stops when the value moved by at most rtol relative over `every` steps,
+ * after max_steps, or when the Krylov space is exhausted. NaN when a diagonal entry is
+ * not finite. */
+static inline double run_sharpness(int64_t w, int64_t m, int64_t n, int64_t d,
+                                   const double *X, const double *y, double lam,
+                                   const double *W, const double *a, const double *start,
+                                   double share, int64_t max_steps, double rtol,
+                                   int64_t every, double *work) {
     const int64_t e = d + 1, len = w * e;
     double *H = work, *Sa = H + w * n, *Sres = Sa + w * n, *dZ = Sres + w * n;
     double *dres = dZ + w * n, *res = dres + n, *q = res + n, *qp = q + len, *v = qp + len;
-    double *alpha = v + len, *beta = alpha + max_steps;
+    double *coef = v + len, *alpha = coef + w, *beta = alpha + max_steps;
     const double c = 2.0 / (double)n;
-    for (int64_t k = 0; k < n; ++k) res[k] = -y[k];
-    for (int64_t j = 0; j < w; ++j)
-        for (int64_t k = 0; k < n; ++k) {
-            double z = 0.0;
-            for (int64_t i = 0; i < d; ++i) z += X[k * d + i] * W[j * d + i];
-            H[j * n + k] = z > 0.0 ? z : 0.0;
-            Sa[j * n + k] = z > 0.0 ? a[j] : 0.0;
-            res[k] += H[j * n + k] * a[j];
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = X + k * d;
+        double *Hk = H + k * w;
+        for (int64_t j = 0; j < w; ++j) Hk[j] = x[0] * W[j];
+        for (int64_t i = 1; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) Hk[j] += x[i] * W[i * m + j];
+        for (int64_t j = 0; j < w; ++j) {
+            const double z = Hk[j];
+            Hk[j] = z > 0.0 ? z : 0.0;
+            Sa[k * w + j] = z > 0.0 ? a[j] : 0.0;
         }
-    for (int64_t j = 0; j < w; ++j) { /* the gradient into q, the start into v */
-        double *g = q + j * e, ga = 0.0;
-        for (int64_t i = 0; i < d; ++i) g[i] = 0.0;
-        for (int64_t k = 0; k < n; ++k) {
-            Sres[j * n + k] = H[j * n + k] > 0.0 ? res[k] : 0.0;
-            ga += Sres[j * n + k] * H[j * n + k];
-            for (int64_t i = 0; i < d; ++i) g[i] += Sres[j * n + k] * a[j] * X[k * d + i];
-        }
-        for (int64_t i = 0; i < d; ++i) g[i] = c * g[i] + 2.0 * lam * W[j * d + i];
-        g[d] = c * ga + 2.0 * lam * a[j];
-        for (int64_t i = 0; i < e; ++i) v[j * e + i] = start[j * e + i];
+        double f;
+        REDUCE(f, w, Hk[j] * a[j]);
+        res[k] = f - y[k];
     }
+    /* the gradient into q, the start into v */
+    for (int64_t c2 = 0; c2 < len; ++c2) q[c2] = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = X + k * d, *Hk = H + k * w;
+        double *Srk = Sres + k * w;
+        for (int64_t j = 0; j < w; ++j) {
+            Srk[j] = Hk[j] > 0.0 ? res[k] : 0.0;
+            q[d * w + j] += Srk[j] * Hk[j];
+            coef[j] = Srk[j] * a[j];
+        }
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) q[i * w + j] += coef[j] * x[i];
+    }
+    for (int64_t i = 0; i < e; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+            const double p = i < d ? W[i * m + j] : a[j];
+            q[i * w + j] = c * q[i * w + j] + 2.0 * lam * p;
+            v[i * w + j] = start[i * m + j];
+        }
     unit_vec(q, len);
     unit_vec(v, len);
     for (int64_t c2 = 0; c2 < len; ++c2) q[c2] += share * v[c2];
@@ -710,7 +724,7 @@ static inline double run_sharpness(int64_t w, int64_t n, int64_t d, const double
     const int64_t steps = max_steps < len ? max_steps : len;
     int64_t t = 0;
     while (t < steps) {
-        hessian_product(w, n, d, X, lam, H, Sa, Sres, q, v, dZ, dres);
+        hessian_product(w, n, d, X, lam, H, Sa, Sres, q, v, dZ, dres, coef);
         const double al = dot_vec(q, v, len);
         if (!isfinite(al)) return NAN;
         for (int64_t c2 = 0; c2 < len; ++c2) v[c2] -= al * q[c2] + b * qp[c2];
@@ -733,7 +747,7 @@ static inline double run_sharpness(int64_t w, int64_t n, int64_t d, const double
     return tridiagonal_top(alpha, beta, t);
 }
 
-/* Sharpness of runs r in [r0, r1): W (R, m, d), a (R, m), start (R, m, d + 1), run r
+/* Sharpness of runs r in [r0, r1): W (R, d, m), a (R, m), start (R, d + 1, m), run r
  * using its first widths[r] neurons; into out[r]. Returns 0, or -1 if out of memory. */
 int sharpness(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
               const double *y, double lam, const double *W, const double *a,
@@ -741,12 +755,12 @@ int sharpness(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const dou
               double rtol, int64_t every, double *out) {
     n = N_(n), d = D_(d);
     const int64_t e = d + 1;
-    double *work = malloc(sizeof(double) * (size_t)(4 * m * n + 2 * n + 3 * m * e
+    double *work = malloc(sizeof(double) * (size_t)(4 * m * n + 2 * n + 3 * m * e + m
                                                     + 2 * max_steps + 1));
     if (!work) return -1;
     for (int64_t r = r0; r < r1; ++r)
-        out[r] = widths[r] > 0 ? run_sharpness(widths[r], n, d, X, y, lam, W + r * m * d,
-                                               a + r * m, start + r * m * e, share,
+        out[r] = widths[r] > 0 ? run_sharpness(widths[r], m, n, d, X, y, lam, W + r * d * m,
+                                               a + r * m, start + r * e * m, share,
                                                max_steps, rtol, every, work)
                                : NAN;
     free(work);
@@ -956,9 +970,13 @@ def native_sharpness(
 ) -> np.ndarray:
     """(R,) sharpness by the kernel's per-run Lanczos (see training.sharpness): W (R, m, d),
     a (R, m), start (R, m, d + 1) the random part of the start vectors, run r using its
-    first widths[r] neurons."""
+    first widths[r] neurons. The kernel takes W and start neuron-inner: (R, d, m) and
+    (R, d + 1, m)."""
     R, m, d = W.shape
-    arrays = [np.ascontiguousarray(t, dtype=np.float64) for t in (X, y, W, a, start)]
+    arrays = [
+        np.ascontiguousarray(t, dtype=np.float64)
+        for t in (X, y, W.transpose(0, 2, 1), a, start.transpose(0, 2, 1))
+    ]
     widths = np.ascontiguousarray(widths, dtype=np.int64)
     out = np.full(R, np.nan)
     code = lib.sharpness(
