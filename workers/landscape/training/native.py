@@ -595,9 +595,52 @@ static int64_t sturm_below(const double *alpha, const double *beta, int64_t t, d
     return count;
 }
 
-/* Largest eigenvalue of the tridiagonal (alpha (t), beta (t - 1)), by bisection on the
- * Sturm count from [max alpha, Gershgorin bound] down to a few ulps. */
+/* Largest eigenvalue of the tridiagonal (alpha (t), beta (t - 1)): Newton's method on
+ * its characteristic polynomial from the Gershgorin bound above (all roots real, so the
+ * iterates decrease monotonically to the largest one), the polynomial's log-derivative
+ * from the LDLᵀ pivots; accepted when a Sturm count brackets it within a few ulps,
+ * else by bisection (tridiagonal_top_bisection). */
+static double tridiagonal_top_bisection(const double *alpha, const double *beta, int64_t t);
+
 static double tridiagonal_top(const double *alpha, const double *beta, int64_t t) {
+    double x = -INFINITY, b2max = 1.0;
+    for (int64_t i = 0; i < t; ++i) {
+        const double left = i > 0 ? fabs(beta[i - 1]) : 0.0;
+        const double right = i + 1 < t ? fabs(beta[i]) : 0.0;
+        x = alpha[i] + left + right > x ? alpha[i] + left + right : x;
+        if (i + 1 < t && beta[i] * beta[i] > b2max) b2max = beta[i] * beta[i];
+    }
+    const double eps = 2.220446049250313e-16, pivmin = 2.2250738585072014e-308 * b2max;
+    x += 4.0 * eps * fabs(x) + pivmin;
+    for (int it = 0; it < 200; ++it) {
+        double piv = 1.0, dpiv = 0.0, slope = 0.0; /* slope = sum dpiv_i / piv_i */
+        int ok = 1;
+        for (int64_t i = 0; i < t; ++i) {
+            const double b2 = i > 0 ? beta[i - 1] * beta[i - 1] : 0.0, inv = 1.0 / piv;
+            dpiv = i > 0 ? -1.0 + b2 * dpiv * inv * inv : -1.0;
+            piv = (alpha[i] - x) - b2 * inv;
+            if (!(fabs(piv) > pivmin)) {
+                ok = 0;
+                break;
+            }
+            slope += dpiv / piv;
+        }
+        if (!ok || !(slope < 0.0)) break;
+        const double step = -1.0 / slope; /* x - p / p' with p / p' = 1 / slope */
+        if (!(step > 0.0)) break;
+        x -= step;
+        if (step <= 2.0 * eps * fabs(x) + pivmin) {
+            const double tol = 8.0 * eps * fabs(x) + pivmin;
+            if (sturm_below(alpha, beta, t, x + tol, pivmin) == t &&
+                sturm_below(alpha, beta, t, x - tol, pivmin) < t)
+                return x;
+            break;
+        }
+    }
+    return tridiagonal_top_bisection(alpha, beta, t);
+}
+
+static double tridiagonal_top_bisection(const double *alpha, const double *beta, int64_t t) {
     double lo = alpha[0], hi = -INFINITY, b2max = 1.0;
     for (int64_t i = 0; i < t; ++i) {
         const double left = i > 0 ? fabs(beta[i - 1]) : 0.0;
