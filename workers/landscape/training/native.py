@@ -20,8 +20,9 @@ against about 2.5 us (tridiagonal) + 9 us (QR) in the kernel, with no hand-back.
 
 The same library holds the sharpness at initialisation (training.sharpness):
 Lanczos on the closed-form Hessian-vector product, one run at a time, the top
-Ritz value by Sturm bisection. With ``stop_on_collapse``
-it also stops a run at the first epoch where every preactivation is <= 0
+Ritz value by Newton's method checked with Sturm counts.
+
+With ``stop_on_collapse`` it also stops a run at the first epoch where every preactivation is <= 0
 (``all_inactive``: a scan of Z that exits at the first positive entry, so a live
 run pays a few comparisons).
 
