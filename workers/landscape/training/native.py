@@ -22,9 +22,9 @@ The same library holds the sharpness at initialisation (training.sharpness):
 Lanczos on the closed-form Hessian-vector product, one run at a time, the top
 Ritz value by Newton's method checked with Sturm counts.
 
-With ``stop_on_collapse`` it also stops a run at the first epoch where every preactivation is <= 0
-(``all_inactive``: a scan of Z that exits at the first positive entry, so a live
-run pays a few comparisons).
+With ``stop_on_collapse`` it also stops a run at the first epoch where every
+preactivation is <= 0 (``all_inactive``: a scan of Z that exits at the first
+positive entry, so a live run pays a few comparisons).
 
 The C source is compiled with the system C compiler at first use (about 0.3 s)
 into the kernel cache (training.native_cache: a private directory, owner-checked
