@@ -30,6 +30,7 @@ __attribute__((constructor)) static void planted(void) {
     if (f) { fputs("planted code ran", f); fclose(f); }
 }
 int gd_chunk(void) { return 0; }
+int sharpness(void) { return 0; }
 """
 
 

@@ -37,16 +37,22 @@ def test_effective_rank_of_zero_and_non_finite_weights() -> None:
     np.testing.assert_array_equal(effective_rank(gram(torch.from_numpy(W))), [0.0, np.nan, 1.0])
 
 
-@pytest.fixture(params=["jacobi", "lapack", "torch"])
+# (JACOBI_K, KERNEL_K) of each native rank path.
+KERNEL_PATHS = {"jacobi": (10**6, 0), "tridiagonal": (0, 10**6), "lapack": (0, 0)}
+
+
+@pytest.fixture(params=["jacobi", "tridiagonal", "lapack", "torch"])
 def rank_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The kernel computing every rank itself, the kernel handing every Gram matrix to
-    LAPACK on the host, and the torch (eager) path."""
+    """The kernel computing every rank itself (Jacobi, or Householder + implicit QR), the
+    kernel handing every Gram matrix to LAPACK on the host, and the torch (eager) path."""
     if request.param == "torch":
         monkeypatch.setenv("BENIGNITY_TRAINING_NATIVE", "0")
     elif training_native.load_library(6, 200, 20) is None:
         pytest.skip("no C compiler: the native kernel is not available")
     else:
-        monkeypatch.setattr(training_native, "JACOBI_K", 10**6 if request.param == "jacobi" else 0)
+        jacobi_k, kernel_k = KERNEL_PATHS[str(request.param)]
+        monkeypatch.setattr(training_native, "JACOBI_K", jacobi_k)
+        monkeypatch.setattr(training_native, "KERNEL_K", kernel_k)
     return str(request.param)
 
 
@@ -67,23 +73,25 @@ def test_curve_effective_rank_matches_svd_of_the_weights(rank_path: str, d: int,
 
 
 def test_native_rank_paths_agree_along_the_curve(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Jacobi in the kernel and LAPACK on the host give the same curve (and the rest of
-    the curve is untouched), with chunks cut every 3 points."""
+    """Jacobi or Householder + QR in the kernel and LAPACK on the host give the same
+    curve (and the rest of the curve is untouched), with chunks cut every 3 points."""
     if training_native.load_library(4, 40, 12) is None:
         pytest.skip("no C compiler: the native kernel is not available")
     rng = np.random.default_rng(3)
     X, y = rng.standard_normal((4, 40)) / np.sqrt(40), rng.standard_normal(4)
     runs = [RunSpec(12, 0.5, seed) for seed in range(3)]
     curves = []
-    for jacobi_k in (10**6, 0):
+    for jacobi_k, kernel_k in KERNEL_PATHS.values():
         monkeypatch.setattr(training_native, "JACOBI_K", jacobi_k)
+        monkeypatch.setattr(training_native, "KERNEL_K", kernel_k)
         monkeypatch.setattr(training_native, "_RECORD_BYTES", 3 * (6 + 144) * 8 * len(runs))
         out = train_sweep(X, y, 1e-3, runs, lr=1e-2, max_epochs=300, optimum=0.0)
         curves.append([o.curve for o in out])
-    for jac, lap in zip(*curves, strict=True):
+    for jac, tri, lap in zip(*curves, strict=True):
         assert len(jac["epoch"]) > 40
         for key in jac:
-            if key == "effective_rank":
-                np.testing.assert_allclose(jac[key], lap[key], rtol=1e-9)
-            else:
-                np.testing.assert_array_equal(jac[key], lap[key])
+            for kernel in (jac, tri):
+                if key == "effective_rank":
+                    np.testing.assert_allclose(kernel[key], lap[key], rtol=1e-9)
+                else:
+                    np.testing.assert_array_equal(kernel[key], lap[key])

@@ -7,16 +7,24 @@ stays in registers and the step is written to a second buffer, swapped with the
 first), the stopping rule is checked at every epoch (exact per-run stopping), and
 at curve-point epochs it also returns the statistics of the point: mse, loss,
 grad_norm_sq, param_norm_sq, the effective rank and the number of distinct
-signed cones (branch-free cone codes marked in a table, or sorted per point).
-The effective rank comes from the k×k Gram matrix of W, k = min(m, d) (``W Wᵀ``
-or ``Wᵀ W``, O(m d k)): for k <= ``JACOBI_K`` the kernel takes its eigenvalues
-itself by round-robin Jacobi rotations; above, it returns the Gram matrices and
-the host takes their eigenvalues with LAPACK, batched per chunk
+signed cones (branch-free cone codes ORed into one word for n + 1 <= 6, marked
+in a table up to n + 1 = 12, or sorted per point). The effective rank comes from
+the k×k Gram matrix of W, k = min(m, d) (``W Wᵀ`` or ``Wᵀ W``, O(m d k)): for
+k <= ``JACOBI_K`` the kernel takes its eigenvalues itself by round-robin Jacobi
+rotations, for k <= ``KERNEL_K`` by Householder tridiagonalisation and implicit
+QR steps (Wilkinson shifts); above, it returns the Gram matrices and the host
+takes their eigenvalues with LAPACK, batched per chunk
 (``training.curves.effective_rank``). At k = 4, batched LAPACK costs about 2 us a
-matrix against about 0.4 us for the in-kernel Jacobi. With ``stop_on_collapse``
-it also stops a run at the first epoch where every preactivation is <= 0
-(``all_inactive``: a scan of Z that exits at the first positive entry, so a live
-run pays a few comparisons).
+matrix against about 0.4 us for the in-kernel Jacobi; at k = 20 about 17-25 us
+against about 2.5 us (tridiagonal) + 9 us (QR) in the kernel, with no hand-back.
+
+The same library holds the sharpness at initialisation (training.sharpness):
+Lanczos on the closed-form Hessian-vector product, one run at a time, the top
+Ritz value by Newton's method checked with Sturm counts.
+
+With ``stop_on_collapse`` it also stops a run at the first epoch where every
+preactivation is <= 0 (``all_inactive``: a scan of Z that exits at the first
+positive entry, so a live run pays a few comparisons).
 
 The C source is compiled with the system C compiler at first use (about 0.3 s)
 into the kernel cache (training.native_cache: a private directory, owner-checked
@@ -56,7 +64,15 @@ from workers.landscape.training.driver import CHUNK, SweepConfig
 from workers.landscape.training.native_cache import compiler_command, set_cache_dir
 from workers.landscape.training.state import RUNNING, SweepState
 
-__all__ = ["MAX_N", "NativeSweep", "load_library", "set_cache_dir", "shape_family", "supported"]
+__all__ = [
+    "MAX_N",
+    "NativeSweep",
+    "load_library",
+    "native_sharpness",
+    "set_cache_dir",
+    "shape_family",
+    "supported",
+]
 
 # Largest n for which cone codes fit one uint64 (n bits of x_k . w_j > 0, one sign bit).
 MAX_N = 63
@@ -66,6 +82,10 @@ _RECORD_BYTES = 64 << 20
 # k x k Gram matrix); above it the kernel returns the Gram matrices and the host takes
 # their eigenvalues with LAPACK (training.curves.effective_rank), batched per chunk.
 JACOBI_K = 8
+# Largest k whose effective rank the kernel computes itself at all: above JACOBI_K by
+# Householder tridiagonalisation and implicit QR (O(k^3), about 4/3 k^3 flops); above
+# KERNEL_K the Gram matrices go to the host's LAPACK (blocked, faster at large k).
+KERNEL_K = 48
 
 _SOURCE = r"""
 #include <math.h>
@@ -243,10 +263,100 @@ static int cmp_u64(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
+/* Eigenvalues of the symmetric tridiagonal matrix (dg (k), off (k - 1)) into dg, by
+ * implicit QR steps with the Wilkinson shift of the trailing 2x2 block (the bulge
+ * chased down by Givens rotations), deflating an off-diagonal entry once it is below
+ * the rounding of its two diagonal neighbours. */
+static void tridiagonal_eigenvalues(double *dg, double *off, int64_t k) {
+    const double eps = 2.220446049250313e-16;
+    int64_t hi = k - 1, steps = 0;
+    while (hi > 0) {
+        if (fabs(off[hi - 1]) <= eps * (fabs(dg[hi - 1]) + fabs(dg[hi])) || ++steps > 64 * k) {
+            off[hi - 1] = 0.0; /* deflate (or give up on a block that does not converge) */
+            --hi;
+            continue;
+        }
+        int64_t lo = hi - 1;
+        while (lo > 0 && fabs(off[lo - 1]) > eps * (fabs(dg[lo - 1]) + fabs(dg[lo]))) --lo;
+        const double half = 0.5 * (dg[hi - 1] - dg[hi]), b = off[hi - 1];
+        const double mu = dg[hi] - b * b / (half + copysign(sqrt(half * half + b * b), half));
+        double x = dg[lo] - mu, z = off[lo];
+        for (int64_t i = lo; i < hi; ++i) {
+            /* sqrt, not hypot (several times slower): g is scaled to max |g| = 1 */
+            const double r = sqrt(x * x + z * z);
+            const double c = r > 0.0 ? x / r : 1.0, sn = r > 0.0 ? -z / r : 0.0;
+            if (i > lo) off[i - 1] = r;
+            const double a1 = dg[i], a2 = dg[i + 1], bb = off[i];
+            dg[i] = c * c * a1 - 2.0 * c * sn * bb + sn * sn * a2;
+            dg[i + 1] = sn * sn * a1 + 2.0 * c * sn * bb + c * c * a2;
+            off[i] = c * sn * (a1 - a2) + (c * c - sn * sn) * bb;
+            if (i + 1 < hi) {
+                x = off[i];
+                z = -sn * off[i + 1];
+                off[i + 1] *= c;
+            }
+        }
+    }
+}
+
+/* The symmetric g (k, k; destroyed) reduced to tridiagonal form (dg (k), off (k - 1))
+ * by Householder reflections H = I - 2 v vᵀ / vᵀv applied on both sides of the trailing
+ * block, column by column (the rank-2 form B - v qᵀ - q vᵀ). */
+static void householder_tridiagonal(double *g, int64_t k, double *dg, double *off) {
+    double v[k], p[k];
+    for (int64_t col = 0; col + 2 < k; ++col) {
+        const int64_t s = col + 1, len = k - s;
+        double norm2 = 0.0;
+        for (int64_t i = 0; i < len; ++i) {
+            v[i] = g[(s + i) * k + col];
+            norm2 += v[i] * v[i];
+        }
+        dg[col] = g[col * k + col];
+        const double x0 = v[0], alpha = x0 > 0.0 ? -sqrt(norm2) : sqrt(norm2);
+        const double vv = 2.0 * (norm2 - alpha * x0); /* |x - alpha e1|^2, no cancellation */
+        off[col] = vv > 0.0 ? alpha : x0;
+        if (!(vv > 0.0)) continue;
+        v[0] = x0 - alpha;
+        double pv = 0.0;
+        for (int64_t i = 0; i < len; ++i) {
+            const double *row = g + (s + i) * k + s;
+            double acc = 0.0;
+            for (int64_t l = 0; l < len; ++l) acc += row[l] * v[l];
+            p[i] = 2.0 * acc / vv;
+            pv += p[i] * v[i];
+        }
+        const double K = pv / vv;
+        for (int64_t i = 0; i < len; ++i) p[i] -= K * v[i];
+        for (int64_t i = 0; i < len; ++i) {
+            double *row = g + (s + i) * k + s;
+            for (int64_t l = 0; l < len; ++l) row[l] -= v[i] * p[l] + p[i] * v[l];
+        }
+    }
+    if (k >= 2) {
+        dg[k - 2] = g[(k - 2) * k + k - 2];
+        off[k - 2] = g[(k - 1) * k + k - 2];
+    }
+    dg[k - 1] = g[(k - 1) * k + k - 1];
+}
+
+/* exp of the entropy of the normalised singular values sqrt(ev) (k of them). */
+static double rank_from_eigenvalues(const double *ev, int64_t k) {
+    double total = 0.0;
+    for (int64_t c = 0; c < k; ++c) total += sqrt(ev[c] > 0.0 ? ev[c] : 0.0);
+    if (!(total > 0.0)) return 0.0;
+    double entropy = 0.0;
+    for (int64_t c = 0; c < k; ++c) {
+        const double pk = sqrt(ev[c] > 0.0 ? ev[c] : 0.0) / total;
+        if (pk > 0.0) entropy -= pk * log(pk);
+    }
+    return exp(entropy);
+}
+
 /* exp of the entropy of the normalised singular values of W, from its Gram matrix
- * g (d, d; destroyed; see small_gram) by cyclic Jacobi rotations; 0 for W = 0, NaN if
- * not finite. Used for small d only (O(d^3) per sweep); larger ones go to LAPACK. */
-static inline double effective_rank(double *g, int64_t d) {
+ * g (d, d; destroyed; see small_gram): by cyclic Jacobi rotations when d <= jacobi_k,
+ * else by Householder tridiagonalisation and implicit QR; 0 for W = 0, NaN if not
+ * finite. Used for d up to a bound (O(d^3) per point); larger ones go to LAPACK. */
+static inline double effective_rank(double *g, int64_t d, int64_t jacobi_k) {
     double top = 0.0; /* the rank is scale-invariant: normalise by max |g| */
     for (int64_t c = 0; c < d * d; ++c) {
         if (!isfinite(g[c])) return NAN;
@@ -254,6 +364,12 @@ static inline double effective_rank(double *g, int64_t d) {
     }
     if (!(top > 0.0)) return 0.0;
     for (int64_t c = 0; c < d * d; ++c) g[c] /= top;
+    if (d > jacobi_k) {
+        double dg[d], off[d];
+        householder_tridiagonal(g, d, dg, off);
+        tridiagonal_eigenvalues(dg, off, d);
+        return rank_from_eigenvalues(dg, d);
+    }
     /* round-robin order: the two rotations of a pair of disjoint (p, q) are independent,
      * so their divisions and square roots overlap in the pipeline */
     const int64_t even = d + (d & 1);
@@ -296,15 +412,9 @@ static inline double effective_rank(double *g, int64_t d) {
         }
         if (!rotated) break;
     }
-    double total = 0.0;
-    for (int64_t k = 0; k < d; ++k) total += sqrt(g[k * d + k] > 0.0 ? g[k * d + k] : 0.0);
-    if (!(total > 0.0)) return 0.0;
-    double entropy = 0.0;
-    for (int64_t k = 0; k < d; ++k) {
-        const double pk = sqrt(g[k * d + k] > 0.0 ? g[k * d + k] : 0.0) / total;
-        if (pk > 0.0) entropy -= pk * log(pk);
-    }
-    return exp(entropy);
+    double ev[d];
+    for (int64_t c = 0; c < d; ++c) ev[c] = g[c * d + c];
+    return rank_from_eigenvalues(ev, d);
 }
 
 /* The Gram matrix of W (d, m) in its smaller orientation, k = min(d, m), into g (k, k):
@@ -320,18 +430,30 @@ static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
             }
         return;
     }
-    /* m < d: the blocks of LANES columns of row j1 that reach the diagonal, summed
-     * over i in order, then mirrored */
-    for (int64_t j1 = 0; j1 < m; ++j1) {
-        double *row = g + j1 * m;
-        for (int64_t b = 0; b <= j1; b += LANES) {
+    /* m < d: rows j1 in groups of GRAM_ROWS (independent sums, so the adds overlap),
+     * each with the blocks of LANES columns that reach the group's last diagonal entry,
+     * every entry summed over i in order; then the lower triangle mirrored. A block
+     * load may run past row i's end into row i + 1 (those lanes are not stored); the
+     * rows where it would run past W's end load a zero-padded copy instead. */
+    enum { GRAM_ROWS = 4 };
+    for (int64_t j1 = 0; j1 < m; j1 += GRAM_ROWS) {
+        const int64_t rows = m - j1 < GRAM_ROWS ? m - j1 : GRAM_ROWS;
+        for (int64_t b = 0; b < j1 + rows; b += LANES) {
             const int64_t L = m - b < LANES ? m - b : LANES;
-            double acc[LANES] = {0};
+            const int64_t tail = d * m - b - LANES; /* last start of a full load */
+            const int64_t safe = tail < 0 ? 0 : (tail / m + 1 < d ? tail / m + 1 : d);
+            vd acc[GRAM_ROWS] = {{0}};
             for (int64_t i = 0; i < d; ++i) {
-                const double u = W[i * m + j1], *w = W + i * m + b;
-                for (int64_t l = 0; l < L; ++l) acc[l] += u * w[l];
+                vd w = {0};
+                if (i < safe)
+                    w = vload(W + i * m + b);
+                else
+                    memcpy(&w, W + i * m + b, sizeof(double) * (size_t)L);
+                for (int64_t q = 0; q < GRAM_ROWS; ++q)
+                    acc[q] += (q < rows ? W[i * m + j1 + q] : 0.0) * w;
             }
-            for (int64_t l = 0; l < L; ++l) row[b + l] = acc[l];
+            for (int64_t q = 0; q < rows; ++q)
+                for (int64_t l = 0; l < L; ++l) g[(j1 + q) * m + b + l] = acc[q][l];
         }
     }
     for (int64_t j1 = 0; j1 < m; ++j1)
@@ -340,10 +462,11 @@ static void small_gram(const double *W, int64_t m, int64_t d, double *g) {
 
 /* Curve statistics at (W, a) after evaluate: the number of distinct signed cones
  * into stats[5], the Gram matrix of W into g (k, k; see small_gram) and, when
- * k <= jacobi_k, the effective rank into stats[4] (else NaN there: the host takes
+ * k <= kernel_k, the effective rank into stats[4] (else NaN there: the host takes
  * the eigenvalues of g with LAPACK). codes (m) is scratch. */
 static void point(const Problem *p, const double *W, const double *a, const double *Z,
-                  int64_t jacobi_k, uint64_t *codes, double *g, double *stats) {
+                  int64_t jacobi_k, int64_t kernel_k, uint64_t *codes, double *g,
+                  double *stats) {
     const int64_t m = M_(p->m), n = N_(p->n), d = D_(p->d);
     /* branch-free codes, row by row (signs of Z are random: branches mispredict) */
     double *w2 = g; /* m entries of scratch before g holds the Gram matrix */
@@ -353,28 +476,37 @@ static void point(const Problem *p, const double *W, const double *a, const doub
     for (int64_t j = 0; j < m; ++j) codes[j] = (uint64_t)(a[j] < 0.0) << n;
     for (int64_t k = 0; k < n; ++k)
         for (int64_t j = 0; j < m; ++j) codes[j] |= (uint64_t)(Z[k * m + j] > 0.0) << k;
-    int64_t count = 0;
-    for (int64_t j = 0; j < m; ++j) {
-        codes[count] = codes[j];
-        count += a[j] * a[j] * w2[j] > p->threshold;
-    }
     int64_t distinct = 0;
-    if (n + 1 <= 12) { /* a table of all 2^(n+1) codes */
-        uint64_t table[64] = {0};
-        for (int64_t c = 0; c < count; ++c) table[codes[c] >> 6] |= (uint64_t)1 << (codes[c] & 63);
-        for (int w = 0; w < 64; ++w) distinct += __builtin_popcountll(table[w]);
+    if (n + 1 <= 6) { /* all 2^(n+1) codes are bits of one word: an OR, no compaction */
+        uint64_t word = 0;
+        for (int64_t j = 0; j < m; ++j)
+            word |= (uint64_t)(a[j] * a[j] * w2[j] > p->threshold) << codes[j];
+        distinct = __builtin_popcountll(word);
     } else {
-        qsort(codes, (size_t)count, sizeof(uint64_t), cmp_u64);
-        distinct = count > 0;
-        for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
+        int64_t count = 0;
+        for (int64_t j = 0; j < m; ++j) {
+            codes[count] = codes[j];
+            count += a[j] * a[j] * w2[j] > p->threshold;
+        }
+        if (n + 1 <= 12) { /* a table of all 2^(n+1) codes */
+            uint64_t table[64] = {0};
+            for (int64_t c = 0; c < count; ++c)
+                table[codes[c] >> 6] |= (uint64_t)1 << (codes[c] & 63);
+            for (int64_t w = 0; w < ((int64_t)1 << (n + 1)) / 64; ++w)
+                distinct += __builtin_popcountll(table[w]);
+        } else {
+            qsort(codes, (size_t)count, sizeof(uint64_t), cmp_u64);
+            distinct = count > 0;
+            for (int64_t c = 1; c < count; ++c) distinct += codes[c] != codes[c - 1];
+        }
     }
     stats[5] = (double)distinct;
     const int64_t k = d < m ? d : m;
     small_gram(W, m, d, g);
-    if (k > jacobi_k)
+    if (k > kernel_k)
         stats[4] = NAN;
     else /* d is a compile-time constant in the specialised builds */
-        stats[4] = k == d ? effective_rank(g, d) : effective_rank(g, k);
+        stats[4] = k == d ? effective_rank(g, d, jacobi_k) : effective_rank(g, k, jacobi_k);
 }
 
 /*
@@ -387,7 +519,7 @@ static void point(const Problem *p, const double *W, const double *a, const doub
  * epoch or end.
  * W (R, d, m), a (R, m); statistics (mse, loss, grad_norm_sq, param_norm_sq,
  * effective_rank, num_neurons): rec_stats (R, K, 6), final_stats (R, 6). When
- * k = min(m, d) > jacobi_k, the effective rank is left NaN and the Gram matrices of
+ * k = min(m, d) > max(jacobi_k, kernel_k), the effective rank is left NaN and the Gram matrices of
  * the points go to rec_grams (R, K, k, k) and final_grams (R, k, k) instead.
  * Returns 0, or -1 if out of memory.
  */
@@ -395,8 +527,9 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
              const double *y, double lam, double lr, double tol, double threshold,
              int64_t max_epochs, int64_t collapse, double *W, double *a, int64_t *epoch,
              int8_t *status, int64_t start, int64_t end, const int64_t *rec_epochs, int64_t K,
-             double *rec_stats, double *final_stats, int64_t jacobi_k, double *rec_grams,
-             double *final_grams) {
+             double *rec_stats, double *final_stats, int64_t jacobi_k, int64_t kernel_k,
+             double *rec_grams, double *final_grams) {
+    if (jacobi_k > kernel_k) kernel_k = jacobi_k;
     m = M_(m), n = N_(n), d = D_(d);
     const Problem p = {m, n, d, X, y, lam, lr, tol, threshold, max_epochs};
     const int64_t k = d < m ? d : m, kk = k * k;
@@ -417,16 +550,16 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
             const int dead = finite && s[2] >= tol && collapse && all_inactive(&p, Z);
             const int alive = finite && s[2] >= tol && !dead && e < max_epochs;
             const int record = q < K && rec_epochs[q] == e;
-            if (record || !alive) point(&p, Wc, ac, Z, jacobi_k, codes, g, s);
+            if (record || !alive) point(&p, Wc, ac, Z, jacobi_k, kernel_k, codes, g, s);
             if (record) {
                 for (int c = 0; c < 6; ++c) rec_stats[(r * K + q) * 6 + c] = s[c];
-                if (k > jacobi_k)
+                if (k > kernel_k)
                     for (int64_t c = 0; c < kk; ++c) rec_grams[(r * K + q) * kk + c] = g[c];
                 ++q;
             }
             if (!alive) {
                 for (int c = 0; c < 6; ++c) final_stats[r * 6 + c] = s[c];
-                if (k > jacobi_k)
+                if (k > kernel_k)
                     for (int64_t c = 0; c < kk; ++c) final_grams[r * kk + c] = g[c];
                 status[r] = !finite ? 3 : (s[2] < tol ? 1 : (dead ? 4 : 2));
                 break;
@@ -445,6 +578,238 @@ int gd_chunk(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const doub
     free(codes);
     return 0;
 }
+/* ---- Sharpness at a run's initial point (training.sharpness): Lanczos on the
+ * closed-form Hessian-vector product, one run at a time (its weights in L1). Vectors
+ * are (w, d + 1): row j holds v_j then b_j. */
+
+/* Eigenvalues of the tridiagonal (alpha (t), beta (t - 1)) below x (Sturm count). */
+static int64_t sturm_below(const double *alpha, const double *beta, int64_t t, double x,
+                           double pivmin) {
+    int64_t count = 0;
+    double piv = 1.0, b2 = 0.0;
+    for (int64_t i = 0; i < t; ++i) {
+        piv = (alpha[i] - x) - (i > 0 ? b2 / piv : 0.0);
+        if (fabs(piv) < pivmin) piv = -pivmin;
+        count += piv < 0.0;
+        if (i + 1 < t) b2 = beta[i] * beta[i];
+    }
+    return count;
+}
+
+/* Largest eigenvalue of the tridiagonal (alpha (t), beta (t - 1)): Newton's method on
+ * its characteristic polynomial from the Gershgorin bound above (all roots real, so the
+ * iterates decrease monotonically to the largest one), the polynomial's log-derivative
+ * from the LDLᵀ pivots; accepted when a Sturm count brackets it within a few ulps,
+ * else by bisection (tridiagonal_top_bisection). */
+static double tridiagonal_top_bisection(const double *alpha, const double *beta, int64_t t);
+
+static double tridiagonal_top(const double *alpha, const double *beta, int64_t t) {
+    double x = -INFINITY, b2max = 1.0;
+    for (int64_t i = 0; i < t; ++i) {
+        const double left = i > 0 ? fabs(beta[i - 1]) : 0.0;
+        const double right = i + 1 < t ? fabs(beta[i]) : 0.0;
+        x = alpha[i] + left + right > x ? alpha[i] + left + right : x;
+        if (i + 1 < t && beta[i] * beta[i] > b2max) b2max = beta[i] * beta[i];
+    }
+    const double eps = 2.220446049250313e-16, pivmin = 2.2250738585072014e-308 * b2max;
+    x += 4.0 * eps * fabs(x) + pivmin;
+    for (int it = 0; it < 200; ++it) {
+        double piv = 1.0, dpiv = 0.0, slope = 0.0; /* slope = sum dpiv_i / piv_i */
+        int ok = 1;
+        for (int64_t i = 0; i < t; ++i) {
+            const double b2 = i > 0 ? beta[i - 1] * beta[i - 1] : 0.0, inv = 1.0 / piv;
+            dpiv = i > 0 ? -1.0 + b2 * dpiv * inv * inv : -1.0;
+            piv = (alpha[i] - x) - b2 * inv;
+            if (!(fabs(piv) > pivmin)) {
+                ok = 0;
+                break;
+            }
+            slope += dpiv / piv;
+        }
+        if (!ok || !(slope < 0.0)) break;
+        const double step = -1.0 / slope; /* x - p / p' with p / p' = 1 / slope */
+        if (!(step > 0.0)) break;
+        x -= step;
+        if (step <= 2.0 * eps * fabs(x) + pivmin) {
+            const double tol = 8.0 * eps * fabs(x) + pivmin;
+            if (sturm_below(alpha, beta, t, x + tol, pivmin) == t &&
+                sturm_below(alpha, beta, t, x - tol, pivmin) < t)
+                return x;
+            break;
+        }
+    }
+    return tridiagonal_top_bisection(alpha, beta, t);
+}
+
+static double tridiagonal_top_bisection(const double *alpha, const double *beta, int64_t t) {
+    double lo = alpha[0], hi = -INFINITY, b2max = 1.0;
+    for (int64_t i = 0; i < t; ++i) {
+        const double left = i > 0 ? fabs(beta[i - 1]) : 0.0;
+        const double right = i + 1 < t ? fabs(beta[i]) : 0.0;
+        lo = alpha[i] > lo ? alpha[i] : lo;
+        hi = alpha[i] + left + right > hi ? alpha[i] + left + right : hi;
+        if (i + 1 < t && beta[i] * beta[i] > b2max) b2max = beta[i] * beta[i];
+    }
+    const double pivmin = 2.2250738585072014e-308 * b2max;
+    hi += 4.0 * 2.220446049250313e-16 * (fabs(hi) + fabs(lo)) + pivmin;
+    for (int grow = 0; grow < 64 && sturm_below(alpha, beta, t, hi, pivmin) < t; ++grow)
+        hi += fabs(hi) + 1.0;
+    for (int it = 0; it < 256; ++it) {
+        if (hi - lo <= 2.0 * 2.220446049250313e-16 * fmax(fabs(lo), fabs(hi)) + pivmin) break;
+        const double mid = 0.5 * (lo + hi);
+        if (mid <= lo || mid >= hi) break;
+        if (sturm_below(alpha, beta, t, mid, pivmin) == t)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+static double dot_vec(const double *u, const double *v, int64_t len) {
+    double s;
+    REDUCE(s, len, u[j] * v[j]);
+    return s;
+}
+
+static void unit_vec(double *u, int64_t len) {
+    const double norm = sqrt(dot_vec(u, u, len));
+    if (norm > 0.0)
+        for (int64_t c = 0; c < len; ++c) u[c] /= norm;
+}
+
+/* out = Hessian of L at the point times q, with H = relu(Z), Sa = 1[Z > 0] a and
+ * Sres = 1[Z > 0] res, each (n, w); dZ (n, w), dres (n) and coef (w) are scratch.
+ * Vectors are (d + 1, w): row i < d holds the i-th inner coordinate of every neuron,
+ * row d the outer weights; the inner loops run over neurons. */
+static inline void hessian_product(int64_t w, int64_t n, int64_t d, const double *X,
+                                   double lam, const double *H, const double *Sa,
+                                   const double *Sres, const double *q, double *out,
+                                   double *dZ, double *dres, double *coef) {
+    const double c = 2.0 / (double)n;
+    const double *b = q + d * w;
+    double *ob = out + d * w;
+    for (int64_t j = 0; j < w; ++j) ob[j] = 0.0;
+    for (int64_t i = 0; i < d; ++i)
+        for (int64_t j = 0; j < w; ++j) out[i * w + j] = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = X + k * d, *Hk = H + k * w, *Sak = Sa + k * w, *Srk = Sres + k * w;
+        double *dz = dZ + k * w;
+        for (int64_t j = 0; j < w; ++j) dz[j] = x[0] * q[j];
+        for (int64_t i = 1; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) dz[j] += x[i] * q[i * w + j];
+        REDUCE(dres[k], w, Hk[j] * b[j] + Sak[j] * dz[j]);
+        const double dr = dres[k];
+        for (int64_t j = 0; j < w; ++j) {
+            ob[j] += dr * Hk[j] + Srk[j] * dz[j];
+            coef[j] = dr * Sak[j] + Srk[j] * b[j];
+        }
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) out[i * w + j] += coef[j] * x[i];
+    }
+    for (int64_t c2 = 0; c2 < (d + 1) * w; ++c2) out[c2] = c * out[c2] + 2.0 * lam * q[c2];
+}
+
+/* Top Ritz value of Lanczos on the Hessian at the run's point (W (d, w) with row stride
+ * m, a (w)), from unit(unit(gradient) + share unit(start)), start (d + 1, w) with row
+ * stride m; stops when the value moved by at most rtol relative over `every` steps,
+ * after max_steps, or when the Krylov space is exhausted. NaN when a diagonal entry is
+ * not finite. */
+static inline double run_sharpness(int64_t w, int64_t m, int64_t n, int64_t d,
+                                   const double *X, const double *y, double lam,
+                                   const double *W, const double *a, const double *start,
+                                   double share, int64_t max_steps, double rtol,
+                                   int64_t every, double *work) {
+    const int64_t e = d + 1, len = w * e;
+    double *H = work, *Sa = H + w * n, *Sres = Sa + w * n, *dZ = Sres + w * n;
+    double *dres = dZ + w * n, *res = dres + n, *q = res + n, *qp = q + len, *v = qp + len;
+    double *coef = v + len, *alpha = coef + w, *beta = alpha + max_steps;
+    const double c = 2.0 / (double)n;
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = X + k * d;
+        double *Hk = H + k * w;
+        for (int64_t j = 0; j < w; ++j) Hk[j] = x[0] * W[j];
+        for (int64_t i = 1; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) Hk[j] += x[i] * W[i * m + j];
+        for (int64_t j = 0; j < w; ++j) {
+            const double z = Hk[j];
+            Hk[j] = z > 0.0 ? z : 0.0;
+            Sa[k * w + j] = z > 0.0 ? a[j] : 0.0;
+        }
+        double f;
+        REDUCE(f, w, Hk[j] * a[j]);
+        res[k] = f - y[k];
+    }
+    /* the gradient into q, the start into v */
+    for (int64_t c2 = 0; c2 < len; ++c2) q[c2] = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+        const double *x = X + k * d, *Hk = H + k * w;
+        double *Srk = Sres + k * w;
+        for (int64_t j = 0; j < w; ++j) {
+            Srk[j] = Hk[j] > 0.0 ? res[k] : 0.0;
+            q[d * w + j] += Srk[j] * Hk[j];
+            coef[j] = Srk[j] * a[j];
+        }
+        for (int64_t i = 0; i < d; ++i)
+            for (int64_t j = 0; j < w; ++j) q[i * w + j] += coef[j] * x[i];
+    }
+    for (int64_t i = 0; i < e; ++i)
+        for (int64_t j = 0; j < w; ++j) {
+            const double p = i < d ? W[i * m + j] : a[j];
+            q[i * w + j] = c * q[i * w + j] + 2.0 * lam * p;
+            v[i * w + j] = start[i * m + j];
+        }
+    unit_vec(q, len);
+    unit_vec(v, len);
+    for (int64_t c2 = 0; c2 < len; ++c2) q[c2] += share * v[c2];
+    unit_vec(q, len);
+    for (int64_t c2 = 0; c2 < len; ++c2) qp[c2] = 0.0;
+    double b = 0.0, scale = 0.0, previous = INFINITY;
+    const int64_t steps = max_steps < len ? max_steps : len;
+    int64_t t = 0;
+    while (t < steps) {
+        hessian_product(w, n, d, X, lam, H, Sa, Sres, q, v, dZ, dres, coef);
+        const double al = dot_vec(q, v, len);
+        if (!isfinite(al)) return NAN;
+        for (int64_t c2 = 0; c2 < len; ++c2) v[c2] -= al * q[c2] + b * qp[c2];
+        alpha[t] = al;
+        scale = fabs(al) > scale ? fabs(al) : scale;
+        b = sqrt(dot_vec(v, v, len));
+        ++t;
+        if (!(b > 1e-12 * scale) || t >= len) break; /* Krylov space exhausted */
+        beta[t - 1] = b;
+        for (int64_t c2 = 0; c2 < len; ++c2) {
+            qp[c2] = q[c2];
+            q[c2] = v[c2] / b;
+        }
+        if (t % every == 0) {
+            const double top = tridiagonal_top(alpha, beta, t);
+            if (fabs(top - previous) <= rtol * fabs(top)) return top;
+            previous = top;
+        }
+    }
+    return tridiagonal_top(alpha, beta, t);
+}
+
+/* Sharpness of runs r in [r0, r1): W (R, d, m), a (R, m), start (R, d + 1, m), run r
+ * using its first widths[r] neurons; into out[r]. Returns 0, or -1 if out of memory. */
+int sharpness(int64_t r0, int64_t r1, int64_t m, int64_t n, int64_t d, const double *X,
+              const double *y, double lam, const double *W, const double *a,
+              const double *start, const int64_t *widths, double share, int64_t max_steps,
+              double rtol, int64_t every, double *out) {
+    n = N_(n), d = D_(d);
+    const int64_t e = d + 1;
+    double *work = malloc(sizeof(double) * (size_t)(4 * m * n + 2 * n + 3 * m * e + m
+                                                    + 2 * max_steps + 1));
+    if (!work) return -1;
+    for (int64_t r = r0; r < r1; ++r)
+        out[r] = widths[r] > 0 ? run_sharpness(widths[r], m, n, d, X, y, lam, W + r * d * m,
+                                               a + r * m, start + r * e * m, share,
+                                               max_steps, rtol, every, work)
+                               : NAN;
+    free(work);
+    return 0;
+}
 """
 
 _FLAGS = ("-O3", "-funroll-loops", "-march=native", "-shared", "-fPIC", "-std=c11")
@@ -461,12 +826,13 @@ def shape_family(n: int, d: int) -> tuple[str, list[str]]:
     return "generic", []
 
 
-def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
+def load_library(n: int, d: int, m: int, *, for_training: bool = True) -> ctypes.CDLL | None:
     """The kernel for data (n, d) at width m (``m`` does not select the build), built at
     first use into the kernel cache (training.native_cache); None when it cannot be
     built or loaded, when the cache is refused, or when the environment sets
-    BENIGNITY_TRAINING_NATIVE=0."""
-    if os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
+    BENIGNITY_TRAINING_NATIVE=0 (which picks the torch training path; the sharpness,
+    ``for_training=False``, uses the kernel whichever path trains)."""
+    if for_training and os.environ.get("BENIGNITY_TRAINING_NATIVE", "1") == "0":
         return None
     family, defines = shape_family(n, d)
     with _lock:
@@ -482,7 +848,10 @@ def load_library(n: int, d: int, m: int) -> ctypes.CDLL | None:
         i64, f64, ptr = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
         lib.gd_chunk.restype = ctypes.c_int
         lib.gd_chunk.argtypes = [i64] * 5 + [ptr] * 2 + [f64] * 4 + [i64] * 2 + [ptr] * 4
-        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr, i64, ptr, ptr]
+        lib.gd_chunk.argtypes += [i64, i64, ptr, i64, ptr, ptr, i64, i64, ptr, ptr]
+        lib.sharpness.restype = ctypes.c_int
+        lib.sharpness.argtypes = [i64] * 5 + [ptr] * 2 + [f64] + [ptr] * 4
+        lib.sharpness.argtypes += [f64, i64, f64, i64, ptr]
         _libraries[family] = lib
         return lib
 
@@ -541,7 +910,7 @@ class NativeSweep:
         end = min(start + CHUNK - start % CHUNK, cfg.max_epochs + 1)
         running = np.flatnonzero(self.status == RUNNING)
         k = min(self.m, self.d)
-        kk = k * k if k > JACOBI_K else 0  # Gram entries handed back per point
+        kk = k * k if k > max(JACOBI_K, KERNEL_K) else 0  # Gram entries handed back per point
         per_point = max(1, running.size) * (6 + kk) * 8
         limit = max(1, _RECORD_BYTES // per_point)
         epochs: list[int] = []
@@ -585,7 +954,8 @@ class NativeSweep:
             cfg.max_epochs, int(cfg.detects_collapse), self.W.ctypes.data, self.a.ctypes.data,
             self.epoch.ctypes.data, self.status.ctypes.data, start, end,
             buffers[0].ctypes.data, buffers[0].size, buffers[1].ctypes.data,
-            buffers[2].ctypes.data, JACOBI_K, buffers[3].ctypes.data, buffers[4].ctypes.data,
+            buffers[2].ctypes.data, JACOBI_K, KERNEL_K, buffers[3].ctypes.data,
+            buffers[4].ctypes.data,
         )  # fmt: skip
 
         def call(bounds: tuple[int, int]) -> int:
@@ -625,3 +995,39 @@ class NativeSweep:
 def _effective_ranks(grams: np.ndarray, k: int) -> np.ndarray:
     """Effective ranks from flattened (P, k * k) Gram matrices: batched LAPACK eigvalsh."""
     return effective_rank(torch.from_numpy(grams.reshape(-1, k, k))).numpy()
+
+
+def native_sharpness(
+    lib: ctypes.CDLL,
+    X: np.ndarray,
+    y: np.ndarray,
+    weight_decay: float,
+    W: np.ndarray,
+    a: np.ndarray,
+    widths: np.ndarray,
+    start: np.ndarray,
+    *,
+    share: float,
+    max_steps: int,
+    rtol: float,
+    every: int,
+) -> np.ndarray:
+    """(R,) sharpness by the kernel's per-run Lanczos (see training.sharpness): W (R, m, d),
+    a (R, m), start (R, m, d + 1) the random part of the start vectors, run r using its
+    first widths[r] neurons. The kernel takes W and start neuron-inner: (R, d, m) and
+    (R, d + 1, m)."""
+    R, m, d = W.shape
+    arrays = [
+        np.ascontiguousarray(t, dtype=np.float64)
+        for t in (X, y, W.transpose(0, 2, 1), a, start.transpose(0, 2, 1))
+    ]
+    widths = np.ascontiguousarray(widths, dtype=np.int64)
+    out = np.full(R, np.nan)
+    code = lib.sharpness(
+        0, R, m, X.shape[0], d, arrays[0].ctypes.data, arrays[1].ctypes.data,
+        float(weight_decay), *(t.ctypes.data for t in arrays[2:]), widths.ctypes.data,
+        share, max_steps, rtol, every, out.ctypes.data,
+    )  # fmt: skip
+    if code:
+        raise MemoryError("sharpness kernel could not allocate its work buffers")
+    return out
