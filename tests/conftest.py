@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -34,6 +36,12 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import NullPool
 
 from tests.services import RedisServer, free_port, host_keyspace, keyspace_changes
+
+#: The session's own BENIGNITY_HOME: whatever a test runs in process (a job, a worker's
+#: kernel cache: workers.celery_app points it at the home when imported) writes here, never
+#: into the checkout's default ./.benignity or the user's own home. Removed at the end.
+SESSION_HOME = tempfile.mkdtemp(prefix="benignity-tests-")
+os.environ["BENIGNITY_HOME"] = SESSION_HOME
 
 REQUIRED = os.environ.get("REQUIRE_SERVICES") == "1"
 IN_CI = os.environ.get("CI") == "true"
@@ -260,3 +268,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             print("\n".join(lines), file=sys.stderr)
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_home() -> Iterator[str]:
+    yield SESSION_HOME
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)

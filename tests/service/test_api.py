@@ -234,7 +234,14 @@ def _gauge(text: str, name: str) -> float:
     return values[0] if values else 0.0
 
 
-def test_health_ready_metrics(client):
+@pytest.fixture
+def fresh_home_client(pg_engine, broker, monkeypatch, tmp_path) -> Iterator[TestClient]:
+    """A client whose BENIGNITY_HOME no worker has used (no kernel built in it)."""
+    yield from make_client(pg_engine, monkeypatch, API_TOKENS="", BENIGNITY_HOME=str(tmp_path))
+
+
+def test_health_ready_metrics(fresh_home_client):
+    client = fresh_home_client
     assert client.get("/healthz").json() == {"status": "ok", "checks": {}}
     ready = client.get("/readyz")
     checks = ready.json()["checks"]

@@ -82,7 +82,7 @@ def test_an_experiment_shows_its_name_sorted_tags_and_notes(client):
     )
     assert client.get(f"{LIST}/{exp['id']}").json() == exp
     (listed,) = client.get(LIST).json()["items"]
-    assert listed == exp
+    assert listed == {**exp, "timings": None}  # a list leaves the per-stage timings out
     bare = submit(client)
     assert (bare["name"], bare["tags"], bare["notes"]) == (None, [], None)
 
