@@ -27,6 +27,15 @@ def teacher30():
     return X, y, patterns, convex.global_optimum(X, y, LAM, patterns=patterns)
 
 
+def census_options(optimum, patterns, samples) -> dict:
+    """Keyword arguments of ``census.certify_samples`` at width 40, random_vector sampling."""
+    return dict(
+        optimum=optimum.value, support=(optimum.support_patterns, optimum.support_signs),
+        width=40, samples=samples, seed=0, sampling="random_vector", patterns=patterns,
+        num_signed_cones=optimum.num_signed_cones,
+    )  # fmt: skip
+
+
 def random_cones(X, count, rng):
     orient = np.where(rng.random((count, X.shape[0])) < 0.5, 1.0, -1.0)
     return orient, rng.standard_normal((count, X.shape[1]))
@@ -120,11 +129,7 @@ def test_without_the_polish_a_failed_check_solves_over_all_members(teacher30, mo
 
 def test_timings_cover_every_step_and_change_no_record(teacher30):
     X, y, patterns, optimum = teacher30
-    options = dict(
-        optimum=optimum.value, support=(optimum.support_patterns, optimum.support_signs),
-        width=40, samples=range(3), seed=0, sampling="random_vector", patterns=patterns,
-        num_signed_cones=optimum.num_signed_cones,
-    )  # fmt: skip
+    options = census_options(optimum, patterns, range(3))
     timings: dict[str, float] = {}
     timed = census.certify_samples(X, y, LAM, timings=timings, **options)
     plain = census.certify_samples(X, y, LAM, **options)
