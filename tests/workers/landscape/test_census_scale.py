@@ -153,3 +153,27 @@ def test_sparse_matrices_are_the_cached_ones_without_their_zeros():
     np.testing.assert_array_equal(sparse[0].toarray(), dense[0].toarray())  # P
     np.testing.assert_array_equal(sparse[1], dense[1])  # q
     np.testing.assert_array_equal(sparse[3], dense[3])  # b
+
+
+@pytest.mark.parametrize(("n", "k"), [(8, 30), (70, 400), (40, 12)])
+def test_gram_nnls_is_scipys_nnls_on_a_factor(n, k):
+    """The first working set's NNLS without G: the minimiser of c'Gc/2 - b'c, c >= 0, as
+    scipy's nnls finds it on the Cholesky factor of G = M'M + ridge I."""
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(n + k)
+    M = rng.standard_normal((n, k)) / np.sqrt(n)
+    b = M.T @ rng.standard_normal(n) - 0.05
+    ridge = 1e-10 * (1.0 + float(np.sum(M * M)))
+    G = M.T @ M + ridge * np.eye(k)
+    L = np.linalg.cholesky(G)
+    expected, _ = nnls(L.T, np.linalg.solve(L, b), maxiter=50 * k + 100)
+    found = census_columns.gram_nnls(M, ridge, b, max_iter=3 * k + 10)
+    assert np.all(found >= 0)
+    assert 0 < np.count_nonzero(found) < k
+    np.testing.assert_array_equal(found > 0, expected > 0)
+    np.testing.assert_allclose(found, expected, rtol=1e-6, atol=1e-9)
+    # KKT: zero gradient on the support, nonpositive off it.
+    grad = b - G @ found
+    assert np.abs(grad[found > 0]).max() <= 1e-9
+    assert grad[found == 0].max() <= 1e-9

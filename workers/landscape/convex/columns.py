@@ -38,13 +38,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from scipy.optimize import nnls
 
 from .polish import polish, values_above
 from .restricted import RestrictedSolution, RestrictedSolver
 
 __all__ = [
     "ADD_MAX",
+    "gram_nnls",
     "CARRY_REL",
     "COMPLEMENTARITY_RTOL",
     "INITIAL",
@@ -221,16 +221,58 @@ class ColumnSolver:
         E = np.stack([e for e, _ in atoms])  # (k, d)
         M = (s[:, None] * D * (E @ self.X.T)).T  # (n, k): s_i D_i X e_i
         n = len(self.y)
-        G = M.T @ M / n
-        G[np.diag_indices(k)] += 1e-10 * (1.0 + float(np.trace(G)))
-        try:
-            L = np.linalg.cholesky(G)
-        except np.linalg.LinAlgError:
-            return inside, norms
+        ridge = 1e-10 * (1.0 + float(np.einsum("ij,ij->", M, M)) / n)
         b = M.T @ self.y / n - self.solver.weight_decay
-        weights, _ = nnls(L.T, np.linalg.solve(L, b), maxiter=50 * k + 100)
+        weights = gram_nnls(M / np.sqrt(n), ridge, b, max_iter=3 * k + 10)
         inside |= weights > 0
         return inside, norms
+
+
+def gram_nnls(M: np.ndarray, ridge: float, b: np.ndarray, *, max_iter: int) -> np.ndarray:
+    """``argmin_{c >= 0} c^T G c / 2 - b^T c`` with ``G = M^T M + ridge I``, Lawson-Hanson
+    on the passive set, without forming G.
+
+    Each step solves ``G_PP z = b_P`` on the passive set P (at most about n + 1 members
+    carry weight) and takes the gradient ``b - G c`` through M, so a step costs O(n k + n p^2)
+    instead of the O(k^2) of an NNLS on a k x k factor of G (and no O(k^3) Cholesky): at
+    k = 975, n = 70 the first working set took 0.15 s a cone that way.
+
+    Args:
+        M: (n, k) float64.
+        ridge: > 0, makes G positive definite (the minimiser unique).
+        b: (k,) float64.
+        max_iter: members added at most (the weights found so far are returned then).
+
+    Returns:
+        (k,) float64 weights, exactly 0 outside the passive set.
+    """
+    k = len(b)
+    c = np.zeros(k)
+    passive = np.zeros(k, dtype=bool)
+    tol = 1e-12 * (1.0 + float(np.abs(b).max(initial=0.0)))
+    w = b.copy()
+    for _ in range(max_iter):
+        j = int(np.argmax(np.where(passive, -np.inf, w)))
+        if passive[j] or w[j] <= tol:
+            break
+        passive[j] = True
+        while True:
+            P = np.flatnonzero(passive)
+            G = M[:, P].T @ M[:, P]
+            G[np.diag_indices(len(P))] += ridge
+            z = np.linalg.solve(G, b[P])
+            if np.all(z > 0):
+                c[P] = z
+                break
+            low = z <= 0  # step back to the boundary, drop who reaches zero
+            alpha = float(np.min(c[P][low] / (c[P][low] - z[low])))
+            c[P] += alpha * (z - c[P])
+            passive[P[(c[P] <= 0) | (low & (c[P] <= tol))]] = False
+            c[~passive] = 0.0
+            if not passive.any():
+                break
+        w = b - M.T @ (M[:, passive] @ c[passive]) - ridge * c
+    return c
 
 
 class _Check:
