@@ -177,3 +177,21 @@ def test_gram_nnls_is_scipys_nnls_on_a_factor(n, k):
     grad = b - G @ found
     assert np.abs(grad[found > 0]).max() <= 1e-9
     assert grad[found == 0].max() <= 1e-9
+
+
+def test_first_working_set_is_the_same_either_way(teacher30, monkeypatch):
+    """The first working set through gram_nnls (forced) is the one through the factor."""
+    X, y, patterns, optimum = teacher30
+    _, columns = column_solver(X, y, optimum)
+    rng = np.random.default_rng(7)
+    for size in (20, 120):
+        cones, signs = cones_of(X, patterns, size, rng)
+        s = signs.astype(np.float64)
+        args = (cones, s, signs, cone_keys(cones, signs))
+        monkeypatch.setattr(census_columns, "GRAM_NNLS_MIN", 10**9)
+        by_factor, norms = columns._first_set(*args)
+        monkeypatch.setattr(census_columns, "GRAM_NNLS_MIN", 0)
+        by_gram, again = columns._first_set(*args)
+        assert by_factor.sum() > columns.initial
+        np.testing.assert_array_equal(by_gram, by_factor)
+        np.testing.assert_array_equal(again, norms)

@@ -38,12 +38,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+from scipy.linalg import solve_triangular
+from scipy.optimize import nnls
 
 from .polish import polish, values_above
 from .restricted import RestrictedSolution, RestrictedSolver
 
 __all__ = [
     "ADD_MAX",
+    "GRAM_NNLS_MIN",
     "gram_nnls",
     "CARRY_REL",
     "COMPLEMENTARITY_RTOL",
@@ -63,6 +66,10 @@ CARRY_REL = 1e-6
 COMPLEMENTARITY_RTOL = 1e-8
 #: Rounds before falling back to one solve over all members.
 MAX_ROUNDS = 12
+#: Members from which the first working set's NNLS runs in Gram form (:func:`gram_nnls`);
+#: below, scipy's nnls on a Cholesky factor of G is cheaper (per-step overhead; about even
+#: at 300 members of teacher (70, 4), 8.7x faster at 975).
+GRAM_NNLS_MIN = 300
 #: Violators added per round at most, the most violated first (on teacher (70, 4) a round
 #: at width 200 found up to 50, and the next solve over all of them cost 4x the first).
 ADD_MAX = 8
@@ -223,7 +230,17 @@ class ColumnSolver:
         n = len(self.y)
         ridge = 1e-10 * (1.0 + float(np.einsum("ij,ij->", M, M)) / n)
         b = M.T @ self.y / n - self.solver.weight_decay
-        weights = gram_nnls(M / np.sqrt(n), ridge, b, max_iter=3 * k + 10)
+        if k >= GRAM_NNLS_MIN:
+            weights = gram_nnls(M / np.sqrt(n), ridge, b, max_iter=3 * k + 10)
+        else:
+            G = M.T @ M / n
+            G[np.diag_indices(k)] += ridge
+            try:
+                L = np.linalg.cholesky(G)
+            except np.linalg.LinAlgError:
+                return inside, norms
+            target = solve_triangular(L, b, lower=True, check_finite=False)
+            weights, _ = nnls(L.T, target, maxiter=50 * k + 100)
         inside |= weights > 0
         return inside, norms
 
@@ -235,7 +252,7 @@ def gram_nnls(M: np.ndarray, ridge: float, b: np.ndarray, *, max_iter: int) -> n
     Each step solves ``G_PP z = b_P`` on the passive set P (at most about n + 1 members
     carry weight) and takes the gradient ``b - G c`` through M, so a step costs O(n k + n p^2)
     instead of the O(k^2) of an NNLS on a k x k factor of G (and no O(k^3) Cholesky): at
-    k = 975, n = 70 the first working set took 0.15 s a cone that way.
+    k = 975, n = 70, 14 ms against 124 ms.
 
     Args:
         M: (n, k) float64.
