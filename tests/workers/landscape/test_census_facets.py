@@ -91,3 +91,22 @@ def test_census_records_do_not_depend_on_the_facets(teacher30, monkeypatch):  # 
     np.testing.assert_allclose(
         [r.value for r in with_facets], [r.value for r in without], rtol=1e-9, atol=1e-12
     )
+
+
+def test_facets_in_the_row_space_of_a_rank_deficient_x(teacher30):  # noqa: F811
+    """X of rank 4 in d = 6 (two copied columns, a zero row): the facets are found in the
+    row-space coordinates and the program is the one on all rows."""
+    X, y, patterns, _ = teacher30
+    X = np.hstack([X, X[:, :2] - X[:, 2:4]])
+    X[5] = 0.0
+    facets = RestrictedSolver(X, y, LAM, tol=1e-10)
+    full = RestrictedSolver(X, y, LAM, tol=1e-10)
+    full.hull = False
+    assert facets.XQ.shape[1] == 4 and facets.hull
+    rng = np.random.default_rng(4)
+    for count in (5, 25):
+        D, s = draw(patterns, count, rng)
+        a, b = facets.solve(D, s), full.solve(D, s)
+        assert a.value == pytest.approx(b.value, rel=1e-7, abs=1e-10)
+    assert facets.refused == 0
+    assert all(5 not in facets.facet_rows(pattern) for pattern in patterns[:50])
