@@ -13,7 +13,8 @@ over all ~200 members).
 - The first W is a guess at the members that carry a neuron (see ``_first_set``): each
   member's atom at the global optimal residual r* (its unit direction and norm, cached per
   signed cone by the screen) gives a one-NNLS fit of the program with each u_i held to its
-  ray; its support plus the ``INITIAL`` largest norms. On bench/census with 60 samples per
+  ray (from ``GRAM_NNLS_MIN`` members in Gram form, :func:`gram_nnls`); its support plus
+  the ``INITIAL`` largest norms. On bench/census with 60 samples per
   width (68 solved cones, mostly width 40 with about 34 members) the first W averages 6.6
   members, with 18 extra rounds, 2 polished working sets and no solve over all members
   (before the polished working sets: 15 rounds and 3 such solves).
