@@ -27,6 +27,15 @@ def teacher30():
     return X, y, patterns, convex.global_optimum(X, y, LAM, patterns=patterns)
 
 
+def census_options(optimum, patterns, samples) -> dict:
+    """Keyword arguments of ``census.certify_samples`` at width 40, random_vector sampling."""
+    return dict(
+        optimum=optimum.value, support=(optimum.support_patterns, optimum.support_signs),
+        width=40, samples=samples, seed=0, sampling="random_vector", patterns=patterns,
+        num_signed_cones=optimum.num_signed_cones,
+    )  # fmt: skip
+
+
 def random_cones(X, count, rng):
     orient = np.where(rng.random((count, X.shape[0])) < 0.5, 1.0, -1.0)
     return orient, rng.standard_normal((count, X.shape[1]))
@@ -120,11 +129,7 @@ def test_without_the_polish_a_failed_check_solves_over_all_members(teacher30, mo
 
 def test_timings_cover_every_step_and_change_no_record(teacher30):
     X, y, patterns, optimum = teacher30
-    options = dict(
-        optimum=optimum.value, support=(optimum.support_patterns, optimum.support_signs),
-        width=40, samples=range(3), seed=0, sampling="random_vector", patterns=patterns,
-        num_signed_cones=optimum.num_signed_cones,
-    )  # fmt: skip
+    options = census_options(optimum, patterns, range(3))
     timings: dict[str, float] = {}
     timed = census.certify_samples(X, y, LAM, timings=timings, **options)
     plain = census.certify_samples(X, y, LAM, **options)
@@ -148,3 +153,45 @@ def test_sparse_matrices_are_the_cached_ones_without_their_zeros():
     np.testing.assert_array_equal(sparse[0].toarray(), dense[0].toarray())  # P
     np.testing.assert_array_equal(sparse[1], dense[1])  # q
     np.testing.assert_array_equal(sparse[3], dense[3])  # b
+
+
+@pytest.mark.parametrize(("n", "k"), [(8, 30), (70, 400), (40, 12)])
+def test_gram_nnls_is_scipys_nnls_on_a_factor(n, k):
+    """The first working set's NNLS without G: the minimiser of c'Gc/2 - b'c, c >= 0, as
+    scipy's nnls finds it on the Cholesky factor of G = M'M + ridge I."""
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(n + k)
+    M = rng.standard_normal((n, k)) / np.sqrt(n)
+    b = M.T @ rng.standard_normal(n) - 0.05
+    ridge = 1e-10 * (1.0 + float(np.sum(M * M)))
+    G = M.T @ M + ridge * np.eye(k)
+    L = np.linalg.cholesky(G)
+    expected, _ = nnls(L.T, np.linalg.solve(L, b), maxiter=50 * k + 100)
+    found = census_columns.gram_nnls(M, ridge, b, max_iter=3 * k + 10)
+    assert np.all(found >= 0)
+    assert 0 < np.count_nonzero(found) < k
+    np.testing.assert_array_equal(found > 0, expected > 0)
+    np.testing.assert_allclose(found, expected, rtol=1e-6, atol=1e-9)
+    # KKT: zero gradient on the support, nonpositive off it.
+    grad = b - G @ found
+    assert np.abs(grad[found > 0]).max() <= 1e-9
+    assert grad[found == 0].max() <= 1e-9
+
+
+def test_first_working_set_is_the_same_either_way(teacher30, monkeypatch):
+    """The first working set through gram_nnls (forced) is the one through the factor."""
+    X, y, patterns, optimum = teacher30
+    _, columns = column_solver(X, y, optimum)
+    rng = np.random.default_rng(7)
+    for size in (20, 120):
+        cones, signs = cones_of(X, patterns, size, rng)
+        s = signs.astype(np.float64)
+        args = (cones, s, signs, cone_keys(cones, signs))
+        monkeypatch.setattr(census_columns, "GRAM_NNLS_MIN", 10**9)
+        by_factor, norms = columns._first_set(*args)
+        monkeypatch.setattr(census_columns, "GRAM_NNLS_MIN", 0)
+        by_gram, again = columns._first_set(*args)
+        assert by_factor.sum() > columns.initial
+        np.testing.assert_array_equal(by_gram, by_factor)
+        np.testing.assert_array_equal(again, norms)

@@ -32,9 +32,10 @@ The fast path (:func:`certify_samples`):
    SCIENCE §3 restricted to the cone's members adds violators (the worst few per round)
    until there are none. Each program is built directly for Clarabel
    (:mod:`convex.restricted`: row-space reduction, CSC values filled into a cached matrix,
-   single-threaded QDLDL). A working-set solution that fails the complementarity check is
-   polished and kept when the outside members pass the dual check there, else replaced by
-   one solve over all members.
+   single-threaded QDLDL; with n several times rank X, only each signed cone's facet
+   rows). A working-set solution that fails the complementarity check is polished and kept
+   when the outside members pass the dual check there, else replaced by one solve over all
+   members.
 3. The minimiser is polished to machine precision and classified by :func:`classify`
    (method "solved"); the polish's dual check starts from the values the column generation
    found (``RestrictedSolution.dual``) and projects only the rows they leave open.

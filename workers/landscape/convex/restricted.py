@@ -13,6 +13,13 @@ Two exact reductions make it small:
   r = rank(X) <= min(n, d) variables.
 - The quadratic term is written with a residual variable ``e = sum_i s_i D_i X Q v_i - y``, so
   the Hessian is a diagonal ``(2/n) I`` on e and the constraint matrix stays sparse.
+- With n several times r (and r <= ``working.MAX_HULL_RANK``), each signed cone keeps only
+  the facet rows of its cone in the row-space coordinates, ``{v : (2 D_i - I) X Q v >= 0}``
+  (``working.facet_rows``, Qhull; cached per pattern, both signs share it): the feasible set
+  is unchanged, so the program is too. Teacher (70, 4): 70 rows a signed cone become about
+  6. The solution is checked against all n rows, and solved again on them if it misses one
+  (a cone that is not full-dimensional could fool the hull); the polish and the
+  certificates use all rows as before.
 
 The matrices are assembled as CSC arrays in one vectorised pass (no modelling layer), and
 Clarabel runs single-threaded with QDLDL, which on these sizes (hundreds of variables) is
@@ -27,11 +34,23 @@ import clarabel
 import numpy as np
 import scipy.sparse as sp
 
+from .working import MAX_HULL_RANK, facet_rows
+
 __all__ = ["RestrictedSolution", "RestrictedSolver"]
 
 _ACCEPTED = {"Solved", "AlmostSolved"}
-#: With n >= this times rank X, :meth:`RestrictedSolver._sparse` builds the matrices.
+#: With n >= this times rank X, :meth:`RestrictedSolver._sparse` builds the matrices, and
+#: with rank X <= ``working.MAX_HULL_RANK`` too, :meth:`RestrictedSolver._facets` does.
 SPARSE_ROWS_PER_DIM = 4
+#: A facet-row solution may miss one of the other rows by this times ``||v_i|| max |XQ|``,
+#: plus ``FEASIBILITY_ATOL max(1, max_i ||v_i||) max |XQ|``; else it is solved again on all
+#: rows. A wrong facet set misses by O(||v_i||). A right one can miss too, by Clarabel's
+#: slack times the weights that write a dropped row from facet rows (large in thin cones):
+#: at tolerance 1e-10 on teacher (70, 4), idle members (||v_i|| ~ 1e-9) miss by up to ~1e-7
+#: against ~1e-11 on all rows, and 2 of 20 programs of 40 members are solved again, so
+#: that accepted points are as feasible as the all-row ones.
+FEASIBILITY_RTOL = 1e-6
+FEASIBILITY_ATOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,10 @@ class RestrictedSolver:
         self.settings = _settings(tol)
         self._fallback = _settings(1e-8)
         self._structure: dict[int, tuple] = {}
+        n, r = self.XQ.shape
+        self.hull = n >= SPARSE_ROWS_PER_DIM * r and r <= MAX_HULL_RANK
+        self._facet_rows: dict[bytes, np.ndarray] = {}
+        self.refused = 0  # facet-row solutions that missed a row (diagnostics)
 
     def solve(self, patterns: np.ndarray, signs: np.ndarray) -> RestrictedSolution:
         """Minimise over the closure of the activation cone of the given signed cones.
@@ -119,8 +142,28 @@ class RestrictedSolver:
         """
         D = np.asarray(patterns, dtype=bool)
         s = np.asarray(signs, dtype=np.float64).reshape(-1)
-        sparse = len(self.y) >= SPARSE_ROWS_PER_DIM * self.XQ.shape[1]
-        P, q, A, b, cones = (self._sparse if sparse else self._matrices)(D, s)
+        if self.hull:
+            V, iterations, status = self._solve(*self._facets(D, s))
+            orient = np.where(D, 1.0, -1.0)
+            slack = np.einsum("ik,kr,ir->ik", orient, self.XQ, V).min(axis=1, initial=0.0)
+            norms = np.linalg.norm(V, axis=1)
+            floor = FEASIBILITY_ATOL * max(1.0, float(norms.max(initial=0.0)))
+            scale = float(np.abs(self.XQ).max(initial=0.0))
+            if np.any(slack < -(FEASIBILITY_RTOL * norms + floor) * scale):
+                self.refused += 1
+                V, iterations, status = self._solve(*self._sparse(D, s))
+        else:
+            sparse = len(self.y) >= SPARSE_ROWS_PER_DIM * self.XQ.shape[1]
+            V, iterations, status = self._solve(*(self._sparse if sparse else self._matrices)(D, s))
+        n = len(self.y)
+        prediction = np.einsum("i,ik,kr,ir->k", s, D.astype(np.float64), self.XQ, V)
+        err = prediction - self.y
+        norms = np.linalg.norm(V, axis=1)
+        value = float(err @ err) / n + 2.0 * self.weight_decay * float(norms.sum())
+        return RestrictedSolution(value, V @ self.Q.T, prediction, iterations, status)
+
+    def _solve(self, P, q, A, b, cones) -> tuple[np.ndarray, int, str]:
+        """Clarabel on one program: the v blocks (k, r), iterations and status."""
         solution = clarabel.DefaultSolver(P, q, A, b, cones, self.settings).solve()
         status = str(solution.status)
         if status not in _ACCEPTED:  # stalled at the tight tolerances: retry at Clarabel's own
@@ -128,13 +171,9 @@ class RestrictedSolver:
             status = str(solution.status)
         if status not in _ACCEPTED:
             raise RuntimeError(f"Clarabel stopped with status {status}")
-        n, r, k = len(self.y), self.XQ.shape[1], len(s)
-        V = np.asarray(solution.x)[n:].reshape(k, r + 1)[:, 1:]
-        prediction = np.einsum("i,ik,kr,ir->k", s, D.astype(np.float64), self.XQ, V)
-        err = prediction - self.y
-        norms = np.linalg.norm(V, axis=1)
-        value = float(err @ err) / n + 2.0 * self.weight_decay * float(norms.sum())
-        return RestrictedSolution(value, V @ self.Q.T, prediction, int(solution.iterations), status)
+        n, r = self.XQ.shape
+        V = np.asarray(solution.x)[n:].reshape(-1, r + 1)[:, 1:]
+        return V, int(solution.iterations), status
 
     def _matrices(self, D: np.ndarray, s: np.ndarray):
         """Clarabel data ``(P, q, A, b, cones)`` for ``min x'Px/2 + q'x, Ax + slack = b``.
@@ -204,6 +243,62 @@ class RestrictedSolver:
             structure = self._structure[k] = self._build_structure(k)
         _, P, q, b, cones = structure
         A = sp.csc_matrix((values, (rows, columns)), shape=(soc0 + k * block, n + k * block))
+        return P, q, A, b, cones
+
+    def facet_rows(self, pattern: np.ndarray) -> np.ndarray:
+        """Rows of X that define the cone of ``pattern`` in the row space (cached)."""
+        key = np.packbits(pattern).tobytes()
+        rows = self._facet_rows.get(key)
+        if rows is None:
+            orient = np.where(pattern, 1.0, -1.0)
+            rows = self._facet_rows[key] = facet_rows(orient[:, None] * self.XQ)
+        return rows
+
+    def _facets(self, D: np.ndarray, s: np.ndarray):
+        """:meth:`_sparse` with only each signed cone's facet rows as inequalities."""
+        n, r = self.XQ.shape
+        k = len(s)
+        block = r + 1
+        v0 = n + np.arange(k) * block + 1
+        cols = np.arange(r)
+        facets = [self.facet_rows(pattern) for pattern in D]
+        counts = np.array([len(f) for f in facets], dtype=np.intp)
+        cone_of = np.repeat(np.arange(k), counts)  # the signed cone of each inequality
+        point = np.concatenate(facets) if k else np.zeros(0, np.intp)
+        num_ineq = len(point)
+        soc0 = n + num_ineq
+        eq_cone, eq_point = np.nonzero(D)
+        entries = [
+            (np.arange(n), np.arange(n), -np.ones(n)),  # -e
+            (
+                np.repeat(eq_point, r),
+                (v0[eq_cone, None] + cols).ravel(),
+                (s[eq_cone, None] * self.XQ[eq_point]).ravel(),
+            ),
+            (  # -(2 D_ik - 1) XQ[k] v_i <= 0 on the facet rows k of cone i
+                np.repeat(n + np.arange(num_ineq), r),
+                (v0[cone_of, None] + cols).ravel(),
+                (-np.where(D[cone_of, point], 1.0, -1.0)[:, None] * self.XQ[point]).ravel(),
+            ),
+            (soc0 + np.arange(k) * block, v0 - 1, -np.ones(k)),  # t_i
+            (
+                (soc0 + np.arange(k)[:, None] * block + 1 + cols).ravel(),
+                (v0[:, None] + cols).ravel(),
+                -np.ones(k * r),
+            ),
+        ]
+        rows, columns, values = (np.concatenate(part) for part in zip(*entries, strict=True))
+        num_vars = n + k * block
+        A = sp.csc_matrix((values, (rows, columns)), shape=(soc0 + k * block, num_vars))
+        p_indptr = np.concatenate([np.arange(n + 1), np.full(k * block, n)])
+        P = sp.csc_matrix((np.full(n, 2.0 / n), np.arange(n), p_indptr), shape=(num_vars,) * 2)
+        q = np.zeros(num_vars)
+        q[n + np.arange(k) * block] = 2.0 * self.weight_decay
+        b = np.zeros(soc0 + k * block)
+        b[:n] = self.y
+        cones = [clarabel.ZeroConeT(n)]
+        cones += [clarabel.NonnegativeConeT(num_ineq)] if num_ineq else []
+        cones += [clarabel.SecondOrderConeT(block)] * k
         return P, q, A, b, cones
 
     def _build_structure(self, k: int):
