@@ -148,10 +148,11 @@ class VerdictJudge:
         at_optimum = reg_loss - self.optimum <= self.tolerance
         if status == "converged" and at_optimum:
             return Verdict("global_minimum", None, True)
-        value = self.cone_value(W, a)
+        cone = self._cone(W, a)  # found and solved once per run (its key alone costs a sort)
+        value = cone.value * self.scaling.value
         cone_global = at_optimum or value <= self.optimum + self.tolerance
         if status != "converged":
-            projected = "global_minimum" if cone_global else self._projected(self._cone(W, a))
+            projected = "global_minimum" if cone_global else self._projected(cone)
             return Verdict("not_converged", value, cone_global, projected)
         if value < reg_loss - self.tolerance:
             return Verdict("saddle_point", value, cone_global)
