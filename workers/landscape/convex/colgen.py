@@ -288,8 +288,9 @@ class Pricer:
             found.append((idx[hit_rows], hit_cols, values[hit_rows, hit_cols]))
             count += len(hit_rows)
             start, block = start + block, 2 * block
-        shift[now] = 0.0
-        highest = float((top + shift[epoch]).max(initial=0.0))
+        seen = todo[: min(start, len(todo))]  # now at epoch `now`, shift 0
+        key[seen] = top[seen]
+        highest = float(key.max(initial=0.0))
         rows = np.concatenate([np.zeros(0, dtype=np.intp), *(f[0] for f in found)])
         cols = np.concatenate([np.zeros(0, dtype=np.intp), *(f[1] for f in found)])
         values = np.concatenate([np.zeros(0), *(f[2] for f in found)])
