@@ -113,9 +113,9 @@ def _signed_values_above(X, patterns, G, floor: float) -> np.ndarray:
     keep the bound, which is what those stages would have returned for them.
     """
     xnorm = np.linalg.norm(X, axis=1)
-    unit = X / np.where(xnorm > 0, xnorm, 1.0)[:, None]
-    C = G @ unit.T
-    np.negative(C, out=C, where=~patterns)
+    unit = np.ascontiguousarray((X / np.where(xnorm > 0, xnorm, 1.0)[:, None]).T)
+    C = np.where(patterns, 1.0, -1.0)
+    C *= G @ unit  # (d, n) contiguous: BLAS is several times faster than with X.T at d = 3
     G2 = np.einsum("cd,cd->c", G, G)
     top = np.maximum(C.max(axis=1, initial=0.0), 0.0)
     low = np.minimum(C.min(axis=1, initial=0.0), 0.0)
