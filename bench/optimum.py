@@ -99,15 +99,22 @@ def _large_child(n: int, d: int, weight_decay: float, queue) -> None:
     queue.put((enum_seconds, total, time.process_time() - cpu, rss, recovered, opt))
 
 
-def _before_child(root: str, n: int, d: int, weight_decay: float) -> None:
-    sys.path.insert(0, root)
-    from workers.landscape import convex as old_convex
-    from workers.landscape.geometry import datasets as old_datasets
-
-    X, y = old_datasets.teacher(n, d, 10, 0)
-    start = time.perf_counter()
-    opt = old_convex.global_optimum(X, y, weight_decay)
-    print(f"{time.perf_counter() - start} {opt.value!r}", flush=True)
+def _before_code(root: str, n: int, d: int, weight_decay: float) -> str:
+    """Python source that times ``global_optimum`` of the tree at ``root`` alone: it must not
+    import this module, which would load the working tree's ``workers`` first."""
+    return (
+        f"import sys, time; sys.path.insert(0, {root!r})\n"
+        "from workers.landscape import convex\n"
+        "try:\n"
+        "    from workers.landscape.geometry import datasets\n"
+        "except ImportError:  # before the subpackages\n"
+        "    from workers.landscape import datasets\n"
+        "assert convex.__file__.startswith(" + repr(root) + "), convex.__file__\n"
+        f"X, y = datasets.teacher({n}, {d}, 10, 0)\n"
+        "start = time.perf_counter()\n"
+        f"opt = convex.global_optimum(X, y, {weight_decay!r})\n"
+        "print(time.perf_counter() - start, repr(opt.value), flush=True)\n"
+    )
 
 
 def before(commit: str, n: int, d: int, weight_decay: float, cap: float):
@@ -119,8 +126,8 @@ def before(commit: str, n: int, d: int, weight_decay: float, cap: float):
         if archive.returncode:
             raise SystemExit(f"git archive {commit} failed: {archive.stderr.decode()}")
         subprocess.run(["tar", "-x", "-C", root], input=archive.stdout, check=True)
-        code = f"import bench.optimum as b; b._before_child({root!r}, {n}, {d}, {weight_decay})"
-        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        code = _before_code(root, n, d, weight_decay)
+        env = {**os.environ, "PYTHONPATH": root}
         try:
             out = subprocess.run(
                 [sys.executable, "-c", code], capture_output=True, timeout=cap, env=env

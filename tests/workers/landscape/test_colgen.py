@@ -96,3 +96,23 @@ def test_pricer_finds_violators_and_certifies_when_none():
         pricing = pricer.price(r, top + 1e-6, limit=5, floor=0.5 * top)
         assert len(pricing.rows) == 0 and pricing.complete
         assert pricing.max_value == pytest.approx(top, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_signed_values_with_a_floor_are_exact_above_it(seed):
+    """The floor's shortcut (half-space bounds of both signs from one product) keeps every
+    value above the floor exact and every other one an upper bound no larger than it."""
+    from workers.landscape.convex.certificate import signed_values
+
+    X, _, _ = dataset(seed)
+    rng = np.random.default_rng(100 + seed)
+    patterns = enumerate_patterns(X)
+    r = rng.standard_normal(len(X)) / len(X)
+    G = (patterns * r) @ X
+    exact = reference_values(X, r, patterns)
+    for floor in np.quantile(exact, [0.0, 0.3, 0.7, 0.95]):
+        values = signed_values(X, patterns, G, float(floor))
+        above = exact > floor
+        assert np.allclose(values[above], exact[above], rtol=1e-9, atol=1e-12)
+        assert np.all(values[~above] <= floor + 1e-12)
+        assert np.all(values[~above] >= exact[~above] - 1e-12)

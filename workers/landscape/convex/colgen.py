@@ -199,6 +199,7 @@ class Pricer:
         self._columns = np.ascontiguousarray(self.packed.T)  # (bytes, P)
         self._xnorm = np.linalg.norm(self.X, axis=1)
         self._bound = np.zeros((len(self.packed), 2))
+        self._top = np.zeros(len(self.packed))  # the larger of each pattern's two bounds
         self._G = np.zeros((len(self.packed), self.X.shape[1]))
         self._epoch = np.full(len(self.packed), -1, dtype=np.intp)  # -1: never looked at
         self._residuals: list[np.ndarray] = []
@@ -257,8 +258,8 @@ class Pricer:
         now = len(self._residuals)
         moves = [float(np.abs(r - old) @ self._xnorm) for old in self._residuals]
         shift = np.array(moves + [0.0, np.inf])  # this round's bounds: 0; never seen: inf
-        bound, epoch = self._bound, self._epoch
-        key = bound.max(axis=1) + shift[epoch]
+        bound, epoch, top = self._bound, self._epoch, self._top
+        key = top + shift[epoch]
         todo = np.flatnonzero(key > floor)
         ranked = min(len(todo), _HEAD)  # todo[:ranked] is sorted, the rest not yet
         if ranked < len(todo):
@@ -276,25 +277,27 @@ class Pricer:
             fresh = np.repeat(np.linalg.norm(G, axis=1)[:, None], 2, axis=1)
             drift = np.linalg.norm(G - self._G[idx], axis=1)[:, None]
             bound[idx] = np.minimum(fresh, bound[idx] + drift)  # inf + drift if never seen
+            top[idx] = np.maximum(bound[idx, 0], bound[idx, 1])
             self._G[idx], epoch[idx] = G, now
-            idx = idx[bound[idx].max(axis=1) > floor]
+            idx = idx[top[idx] > floor]
             values = signed_values(self.X, self.patterns(idx), self._G[idx], floor)
-            bound[idx] = values
+            bound[idx], top[idx] = values, np.maximum(values[:, 0], values[:, 1])
             if exclude is not None:
                 values = np.where(exclude[idx], -np.inf, values)
             hit_rows, hit_cols = np.nonzero(values > threshold)
             found.append((idx[hit_rows], hit_cols, values[hit_rows, hit_cols]))
             count += len(hit_rows)
             start, block = start + block, 2 * block
-        shift[now] = 0.0
-        top = float((bound.max(axis=1) + shift[epoch]).max(initial=0.0))
+        seen = todo[: min(start, len(todo))]  # now at epoch `now`, shift 0
+        key[seen] = top[seen]
+        highest = float(key.max(initial=0.0))
         rows = np.concatenate([np.zeros(0, dtype=np.intp), *(f[0] for f in found)])
         cols = np.concatenate([np.zeros(0, dtype=np.intp), *(f[1] for f in found)])
         values = np.concatenate([np.zeros(0), *(f[2] for f in found)])
         order = np.argsort(-values, kind="stable")
         order = self._distinct(rows[order], cols[order], order) if distinct else order
         order = order[:limit]
-        return Pricing(rows[order], cols[order], values[order], start >= len(todo), top)
+        return Pricing(rows[order], cols[order], values[order], start >= len(todo), highest)
 
     def _distinct(self, rows, cols, order) -> np.ndarray:
         """``order`` less the violators whose g = -s X^T D r is within DISTINCT_COS (cosine)
