@@ -282,21 +282,6 @@ def save_live(
     return True
 
 
-def save_live_runs(
-    session: Session,
-    *,
-    item_id: str,
-    lease: str,
-    experiment_id: str,
-    updates: Sequence[dict[str, Any]],
-) -> bool:
-    """Store a training batch's run updates (naming their run by `index`) while this lease
-    holds the item; False, writing nothing, otherwise (save_live without the rest)."""
-    return save_live(
-        session, item_id=item_id, lease=lease, experiment_id=experiment_id, updates=updates
-    )
-
-
 def item_chunks(session: Session, *, item_id: str) -> tuple[int, list[bytes]]:
     """The curve chunks a work item has stored, in the order written, and the next seq."""
     query = (

@@ -126,9 +126,9 @@ def test_partial_runs_are_stored_only_under_the_lease(session):
     latest = {"epoch": 2, "loss": 0.3, "gap": 0.0, "grad_norm_sq": 1.0}
     update = {"index": 1, "curve": encode_curve(curve), "latest": latest}
     stale = dict(item_id=first.id, lease="z" * 32, experiment_id=exp.id, updates=[update])
-    assert crud_work.save_live_runs(session, **stale) is False
+    assert crud_work.save_live(session, **stale) is False
     mine = {**stale, "lease": claimed.lease}
-    assert crud_work.save_live_runs(session, **mine) is True
+    assert crud_work.save_live(session, **mine) is True
     session.expire_all()
     run = session.scalars(select(Run).where(Run.experiment_id == exp.id, Run.index == 1)).one()
     assert run.status == "running" and run.latest == latest
