@@ -10,8 +10,8 @@ temporary BENIGNITY_HOME; no server needed.
     .venv/bin/python bench/scale_training.py [--epochs 20000] [--seeds 2048]
 
 The old fan-in loaded every run, curve blob included, and grouped them in Python
-(``jobs._training_groups``); the new one tallies them with one GROUP BY in the database
-(``crud_work.run_tallies``, what the worker ran; its own time is in the worker's log).
+(``jobs.tally_runs`` over the loaded rows); the new one tallies them with one GROUP BY in the
+database (``crud_work.run_tallies``, what the worker ran; its own time is in the worker's log).
 """
 
 from __future__ import annotations

@@ -554,10 +554,7 @@ def _result(
         return {**head, "rows": rows, "threshold": census.thresholds(rows)}
     if kind == "training":
         extra = {"optima": head["optima"]} if "optima" in head else {}
-        if tallies is None:
-            groups = _training_groups(spec, runs)
-        else:
-            groups = training_groups_of(spec, tallies)
+        groups = training_groups_of(spec, tally_runs(spec, runs) if tallies is None else tallies)
         return {"optimum": opt["optimum"], **extra, "groups": groups}
     raise ValueError(f"no finalizer for kind {kind!r}")
 
@@ -647,27 +644,27 @@ def _group_fields(spec: dict[str, Any]) -> list[tuple[dict[str, Any], tuple[Any,
     return out
 
 
-def _training_groups(spec: dict[str, Any], runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One group per (width, init_scale), and per data seed, weight decay and lr where the
-    spec sweeps them (those fields then name the group), in grid order; from runs in memory,
-    matched to their group by params (``crud_work.run_tallies`` does it in the database)."""
-    names = [k for k, on in swept(spec).items() if on]
-    tallies: dict[tuple[Any, ...], dict[str, int]] = {}
+def tally_runs(spec: dict[str, Any], runs: Sequence[Run]) -> dict[int, dict[str, int]]:
+    """The TALLIES of runs in memory per block of ``seeds`` consecutive run indices, as
+    ``crud_work.run_tallies`` counts them in the database (for callers that hold the runs)."""
+    block = int(spec["seeds"])
+    tallies: dict[int, dict[str, int]] = {}
     for r in runs:
-        key = tuple(r.params.get(k) for k in (*names, "width", "init_scale"))
-        tally = tallies.setdefault(key, dict.fromkeys(TALLIES, 0))
+        tally = tallies.setdefault(r.index // block, dict.fromkeys(TALLIES, 0))
         tally["runs"] += 1
         if r.verdict in tally:
             tally[r.verdict] += 1
         tally["cone_global"] += (r.final or {}).get("cone_global") is True
-    return [{**f, **_group_shares(tallies.get(key, {}))} for f, key in _group_fields(spec)]
+    return tallies
 
 
 def training_groups_of(
     spec: dict[str, Any], tallies: dict[int, dict[str, int]]
 ) -> list[dict[str, Any]]:
-    """The groups, as ``_training_groups``, from the tallies of each group by its number in
-    grid order (``crud_work.run_tallies`` of blocks of ``seeds`` runs)."""
+    """One group per (width, init_scale), and per data seed, weight decay and lr where the
+    spec sweeps them (those fields then name the group), in grid order, from the tallies of
+    each group by its number in grid order (``crud_work.run_tallies`` of blocks of ``seeds``
+    runs in the database, or ``tally_runs`` of runs in memory)."""
     fields = _group_fields(spec)
     return [{**f, **_group_shares(tallies.get(b, {}))} for b, (f, _) in enumerate(fields)]
 

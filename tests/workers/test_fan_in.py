@@ -154,8 +154,8 @@ def test_the_database_tallies_equal_an_independent_count(any_session):
     expected = independent_groups(runs)
     assert len(groups) == 48 and sum(g["runs"] for g in groups) == len(runs) == 336
     assert groups == expected
-    # and the Python path over runs in memory gives the same groups
-    assert jobs._training_groups(SPEC, runs) == expected
+    # and the same tallies of the runs in memory give the same groups
+    assert jobs.tally_runs(SPEC, runs) == tallies
     assert any(0 < g["p_cone_global"] < 1 for g in groups)
 
 

@@ -98,7 +98,7 @@ def test_census_rows_add_intervals_over_chunks_and_null_for_old_chunks():
 
 
 def test_training_groups_add_intervals_and_null_for_an_empty_group():
-    spec = {"widths": [10], "init_scales": [0.01, 1.0, 3.0]}
+    spec = {"widths": [10], "init_scales": [0.01, 1.0, 3.0], "seeds": 5}
     cells = {
         0.01: ["spurious_local_minimum"] * 3 + ["not_converged"] * 2,
         1.0: ["global_minimum"] * 4 + ["saddle_point"],
@@ -106,15 +106,15 @@ def test_training_groups_add_intervals_and_null_for_an_empty_group():
     held = {(0.01, 3), (1.0, 0), (1.0, 1), (1.0, 2), (1.0, 3)}  # one not_converged, 4 global
     runs = [
         Run(
-            index=i,
+            index=5 * cell + i,  # grid order: block b holds the runs of the b-th group
             params={"width": 10, "init_scale": scale},
             verdict=verdict,
             final={"cone_global": (scale, i) in held},
         )
-        for scale, verdicts in cells.items()
+        for cell, (scale, verdicts) in enumerate(cells.items())
         for i, verdict in enumerate(verdicts)
     ]
-    small, unit, empty = jobs._training_groups(spec, runs)
+    small, unit, empty = jobs.training_groups_of(spec, jobs.tally_runs(spec, runs))
     assert small["runs"] == 5 and small["p_spurious_ci"] == wilson_interval(3, 5)
     assert small["p_global_ci"] == wilson_interval(0, 5)
     assert small["p_cone_global"] == 1 / 5 and small["p_cone_global_ci"] == wilson_interval(1, 5)

@@ -174,9 +174,15 @@ def test_training_batches_train_their_cell_and_groups_follow_it():
 
 
 def test_groups_without_sweeps_keep_their_shape():
-    spec = {"widths": [3], "init_scales": [0.1], "weight_decay": 0.1, "optimizer": {"lr": 0.01}}
+    spec = {
+        "widths": [3],
+        "init_scales": [0.1],
+        "seeds": 1,
+        "weight_decay": 0.1,
+        "optimizer": {"lr": 0.01},
+    }
     runs = [Run(index=0, params={"width": 3, "init_scale": 0.1, "seed": 0}, verdict="diverged")]
-    (group,) = jobs._training_groups(spec, runs)
+    (group,) = jobs.training_groups_of(spec, jobs.tally_runs(spec, runs))
     assert set(group) >= {"width", "init_scale", "runs", "p_diverged"}
     assert not set(group) & {"data_seed", "weight_decay", "lr"}
     assert group["p_diverged"] == 1.0
@@ -196,6 +202,6 @@ def test_groups_split_by_data_seed():
         Run(index=i, params=p, verdict=verdicts[p["data_seed"]], final={})
         for i, p in enumerate(training_grid(spec))
     ]
-    seven, two = jobs._training_groups(spec, runs)
+    seven, two = jobs.training_groups_of(spec, jobs.tally_runs(spec, runs))
     assert (seven["data_seed"], seven["p_global"], seven["runs"]) == (7, 1.0, 2)
     assert (two["data_seed"], two["p_spurious"], two["runs"]) == (2, 1.0, 2)
