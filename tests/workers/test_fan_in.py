@@ -1,18 +1,21 @@
 """The training fan-in in SQL: the groups the database tallies (one GROUP BY over runs, no
 curve read) equal an independent count in Python over the runs' params, on PostgreSQL and
-SQLite, for a few hundred runs of mixed verdicts in a grid that sweeps every axis."""
+SQLite, for a few hundred runs of mixed verdicts in a grid that sweeps every axis; and two
+last batches finishing in concurrent transactions on PostgreSQL fan in once, completely,
+whether the fan-in runs before the experiment's lock or under it."""
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.orm import Session
 
-from service import crud_work
+from service import crud_find, crud_work
 from service.models import Base, Experiment, Run, WorkItem, new_id
 from service.specs import training_grid
 from workers import jobs, tasks
@@ -182,3 +185,158 @@ def test_the_fan_in_reads_no_curve_in_a_few_statements(any_session):
     expected = jobs.finalize("training", SPEC, {0: optima()}, runs).output
     assert outcome.output == expected
     assert outcome.output["groups"] == independent_groups(runs)
+
+
+# --- two batches finishing at once (PostgreSQL) ------------------------------------------
+
+
+def add_running_sweep(engine, seed: int) -> tuple[str, list[crud_work.Claimed]]:
+    """A committed training experiment whose optima are done and whose two batches (half
+    of the runs each) run under leases; its runs have no verdict yet."""
+    with Session(engine) as s:
+        exp = Experiment(
+            id=new_id(), kind="training", status="running", spec=SPEC, spec_hash=f"race{seed}"
+        )
+        s.add(exp)
+        s.add_all(
+            WorkItem(
+                id=new_id(), experiment_id=exp.id, task="optimum", stage=0, status="done", output=o
+            )
+            for o in optima()
+        )
+        grid = training_grid(SPEC)
+        half = len(grid) // 2
+        held = []
+        for start, stop in ((0, half), (half, len(grid))):
+            lease = new_id()
+            item = WorkItem(
+                id=new_id(),
+                experiment_id=exp.id,
+                task="training_batch",
+                stage=1,
+                status="running",
+                lease=lease,
+                payload={"runs": [start, stop]},
+            )
+            s.add(item)
+            held.append(
+                crud_work.Claimed(
+                    item_id=item.id,
+                    experiment_id=exp.id,
+                    task="training_batch",
+                    queue="cpu",
+                    stage=1,
+                    payload={"runs": [start, stop]},
+                    spec=SPEC,
+                    checkpoint=None,
+                    lease=lease,
+                    attempts=1,
+                )
+            )
+        s.add_all(
+            Run(experiment_id=exp.id, index=i, params=p, status="running")
+            for i, p in enumerate(grid)
+        )
+        s.commit()
+        return exp.id, held
+
+
+def batch_outcome(item: crud_work.Claimed, rng: random.Random) -> jobs.Outcome:
+    start, stop = item.payload["runs"]
+    updates = [
+        {
+            "index": i,
+            "status": "done",
+            "verdict": rng.choice(jobs.RUN_VERDICTS),
+            "final": {"cone_global": rng.choice([True, False])},
+        }
+        for i in range(start, stop)
+    ]
+    return jobs.Outcome(output={"runs": stop - start}, runs=updates)
+
+
+def complete_together(
+    items: list[crud_work.Claimed], outcomes: list[jobs.Outcome]
+) -> list[BaseException]:
+    """Each item's outcome stored by `tasks._complete` in its own thread, all let go at once;
+    what they raised."""
+    start = threading.Barrier(len(items), timeout=30)
+    errors: list[BaseException] = []
+
+    def finish(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
+        try:
+            start.wait()
+            tasks._complete(item, outcome)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            errors.append(exc)
+
+    pairs = zip(items, outcomes, strict=True)
+    threads = [threading.Thread(target=finish, args=pair) for pair in pairs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+@pytest.mark.parametrize("meet", [True, False], ids=["both-miss-the-hint", "free-race"])
+def test_two_batches_finishing_at_once_give_one_complete_fan_in(pg_engine, monkeypatch, meet):
+    """Both last batches store their outcomes in concurrent transactions. With `meet`, each
+    waits for the other after storing its outcome and before its unlocked count, so neither
+    sees the other's (uncommitted) item as done: the fan-in must then happen under the
+    experiment's lock, by whichever transaction takes the lock second. Without it, the
+    threads race freely (the second to count usually finds the first committed and fans in
+    before the lock). Either way the experiment succeeds once, with every run's verdict."""
+    from tests.conftest import PG_URL, use_settings
+
+    use_settings(monkeypatch, DATABASE_URL=PG_URL)
+    gate = threading.Barrier(2, timeout=30)
+    hint = crud_work.stage_left
+    first_count: set[int] = set()
+
+    def stage_left(session: Session, *, experiment_id: str, stage: int) -> int:
+        me = threading.get_ident()
+        if meet and me not in first_count:  # the unlocked hint: wait for the other batch
+            first_count.add(me)
+            gate.wait()
+        return hint(session, experiment_id=experiment_id, stage=stage)
+
+    monkeypatch.setattr(crud_work, "stage_left", stage_left)
+    fan_ins: list[tuple[int, bool]] = []  # (thread, whether it held the lock already)
+    locked: set[int] = set()
+    fan_in, lock = tasks._fan_in, crud_work.last_of_stage
+
+    def watched_lock(session: Session, *, item: crud_work.Claimed) -> Experiment | None:
+        locked.add(threading.get_ident())
+        return lock(session, item=item)
+
+    def watched_fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
+        fan_ins.append((threading.get_ident(), threading.get_ident() in locked))
+        return fan_in(session, item)
+
+    monkeypatch.setattr(crud_work, "last_of_stage", watched_lock)
+    monkeypatch.setattr(tasks, "_fan_in", watched_fan_in)
+    for trial in range(4):
+        eid, items = add_running_sweep(pg_engine, trial)
+        rng = random.Random(trial)
+        outcomes = [batch_outcome(item, rng) for item in items]
+        first_count.clear()
+        locked.clear()
+        fan_ins.clear()
+        errors = complete_together(items, outcomes)
+        assert not errors, errors
+        with Session(pg_engine) as s:
+            exp = s.get(Experiment, eid)
+            assert exp is not None and exp.status == "succeeded", exp and exp.status
+            runs = list(s.scalars(select(Run).where(Run.experiment_id == eid).order_by(Run.index)))
+            assert all(r.verdict is not None for r in runs)
+            assert exp.result["groups"] == independent_groups(runs)
+            states = s.scalars(select(WorkItem.status).where(WorkItem.experiment_id == eid))
+            assert sorted(states) == ["done"] * 6
+            crud_find.delete_experiment(s, experiment_id=eid)
+            s.commit()
+        # the finishing transaction fanned in; with `meet`, only it, and under the lock
+        if meet:
+            assert len(fan_ins) == 1 and fan_ins[0][1], fan_ins
+        else:
+            assert 1 <= len(fan_ins) <= 2, fan_ins
