@@ -16,10 +16,16 @@ about 40 ms on PostgreSQL and 60-100 ms on SQLite for 16,384 items:
 
 and for the experiment, ``submit_to_start`` and ``submit_to_done`` (created_at to
 started_at and to finished_at). Seconds throughout; null where a time is not known yet.
+
+Once an experiment has ended and every item has finished, its timings can no longer change:
+``experiment_timings`` keeps those of the last SETTLED_KEPT such experiments in the process,
+so that reading a large finished experiment again does not repeat the queries.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -35,6 +41,43 @@ def seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[flo
     if session.get_bind().dialect.name == "postgresql":
         return type_coerce(func.extract("epoch", end - start), Float)
     return (func.julianday(end) - func.julianday(start)) * literal_column("86400.0")
+
+
+#: How many settled experiments' timings a process keeps (a few KB each).
+SETTLED_KEPT = 4096
+_settled: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_settled_lock = threading.Lock()
+
+
+def experiment_timings(
+    session: Session,
+    *,
+    experiment_id: str,
+    terminal: bool,
+    created_at: datetime | None,
+    started_at: datetime | None,
+    finished_at: datetime | None,
+) -> dict[str, Any]:
+    """``stage_timings``, kept once the experiment is `terminal` and all its items have
+    finished (nothing in them can change after that)."""
+    with _settled_lock:
+        kept = _settled.get(experiment_id)
+        if kept is not None:
+            _settled.move_to_end(experiment_id)
+            return kept
+    times = stage_timings(
+        session,
+        experiment_id=experiment_id,
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+    if terminal and all(s["finished"] == s["items"] for s in times["stages"]):
+        with _settled_lock:
+            _settled[experiment_id] = times
+            while len(_settled) > SETTLED_KEPT:
+                _settled.popitem(last=False)
+    return times
 
 
 def stage_timings(
@@ -157,4 +200,4 @@ def _gap(start: datetime | None, end: datetime | None) -> float | None:
     return max(0.0, (as_utc(end) - as_utc(start)).total_seconds())
 
 
-__all__: Sequence[str] = ("seconds_between", "stage_timings")
+__all__: Sequence[str] = ("experiment_timings", "seconds_between", "stage_timings")

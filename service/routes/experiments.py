@@ -72,9 +72,10 @@ def snapshot_body(session: Session, experiment_id: str, who: Principal) -> bytes
         raise ProblemError(404, f"no experiment {experiment_id}")
     raw: str | None = snap.result_text
     tags = crud_find.split_tags(snap.tag_text)
-    times = timings.stage_timings(
+    times = timings.experiment_timings(
         session,
         experiment_id=snap.id,
+        terminal=snap.status in crud.TERMINAL,
         created_at=snap.created_at,
         started_at=snap.started_at,
         finished_at=snap.finished_at,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -162,3 +162,47 @@ def test_an_experiment_answers_with_its_timings(client):
     # lists leave timings out (other tests' experiments may share the database)
     listed = client.get("/v1/experiments", params={"id_prefix": exp["id"]}).json()["items"]
     assert [(e["id"], e["timings"]) for e in listed] == [(exp["id"], None)]
+
+
+def test_a_settled_experiment_keeps_its_timings_and_an_unsettled_one_reads_them_again(
+    sqlite_engine,
+):
+    """Ended with every item finished: the second read runs no query and answers as the
+    first. Ended (cancelled) with an item still running, or still running: every read
+    queries, and sees the item finish."""
+    seen: list[str] = []
+    event.listen(sqlite_engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    with Session(sqlite_engine) as session:
+        exp_id = _seed(session, random.Random(3), (1, 4))
+        session.commit()
+        exp = session.get(Experiment, exp_id)
+        assert exp is not None
+
+        def read(terminal: bool) -> tuple[dict, int]:
+            seen.clear()
+            times = timings.experiment_timings(
+                session,
+                experiment_id=exp_id,
+                terminal=terminal,
+                created_at=exp.created_at,
+                started_at=exp.started_at,
+                finished_at=exp.finished_at,
+            )
+            return times, len(seen)
+
+        running, queries = read(terminal=False)
+        assert queries > 0 and running["stages"][-1]["wall"] is None
+        cancelled, queries = read(terminal=True)  # its last item has not stopped yet
+        assert queries > 0 and cancelled == running
+        last = session.scalars(
+            select(WorkItem).where(WorkItem.experiment_id == exp_id, WorkItem.finished_at.is_(None))
+        ).one()
+        last.finished_at, last.status = as_utc(last.started_at) + timedelta(seconds=2), "cancelled"
+        exp.status, exp.finished_at = "cancelled", last.finished_at
+        session.commit()
+        settled, queries = read(terminal=True)
+        assert queries > 0 and settled["stages"][-1]["wall"] is not None
+        assert settled["submit_to_done"] is not None
+        again, queries = read(terminal=True)
+        assert queries == 0 and again == settled
+        assert [s["task"] for s in again["stages"]] == ["task0", "task1"]
