@@ -12,6 +12,11 @@ best and median of each are shown.
 
     .venv/bin/python bench/training.py [--runs 256] [--epochs 2000] [--repeats 3]
 
+The path ``job`` times the whole training batch as a worker runs it, in process
+(``workers.jobs.training_job`` on the same sweep as a spec: the engine, then each run's
+verdict, with a restricted solve for each run that did not converge, and its curve
+encoded), which is the fair in-process figure beside ``--e2e``.
+
 ``--curve-share`` instead times the cost of the curve points at d = 200 (teacher
 data, n = 50, so the native kernel; widths 20 and 400, so k = min(m, d) = 20 and
 200): the same sweep with the default curve schedule (log_growth 1.01) and with curve points only at
@@ -35,6 +40,8 @@ import e2e
 import numpy as np
 import torch
 
+from service.specs import spec_adapter
+from workers import jobs
 from workers.landscape.geometry.datasets import teacher, theorem2
 from workers.landscape.training import RunSpec, init_network, train_sweep
 
@@ -75,6 +82,24 @@ def time_engine(X, y, runs, epochs, compiled, native=True):
     return rate
 
 
+def job_timer(runs: int, epochs: int):
+    """A timer of the sweep as one training batch of the worker, in process (its optimum is
+    certified once, untimed)."""
+    spec = spec_adapter.validate_python(e2e_spec(runs, epochs)).model_dump(mode="json")
+    optimum = jobs.optimum_job(jobs.LocalContext(spec)).output
+    ctx = jobs.LocalContext(spec, payload={"runs": [0, runs]}, outputs={0: [optimum]})
+
+    def time_job() -> float:
+        t = time.perf_counter()
+        out = jobs.training_job(ctx)
+        took = time.perf_counter() - t
+        trained = [u["final"]["epoch"] for u in out.runs]
+        assert len(trained) == runs and all(e == epochs for e in trained), "runs stopped early"
+        return runs * epochs / took
+
+    return time_job
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=256)
@@ -87,7 +112,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--paths",
         default="engine,engine compile,engine eager",
-        help="comma-separated engine paths to time against numpy (default: all three)",
+        help="comma-separated paths to time against numpy: engine, engine compile, engine "
+        "eager, job (default: the three engine paths)",
     )
     parser.add_argument(
         "--curve-share", action="store_true", help="time the curve points at d = 200"
@@ -113,12 +139,19 @@ def engine_against_numpy(args: argparse.Namespace) -> None:
         "engine compile": dict(compiled=True, native=False),
         "engine eager": dict(compiled=False),
     }
-    paths = {name: every[name] for name in args.paths.split(",")}
+    timers = {
+        name: (lambda kw=every[name]: time_engine(X, y, runs, args.epochs, **kw))
+        for name in args.paths.split(",")
+        if name != "job"
+    }
+    if "job" in args.paths.split(","):
+        timers["job"] = job_timer(args.runs, args.epochs)
+    paths = timers
     rates: dict[str, list[float]] = {"numpy": [], **{name: [] for name in paths}}
     for _ in range(args.repeats):
         rates["numpy"].append(time_numpy(X, y, runs[: args.numpy_runs], args.epochs))
-        for name, kwargs in paths.items():
-            rates[name].append(time_engine(X, y, runs, args.epochs, **kwargs))
+        for name, timer in timers.items():
+            rates[name].append(timer())
     print(f"{'path':<16}{'best run-steps/s':>18}{'median':>14}")
     for name, values in rates.items():
         print(f"{name:<16}{max(values):>18.4g}{statistics.median(values):>14.4g}")
@@ -134,7 +167,7 @@ def engine_against_numpy(args: argparse.Namespace) -> None:
             e2e_spec(args.runs, args.epochs),
             e2e_spec(8, 1000),
             baseline=steps / statistics.median(rates["numpy"]),
-            in_process=steps / statistics.median(rates["engine"]),
+            in_process=steps / statistics.median(rates["job" if "job" in paths else "engine"]),
             work=steps,
         )
         (group,) = done.experiment["result"]["groups"]

@@ -66,6 +66,33 @@ class Context(Protocol):
 
 
 @dataclass
+class LocalContext:
+    """A job's context without a database or a worker (benches, tests): the outputs of
+    earlier stages are given up front, nothing is stored and nothing stops the job."""
+
+    spec: dict[str, Any]
+    payload: dict[str, Any] = field(default_factory=dict)
+    checkpoint: bytes | None = None
+    queue: str = "cpu"
+    outputs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def progress(self, done: int) -> bool:
+        return True
+
+    def shutting_down(self) -> bool:
+        return False
+
+    def save_live(self, **saved: Any) -> bool:
+        return True
+
+    def stored_points(self) -> tuple[int, list[bytes]]:
+        return 0, []
+
+    def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
+        return self.outputs[stage]
+
+
+@dataclass
 class Outcome:
     """A job's JSON output, updates of run rows (each names its run by `index`), cone rows."""
 

@@ -10,7 +10,6 @@ functions the worker runs (workers.jobs), on specs with every default filled in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -23,36 +22,7 @@ X3 = [[1.0, 0.2, -0.3], [0.1, -1.0, 0.5], [-0.4, 0.3, 1.0], [0.8, 0.8, 0.1]]
 Y3 = [1.2, -0.3, 0.7, 1.5]
 
 
-@dataclass
-class FakeContext:
-    """What a job sees, without a database: stage outputs are given up front."""
-
-    spec: dict[str, Any]
-    payload: dict[str, Any] = field(default_factory=dict)
-    checkpoint: bytes | None = None
-    queue: str = "cpu"
-    outputs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def progress(self, done: int) -> bool:
-        return True
-
-    def save_checkpoint(self, blob: bytes) -> bool:
-        return True
-
-    def shutting_down(self) -> bool:
-        return False
-
-    def save_runs(self, updates: list[dict[str, Any]]) -> bool:
-        return True
-
-    def save_live(self, **saved: Any) -> bool:
-        return True
-
-    def stored_points(self) -> tuple[int, list[bytes]]:
-        return 0, []
-
-    def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
-        return self.outputs[stage]
+FakeContext = jobs.LocalContext  # stage outputs given up front, nothing stored
 
 
 def filled(body: dict[str, Any]) -> dict[str, Any]:
