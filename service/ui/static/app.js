@@ -8,6 +8,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const PAGE = 25; // rows per table page: tables are paged, never whole
 const FINAL_RUNS = 2000; // at most this many runs in the final-gap-vs-alpha panel
 const GAP_FLOOR = 1e-16; // gaps at or below it are drawn at it on log axes
+const CURVE_POINTS = 2000; // max_points of a drawn curve (a 1e8-epoch curve logs ~1,900)
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
   "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 const RUN_VERDICTS = ["global_minimum", "spurious_local_minimum", "saddle_point",
@@ -33,6 +34,20 @@ function h(tag, attrs, ...children) {
     el.append(child instanceof Node ? child : String(child));
   }
   return el;
+}
+
+// replaceChildren without the null and false that conditional children leave
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
+function when(t) {
+  return t ? `${t.replace("T", " ").slice(0, 19)} UTC` : "—";
+}
+
+function facts(pairs, attrs) {
+  return h("dl", { class: "facts", ...attrs }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "—")]));
 }
 
 function fmt(x) {
@@ -267,7 +282,7 @@ async function listPage(main, params, signal) {
       h("td", {}, progressOf(exp)),
       h("td", {}, describe(exp.spec)),
       h("td", {}, exp.tags.map((t) => h("span", { class: "tag" }, t))),
-      h("td", {}, (exp.created_at || "").replace("T", " ").slice(0, 19)))));
+      h("td", {}, when(exp.created_at)))));
     if (!page.items.length) {
       body.append(h("tr", {}, h("td", { colspan: 8 }, "No experiments match these filters.")));
     }
@@ -277,7 +292,7 @@ async function listPage(main, params, signal) {
         ? h("a", { href: `#/${query({ ...filters, cursor: page.next_cursor })}`, id: "next-page" },
           "Next page")
         : null;
-      pager.replaceChildren(
+      fill(pager,
         cursor ? h("a", { href: `#/${query(filters)}` }, "First page") : null, next,
         h("span", { class: "muted" }, `${page.items.length} shown`));
     }
@@ -306,13 +321,13 @@ async function experimentPage(main, id, signal) {
     h("p", {}, h("a", { href: "#/" }, "← Experiments")),
     h("h2", {}, `${label(exp)} `, h("span", { class: "muted" }, `${exp.kind} · ${exp.id}`)),
     head,
+    body,
     h("h3", {}, "Exports"),
     h("p", { class: "exports" }, exports.map(([file, text]) => h("a", {
       href: `${base}/${file}`, "data-file": `${id.slice(0, 8)}-${file.split("?")[0]}`,
       onclick: download }, text))),
-    h("details", {}, h("summary", {}, "Spec"), h("pre", { class: "spec" },
-      JSON.stringify(exp.spec, null, 2))),
-    body);
+    h("details", {}, h("summary", {}, "Spec (every default filled in)"), h("pre", { class: "spec" },
+      JSON.stringify(exp.spec, null, 2))));
   const section = exp.kind === "census" ? new CensusSection(body, exp, signal)
     : exp.kind === "training" ? new TrainingSection(body, exp, signal)
       : new OptimumSection(body, exp, signal);
@@ -320,41 +335,47 @@ async function experimentPage(main, id, signal) {
   await section.update(exp, true);
   while (!signal.aborted && !TERMINAL.has(exp.status)) {
     const started = Date.now();
-    exp = await api(`/v1/experiments/${id}?wait=5`, signal); // long-poll: answers on a change
-    if (signal.aborted) return;
-    showHead(head, exp);
-    await section.update(exp, false);
+    try {
+      exp = await api(`/v1/experiments/${id}?wait=5`, signal); // long-poll: answers on a change
+      if (signal.aborted) return;
+      showHead(head, exp);
+      await section.update(exp, false);
+    } catch (err) {
+      if (signal.aborted || err instanceof AuthError) throw err;
+      fill(head.querySelector(".live-error") || head.appendChild(h("p", { class: "live-error error" })),
+        `Live update failed (${err.message}); retrying.`);
+      await sleep(3000, signal);
+      continue;
+    }
     await sleep(Math.max(0, 1000 - (Date.now() - started)), signal);
   }
 }
 
 function showHead(head, exp) {
-  const facts = [
-    ["Status", statusBadge(exp.status)],
-    ["Progress", progressOf(exp)],
-    ["Dataset", describe(exp.spec)],
-    ["Tags", exp.tags.length ? exp.tags.map((t) => h("span", { class: "tag" }, t)) : "—"],
-    ["Notes", exp.notes || "—"],
-    ["Created", exp.created_at], ["Started", exp.started_at], ["Finished", exp.finished_at],
-  ];
-  head.replaceChildren(
-    h("dl", { class: "facts", "aria-live": "polite" },
-      facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "—")])),
+  fill(head,
+    facts([
+      ["Status", statusBadge(exp.status)], ["Progress", progressOf(exp)],
+      ["Dataset", describe(exp.spec)],
+      ["Tags", exp.tags.length ? exp.tags.map((t) => h("span", { class: "tag" }, t)) : "—"],
+      ["Created", when(exp.created_at)], ["Started", when(exp.started_at)],
+      ["Finished", when(exp.finished_at)], ["Notes", exp.notes || "—"],
+    ], { class: "facts wide", id: "head-facts", "aria-live": "polite" }),
     exp.error ? h("p", { class: "error", role: "alert" },
       `${exp.error.type}: ${exp.error.detail}`) : null);
 }
 
 function optimumFacts(result) {
   const cert = result.certificate || {};
-  return h("dl", { class: "facts", id: "optimum-facts" },
-    [["Optimum L*", fmt(result.optimum)],
-      ["Activation patterns", fmt(result.num_patterns)],
-      ["Signed cones", fmt(result.num_signed_cones)],
-      ["min(n^d, 2^n)", fmt(result.theory_bound)],
-      ["Max dual violation", fmt(cert.max_dual_violation)],
-      ["Gap bound", fmt(cert.gap_bound)],
-      ["Method", result.method || "—"]]
-      .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  const worst = cert.max_dual_violation;
+  const verdict = worst === null || worst === undefined ? "—"
+    : worst <= 1e-6 ? h("span", { class: "v-global" }, "certified (dual violation ≤ 1e-6)")
+      : h("span", { class: "v-spurious" }, "not certified (dual violation > 1e-6)");
+  return facts([["Optimum L*", fmt(result.optimum)], ["Certificate", verdict],
+    ["Max dual violation", fmt(worst)], ["Gap bound (weak duality)", fmt(cert.gap_bound)],
+    ["Activation patterns", fmt(result.num_patterns)],
+    ["Signed cones", fmt(result.num_signed_cones)],
+    ["min(n^d, 2^n)", fmt(result.theory_bound)], ["Method", result.method || "—"]],
+  { class: "facts wide", id: "optimum-facts" });
 }
 
 class OptimumSection {
@@ -445,7 +466,7 @@ class CensusSection {
         h("td", {}, c.method)),
     });
     root.append(h("h3", {}, "Census"), this.summary,
-      h("div", { class: "cols" }, this.plot, this.rows),
+      this.plot, this.rows,
       h("h3", {}, "Cones"), this.cones.el);
   }
 
@@ -461,11 +482,11 @@ class CensusSection {
     this.drawnFor = exp.id;
     if (!first) await this.cones.refresh();
     const t = result.threshold || {};
-    this.summary.replaceChildren(h("dl", { class: "facts", id: "census-facts" },
-      [["Optimum L*", fmt(result.optimum)], ["Signed cones", fmt(result.num_signed_cones)],
-        ["min(n^d, 2^n)", fmt(result.theory_bound)],
-        ["m½ (P(global) = 0.5)", fmt(t.m_half)], ["m₉₅ (P(global) = 0.95)", fmt(t.m_95)]]
-        .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+    fill(this.summary, facts([["Optimum L*", fmt(result.optimum)],
+      ["Signed cones", fmt(result.num_signed_cones)],
+      ["min(n^d, 2^n)", fmt(result.theory_bound)], ["Patterns", fmt(result.num_patterns)],
+      ["m½: P(global) = 0.5", fmt(t.m_half)], ["m₉₅: P(global) = 0.95", fmt(t.m_95)]],
+    { class: "facts wide", id: "census-facts" }));
     const rows = [...result.rows].sort((a, b) => a.width - b.width);
     this.rows.replaceChildren(h("div", { class: "scroll" }, h("table", { id: "census-rows" },
       h("caption", {}, "Shares per width with Wilson 95% intervals"),
@@ -513,9 +534,15 @@ function vline(x, dash, text) {
   return {
     shape: { type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
       line: { color: "#444", width: 1.5, dash } },
-    note: { x: Math.log10(x), xref: "x", yref: "paper", y: 1, yanchor: "bottom", text,
-      showarrow: false, font: { size: 11 } },
+    note: { x: Math.log10(x), xref: "x", yref: "paper", y: 0.02, yanchor: "bottom", text,
+      textangle: -90, xanchor: "right", showarrow: false, font: { size: 11, color: "#333" } },
   };
+}
+
+// the widths themselves as ticks when there are few (as the figure does)
+function widthTicks(widths) {
+  const ticks = [...new Set(widths)].sort((a, b) => a - b);
+  return ticks.length <= 12 ? { tickvals: ticks, ticktext: ticks.map(String) } : {};
 }
 
 function censusLayout(result, rows) {
@@ -529,7 +556,8 @@ function censusLayout(result, rows) {
   const hi = Math.log10(Math.max(...xs)) + 0.15;
   return {
     title: { text: "Verdict shares against width", font: { size: 14 } },
-    xaxis: { type: "log", title: { text: "width m (sampled signed cones)" }, range: [lo, hi] },
+    xaxis: { type: "log", title: { text: "width m (sampled signed cones)" }, range: [lo, hi],
+      ...widthTicks(xs) },
     yaxis: { title: { text: "fraction of samples" }, range: [-0.03, 1.08] },
     shapes: lines.map((l) => l.shape), annotations: lines.map((l) => l.note),
   };
@@ -593,6 +621,11 @@ class TrainingSection {
     }
     await this.drawCurves();
     if (exp.result) this.showGroups(exp.result);
+    else {
+      fill(this.groups, h("p", { class: "muted" }, TERMINAL.has(exp.status)
+        ? `No verdict shares: the sweep ${exp.status}.`
+        : "The verdict shares per group appear when the sweep finishes; the runs below are live."));
+    }
     if (first || (TERMINAL.has(exp.status) && this.finalFor !== exp.status)) {
       this.finalFor = exp.status;
       await this.drawFinals(exp);
@@ -602,8 +635,8 @@ class TrainingSection {
   showGroups(result) {
     const groups = result.groups || [];
     const extra = ["data_seed", "weight_decay", "lr"].filter((k) => groups.some((g) => g[k] != null));
-    this.groups.replaceChildren(
-      h("dl", { class: "facts" }, h("dt", {}, "Optimum L*"), h("dd", {}, fmt(result.optimum))),
+    fill(this.groups,
+      facts([["Optimum L*", fmt(result.optimum)]], { class: "facts wide" }),
       h("div", { class: "scroll" }, h("table", { id: "groups" },
         h("caption", {}, "Verdict shares per group (Wilson 95% intervals)"),
         h("thead", {}, h("tr", {}, ["Width", "α", ...extra, "Runs", "p_global", "p_spurious",
@@ -616,17 +649,19 @@ class TrainingSection {
 
   async drawCurves() {
     const runs = [...this.picked.values()];
+    // a queued run has no curve yet (404): it is drawn empty until its first checkpoint
+    const empty = { epoch: [], gap: [] };
     const curves = await Promise.all(runs.map((r) => api(
-      `/v1/experiments/${this.id}/runs/${r.id}/curve?max_points=200`, this.signal)));
+      `/v1/experiments/${this.id}/runs/${r.id}/curve?max_points=${CURVE_POINTS}`, this.signal)
+      .catch((err) => { if (err instanceof AuthError) throw err; return empty; })));
     const traces = runs.map((r, i) => {
       const c = curves[i];
       const keep = c.epoch.map((e, k) => k).filter((k) => c.epoch[k] > 0); // log x: no epoch 0
-      return { type: "scatter", mode: "lines+markers", name:
+      return { type: "scatter", mode: "lines", name:
         `w=${r.params.width} α=${fmt(r.params.init_scale)} s=${r.params.seed}`,
       x: keep.map((k) => c.epoch[k]),
       y: keep.map((k) => (c.gap[k] > GAP_FLOOR ? c.gap[k] : GAP_FLOOR)),
-      marker: { size: 4, color: COLOURS[i % COLOURS.length] },
-      line: { color: COLOURS[i % COLOURS.length], width: 1.5 },
+      line: { color: COLOURS[i % COLOURS.length], width: 1.8, simplify: false },
       hovertemplate: "epoch %{x:.4g}<br>gap %{y:.3e}<extra>%{fullData.name}</extra>" };
     });
     if (this.signal.aborted) return;
@@ -705,7 +740,7 @@ async function comparePage(main, params, signal) {
   h("button", { type: "submit", id: "compare-go" }, "Compare"));
 
   const exps = await Promise.all(ids.map((id) => api(`/v1/experiments/${id}`, signal)));
-  table.replaceChildren(h("table", { id: "compared" },
+  fill(table, h("table", { id: "compared" },
     h("caption", {}, "Compared experiments"),
     h("thead", {}, h("tr", {}, ["Experiment", "Kind", "Dataset", "Optimum", "Signed cones",
       "m½", "m₉₅"].map((t) => h("th", { scope: "col" }, t)))),
@@ -730,7 +765,8 @@ async function comparePage(main, params, signal) {
         hovertemplate: "width %{x}<br>p_global %{y:.3f}<extra>%{fullData.name}</extra>" };
     }), {
       title: { text: "P(global minimum) against width", font: { size: 14 } },
-      xaxis: { type: "log", title: { text: "width m" } },
+      xaxis: { type: "log", title: { text: "width m" },
+        ...widthTicks(census.flatMap((e) => e.result.rows.map((r) => r.width))) },
       yaxis: { title: { text: "P(global)" }, range: [-0.03, 1.05] },
       legend: { orientation: "h", y: -0.25, font: { size: 11 } },
     });
