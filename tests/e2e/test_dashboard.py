@@ -28,6 +28,8 @@ import uvicorn
 
 from tests.conftest import REQUIRED, use_settings
 from tests.e2e.conftest import wait_for
+from tests.e2e.test_training_resume import SPEC as SWEEP_SPEC
+from tests.service.test_api import SPEC as OPTIMUM_SPEC
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -57,28 +59,9 @@ def census(name: str, generator: str) -> dict[str, Any]:
     }
 
 
-OPTIMUM = {
-    "kind": "optimum",
-    "name": "opt-other",
-    "tags": ["other"],
-    "dataset": {"generator": "teacher", "n": 6, "d": 10, "teacher_width": 10, "seed": 0},
-    "weight_decay": 0.01,
-}
+OPTIMUM = {**OPTIMUM_SPEC, "name": "opt-other", "tags": ["other"]}
 # minutes of training if left alone (it is cancelled once its curve has been seen to grow)
-SWEEP = {
-    "kind": "training",
-    "name": "sweep-live",
-    "tags": ["paper"],
-    "dataset": {"generator": "theorem2", "d": 4, "seed": 0},
-    "weight_decay": 1e-4,
-    "widths": [20],
-    "init_scales": [1e-3, 0.5],
-    "seeds": 2,
-    "optimizer": {"name": "gd", "lr": 0.05},
-    "max_epochs": 100_000_000,
-    "grad_tol": 1e-30,
-    "device": "cpu",
-}
+SWEEP = {**SWEEP_SPEC, "name": "sweep-live", "tags": ["paper"], "max_epochs": 100_000_000}
 
 
 def _unavailable(msg: str) -> None:
@@ -347,3 +330,78 @@ def test_another_tenant_sees_none_of_it(server, page):
     page.click("#logout")
     log_in(page, server, "tokA")
     page.wait_for_selector(f"#experiments tr[data-id='{mine}']")
+
+
+PAINT = os.environ.get("DASHBOARD_PAINT") == "1"
+BIG = {
+    **SWEEP_SPEC,
+    "name": "sweep-16384",
+    "widths": [10, 20],
+    "init_scales": [2.0 ** (-k / 4) for k in range(64)],
+    "seeds": 128,  # 2 widths x 64 scales x 128 seeds = 16,384 runs, the default MAX_RUNS
+    "max_epochs": 1000,
+}
+
+
+@pytest.mark.skipif(not PAINT, reason="a measurement: DASHBOARD_PAINT=1 runs it")
+def test_first_paint_of_a_16384_run_sweep(server, browser, pg_engine):
+    """Prints how long a fresh tab takes to show a finished 16,384-run sweep's page: its
+    run table, its curves and its final-gap panel (bench/README.md). No timing is asserted."""
+    from sqlalchemy import text, update
+    from sqlalchemy.orm import Session
+
+    from service.models import Experiment
+
+    lab = client(server, "tokA")
+    made = lab.post("/v1/experiments", json=BIG)
+    assert made.status_code == 202, made.text
+    eid = made.json()["id"]
+    groups = [
+        {"width": w, "init_scale": a, "runs": 128, "p_global": 2 / 3, "p_spurious": 1 / 3}
+        for w in BIG["widths"]
+        for a in BIG["init_scales"]
+    ]
+    with Session(pg_engine) as s:  # as if it had trained: a verdict and a final per run
+        s.execute(
+            text(
+                "UPDATE runs SET status = 'done', verdict = CASE WHEN index % 3 = 0 THEN "
+                "'spurious_local_minimum' ELSE 'global_minimum' END, final = json_build_object("
+                "'epoch', 1000, 'gap', power(10.0, -(index % 12)), 'grad_norm_sq', 1e-20, "
+                "'reg_loss', 0.1, 'mse', 0.05, 'num_neurons', 3) WHERE experiment_id = :id"
+            ),
+            {"id": eid},
+        )
+        s.execute(
+            update(Experiment)
+            .where(Experiment.id == eid)
+            .values(status="succeeded", result={"optimum": 0.09, "groups": groups})
+        )
+        s.commit()
+    assert lab.get(f"/v1/experiments/{eid}").json()["status"] == "succeeded"
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_init_script(
+        "new MutationObserver(() => {"
+        " const now = performance.now();"
+        " if (!window.__table && document.querySelector('#runs tbody tr[data-run]'))"
+        "  window.__table = now;"
+        " if (!window.__finals && document.querySelector('#final-gap-plot .scatterlayer .trace'))"
+        "  window.__finals = now;"
+        "}).observe(document, {subtree: true, childList: true});"
+    )
+    tab = context.new_page()
+    tab.goto(f"{server}/ui")
+    tab.evaluate("t => sessionStorage.setItem('benignity.token', t)", "tokA")
+    for attempt in range(3):
+        tab.goto("about:blank")
+        tab.goto(f"{server}/ui#/e/{eid}")
+        until(tab, "window.__table && window.__finals", timeout=60)
+        table, finals = tab.evaluate("() => [window.__table, window.__finals]")
+        paint = tab.evaluate(
+            "() => (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime"
+        )
+        rows_shown = len(rows(tab, "#runs"))
+        print(
+            f"16,384-run sweep, load {attempt + 1}: first contentful paint {paint:.0f} ms, "
+            f"run table ({rows_shown} rows) {table:.0f} ms, final-gap panel {finals:.0f} ms"
+        )
+    context.close()

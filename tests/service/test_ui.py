@@ -43,6 +43,8 @@ def test_the_page_is_served_without_a_token_and_loads_only_local_assets(client):
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     assert "connect-src 'self'" in policy and "http" not in policy
     sources = re.findall(r'(?:src|href)="([^"#]+)"', page.text)
+    assert "data:," in sources  # no favicon request
+    sources.remove("data:,")
     assert sources and all(s.startswith("/ui/assets/") for s in sources), sources
     for name in ("app.js", "style.css"):
         text = (STATIC / name).read_text()

@@ -50,6 +50,10 @@ function facts(pairs, attrs) {
   return h("dl", { class: "facts", ...attrs }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v ?? "—")]));
 }
 
+function compact(n) {
+  return n >= 1e5 ? n.toExponential(2).replace("e+", "e") : String(n);
+}
+
 function fmt(x) {
   if (x === null || x === undefined) return "—";
   if (typeof x === "boolean") return x ? "yes" : "no";
@@ -102,7 +106,7 @@ function progressOf(exp) {
   return h("span", { class: "progress" },
     h("progress", { max: "100", value: pct.toFixed(1), "aria-label": `progress of ${label(exp)}` }),
     ` ${pct.toFixed(pct < 10 ? 1 : 0)}% `,
-    h("span", { class: "muted" }, `${fmt(p.done)} / ${fmt(p.total)} ${p.unit || ""}`));
+    h("span", { class: "muted" }, `${compact(p.done)}/${compact(p.total)} ${p.unit || ""}`));
 }
 
 function query(params) {
@@ -589,10 +593,11 @@ class TrainingSection {
       load: (f, cursor) => api(`${base}${query({ ...f, limit: PAGE, cursor })}`, signal),
       row: (r) => this.runRow(r, spec),
     });
-    root.append(h("h3", {}, "Training"), this.groups, h("h3", {}, "Runs"), this.runs.el,
+    root.append(h("h3", {}, "Training"), this.groups,
       h("div", { class: "cols" },
-        h("div", {}, h("h3", {}, "Gap against epoch (selected runs)"), this.curves),
-        h("div", {}, h("h3", {}, "Final gap against α"), this.finals, this.finalNote)));
+        h("div", {}, h("h3", {}, "Gap against epoch (runs ticked below)"), this.curves),
+        h("div", {}, h("h3", {}, "Final gap against α"), this.finals, this.finalNote)),
+      h("h3", {}, "Runs"), this.runs.el);
   }
 
   runRow(r, spec) {
@@ -669,7 +674,7 @@ class TrainingSection {
       title: { text: runs.length ? "L − L* of the selected runs" : "Tick runs above to draw them",
         font: { size: 14 } },
       xaxis: { type: "log", title: { text: "epoch" } },
-      yaxis: { type: "log", title: { text: `gap L − L* (≤ ${GAP_FLOOR} drawn at it)` },
+      yaxis: { type: "log", title: { text: "gap L − L*" },
         exponentformat: "power" },
     });
   }
