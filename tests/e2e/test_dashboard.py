@@ -327,9 +327,28 @@ def test_another_tenant_sees_none_of_it(server, page):
     page.goto(f"{server}/ui#/compare?ids={mine}")
     page.wait_for_selector("main .error")
 
+    # by keyboard alone: forget B's token, type A's, tab to the experiment's link, open it
     page.click("#logout")
-    log_in(page, server, "tokA")
+    page.goto(f"{server}/ui")
+    tab_to(page, "document.activeElement.id === 'token'")
+    page.keyboard.type("tokA")
+    page.keyboard.press("Enter")
     page.wait_for_selector(f"#experiments tr[data-id='{mine}']")
+    tab_to(page, f"document.activeElement.getAttribute('href') === '#/e/{mine}'")
+    ring = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert ring == "solid"  # the focus is visible
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#head-facts")
+    assert page.url.endswith(f"#/e/{mine}") and "queued" in page.inner_text("#head-facts")
+
+
+def tab_to(page, condition: str, presses: int = 40) -> None:
+    """Press Tab until the condition holds."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"() => {condition}"):
+            return
+    raise AssertionError(f"not reached by {presses} Tabs: {condition}")
 
 
 PAINT = os.environ.get("DASHBOARD_PAINT") == "1"

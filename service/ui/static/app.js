@@ -227,7 +227,7 @@ async function render() {
     }
   } catch (err) {
     if (signal.aborted) return;
-    main.append(h("p", { class: "error", role: "alert" }, err.message));
+    main.prepend(h("p", { class: "error", role: "alert" }, err.message));
     if (err instanceof AuthError) document.getElementById("token").focus();
   }
 }
@@ -773,7 +773,8 @@ async function comparePage(main, params, signal) {
       xaxis: { type: "log", title: { text: "width m" },
         ...widthTicks(census.flatMap((e) => e.result.rows.map((r) => r.width))) },
       yaxis: { title: { text: "P(global)" }, range: [-0.03, 1.05] },
-      legend: { orientation: "h", y: -0.25, font: { size: 11 } },
+      showlegend: true,
+      legend: { x: 0.01, y: 0.99, bgcolor: "rgba(255,255,255,0.85)", font: { size: 11 } },
     });
   }
   if (training.length) {
@@ -797,7 +798,8 @@ async function comparePage(main, params, signal) {
       title: { text: "Share of runs at a global minimum against α", font: { size: 14 } },
       xaxis: { type: "log", title: { text: "init_scale α" } },
       yaxis: { title: { text: "p_global" }, range: [-0.03, 1.05] },
-      legend: { orientation: "h", y: -0.25, font: { size: 11 } },
+      showlegend: true,
+      legend: { x: 0.01, y: 0.99, bgcolor: "rgba(255,255,255,0.85)", font: { size: 11 } },
     });
   }
 }
