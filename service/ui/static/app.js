@@ -709,6 +709,7 @@ class TrainingSection {
     await draw(this.finals, traces, {
       title: { text: judged.length ? "final gap per run, by verdict" : "No judged runs yet",
         font: { size: 14 } },
+      showlegend: true,
       xaxis: { type: "log", title: { text: "init_scale α" } },
       yaxis: { type: "log", title: { text: "final gap L − L*" }, exponentformat: "power" },
     });
@@ -787,17 +788,23 @@ async function comparePage(main, params, signal) {
       }
       for (const [width, groups] of byWidth) {
         groups.sort((a, b) => a.init_scale - b.init_scale);
+        const color = COLOURS[(i + traces.length / 2) % COLOURS.length];
         traces.push({ type: "scatter", mode: "lines+markers",
-          name: `${label(e)} width ${width}`, x: groups.map((g) => g.init_scale),
+          name: `${label(e)} width ${width}: p_global`, x: groups.map((g) => g.init_scale),
           y: groups.map((g) => g.p_global), error_y: errorBars(groups, "p_global"),
-          marker: { color: COLOURS[(i + traces.length) % COLOURS.length], size: 8 },
-          hovertemplate: "α %{x:.4g}<br>p_global %{y:.3f}<extra>%{fullData.name}</extra>" });
+          marker: { color, size: 8 }, line: { color },
+          hovertemplate: "α %{x:.4g}<br>p_global %{y:.3f}<extra>%{fullData.name}</extra>" },
+        { type: "scatter", mode: "lines+markers",
+          name: `${label(e)} width ${width}: final cone global`, x: groups.map((g) => g.init_scale),
+          y: groups.map((g) => g.p_cone_global), marker: { color, size: 7, symbol: "diamond-open" },
+          line: { color, dash: "dot" },
+          hovertemplate: "α %{x:.4g}<br>p_cone_global %{y:.3f}<extra>%{fullData.name}</extra>" });
       }
     });
     await draw(trainingPlot, traces, {
       title: { text: "Share of runs at a global minimum against α", font: { size: 14 } },
       xaxis: { type: "log", title: { text: "init_scale α" } },
-      yaxis: { title: { text: "p_global" }, range: [-0.03, 1.05] },
+      yaxis: { title: { text: "share of runs" }, range: [-0.03, 1.05] },
       showlegend: true,
       legend: { x: 0.01, y: 0.99, bgcolor: "rgba(255,255,255,0.85)", font: { size: 11 } },
     });
@@ -819,6 +826,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     input.value = "";
     showWho();
+    document.getElementById("main").focus(); // on to the data, not back to the token
     render();
   });
   document.getElementById("logout").addEventListener("click", () => {
