@@ -285,13 +285,17 @@ def test_a_researcher_browses_filters_watches_and_compares(server, page, start_w
     until(
         page, "document.querySelector('#head-facts [data-status]').dataset.status === 'cancelled'"
     )
-    page.wait_for_timeout(1500)  # the last redraw after the cancel
-    first_run = lab.get(f"/v1/experiments/{sweep['id']}/runs", params={"limit": 1}).json()
-    curve = lab.get(
-        f"/v1/experiments/{sweep['id']}/runs/{first_run['items'][0]['id']}/curve",
-        params={"max_points": 2000},
-    ).json()
-    assert vertices(page, "#curve-plot")[0] == sum(e > 0 for e in curve["epoch"])
+    # once the worker has let go of the runs, a fresh page draws the whole kept curve
+    runs_url = f"/v1/experiments/{sweep['id']}/runs"
+    deadline = time.monotonic() + 60
+    while any(r["status"] == "running" for r in lab.get(runs_url).json()["items"]):
+        assert time.monotonic() < deadline, "the runs still train after the cancel"
+        time.sleep(0.2)
+    first_run = lab.get(runs_url, params={"limit": 1}).json()["items"][0]
+    curve = lab.get(f"{runs_url}/{first_run['id']}/curve", params={"max_points": 2000}).json()
+    page.reload()
+    until(page, "document.querySelector('#curve-plot path.js-line')")
+    assert vertices(page, "#curve-plot")[0] == sum(e > 0 for e in curve["epoch"]) > before[0]
 
     # the optimum's certificate and neurons
     page.goto(f"{server}/ui#/e/{opt['id']}")
