@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service import crud_recovery, openapi, problems
+from service import crud_recovery, openapi, problems, ui
 from service.config import Settings, get_settings
 from service.db import get_database, get_engine
 from service.deps import RateLimit, known_query, require_token
@@ -44,6 +44,7 @@ def create_app() -> FastAPI:
     app.state.drawing = anyio.CapacityLimiter(2)  # figures drawn at once (matplotlib is heavy)
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(ui.router)  # the page and its assets; its data comes from /v1
     checks = [Depends(require_token), Depends(known_query)]
     app.include_router(experiments.router, dependencies=checks)
     app.include_router(reports.router, dependencies=checks)

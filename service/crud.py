@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -314,12 +314,24 @@ def cancel_experiment(session: Session, *, experiment_id: str) -> Experiment | N
 
 
 def list_runs(
-    session: Session, *, experiment_id: str, verdict: str | None, limit: int, cursor: str | None
+    session: Session,
+    *,
+    experiment_id: str,
+    verdict: str | None,
+    limit: int,
+    cursor: str | None,
+    params: Mapping[str, float] | None = None,
 ) -> tuple[list[Run], str | None]:
-    """In grid order, keyset-paginated on the run index."""
-    query = select(Run).where(Run.experiment_id == experiment_id)
+    """In grid order, keyset-paginated on the run index; `params` keeps the runs whose
+    params hold each value (floats equal to 1e-9 relative, as stored JSON round-trips)."""
+    # a page never needs the curves (a finished sweep's can be megabytes a page)
+    query = select(Run).options(defer(Run.curve)).where(Run.experiment_id == experiment_id)
     if verdict:
         query = query.where(Run.verdict == verdict)
+    for key, value in (params or {}).items():
+        stored = Run.params[key].as_float()
+        slack = abs(value) * 1e-9
+        query = query.where(stored >= value - slack, stored <= value + slack)
     if cursor:
         (after,) = decode_cursor(cursor, RUN_CURSOR)
         query = query.where(Run.index > after)

@@ -420,20 +420,54 @@ async def list_runs(
     verdict: Verdict | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
+    width: Annotated[int | None, Query(ge=1, le=INT_MAX, description="Runs of this width.")] = None,
+    init_scale: Annotated[
+        float | None, Query(gt=0, allow_inf_nan=False, description="Training runs of this α.")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        Query(gt=0, allow_inf_nan=False, description="Training runs of this learning rate."),
+    ] = None,
 ) -> Response:
-    """The experiment's runs in grid order."""
+    """The experiment's runs in grid order, filtered by verdict and by their params."""
+    wanted = {
+        key: float(value)
+        for key, value in (("width", width), ("init_scale", init_scale))
+        if value is not None
+    }
 
     def page(session: Session) -> bytes:
-        found(session, experiment_id, who)
+        exp = found(session, experiment_id, who)
+        if lr is not None:  # params name the lr only where the spec sweeps it
+            if _lr_swept(exp.spec):
+                wanted["lr"] = lr
+            elif not _same_lr(exp.spec, lr):
+                return body_of(RunPage(items=[], next_cursor=None))
         try:
             rows, nxt = crud.list_runs(
-                session, experiment_id=experiment_id, verdict=verdict, limit=limit, cursor=cursor
+                session,
+                experiment_id=experiment_id,
+                verdict=verdict,
+                limit=limit,
+                cursor=cursor,
+                params=wanted,
             )
         except ValueError as exc:
             raise _cursor_error(exc) from exc
         return body_of(RunPage(items=[Run.of(r) for r in rows], next_cursor=nxt))
 
     return json_response(request, await db.run(page))
+
+
+def _lr_swept(spec: dict) -> bool:
+    """Whether the spec sweeps lr (then each run's params name its lr)."""
+    return isinstance((spec.get("optimizer") or {}).get("lr"), list)
+
+
+def _same_lr(spec: dict, lr: float) -> bool:
+    """Whether an unswept spec's one lr is `lr` (1e-9 relative)."""
+    mine = (spec.get("optimizer") or {}).get("lr")
+    return isinstance(mine, int | float) and abs(mine - lr) <= abs(lr) * 1e-9
 
 
 @router.get("/{experiment_id}/cones", response_model=ConePage, responses={304: {}, 404: {}})
