@@ -11,8 +11,7 @@ from scipy.optimize import linprog, nnls
 from workers.landscape.convex import global_optimum, solve_program
 from workers.landscape.convex.colgen import Pricer, _rank_head, packed_patterns
 from workers.landscape.convex.working import WorkingProgram, facet_rows
-from workers.landscape.geometry import datasets
-from workers.landscape.geometry import patterns
+from workers.landscape.geometry import datasets, patterns
 from workers.landscape.geometry.patterns import (
     _chamber_blocks,
     _group_lines,

@@ -182,8 +182,12 @@ class Pricer:
     until ``limit`` violators are found; only those get their G recomputed (the bound
     becomes min(||G||, bound + ||G - G_e||)) and, above the floor, their value. A cone
     whose stale bound stays at or below the floor is not looked at, not even for its G.
-    Early rounds thus touch a few thousand cones, and late rounds, where r barely
-    moves, those few whose bound the move can lift above the floor.
+    Cones never looked at (bound inf) come first, in a fixed random order: neighbouring
+    chambers are neighbours in the patterns' order and give nearly the same column, so a
+    block of random ones finds violators in many directions at once (teacher n = 1000,
+    d = 3: 37 rounds against 331 in index order). Early rounds thus touch a few thousand
+    cones, and late rounds, where r barely moves, those few whose bound the move can
+    lift above the floor.
 
     Patterns are held packed (8 per byte), and G = X^T D r for a set of patterns is the
     sum over bytes j of a table lookup T_j[byte_j] (T_j: the 256 sums of r_k x_k over

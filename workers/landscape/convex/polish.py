@@ -167,7 +167,7 @@ def polish(
     rows = np.flatnonzero(support(U))
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):
-        settled = _settle(problem, *state, max_rounds)
+        settled = _settle(problem, *state, max_rounds=max_rounds)
         if settled is None:
             return None
         rows, V, faces, gradient_norm = settled
@@ -182,7 +182,7 @@ def polish(
 
 
 def _settle(
-    problem: _Program, rows: np.ndarray, V: np.ndarray, faces: np.ndarray, max_rounds: int
+    problem: _Program, rows: np.ndarray, V: np.ndarray, faces: np.ndarray, *, max_rounds: int
 ):
     """Steps 2-3 on the rows given: (rows, V, faces, gradient norm) at a KKT point of the
     program over them (with ``faces`` the active constraints), or None."""

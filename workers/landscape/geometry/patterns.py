@@ -32,6 +32,10 @@ Enumeration works on the central hyperplane arrangement of the rows:
    ray (|Z| = r - 1) contributes all 2^(r - 1) sign vectors of Z,
    vectorised; a degenerate ray recurses into its local arrangement. The
    union over rays +-rho is every chamber, exactly.
+4. For r = 3 in general position (no three lines through one ray, the case of
+   continuous data) each chamber is built once, without candidates to
+   deduplicate: from the lowest vertex of its region under a generic height
+   on a generic hemisphere (:func:`_packed_rank3`), L (L - 1) + 2 of them.
 
 No linear program is needed for enumeration; :func:`is_feasible` checks a
 single pattern (a cheap witness first, else one scipy HiGHS LP).
@@ -346,8 +350,8 @@ def _packed_rank3(V, line, sign, first, active, tol: float) -> np.ndarray | None
     """
     E = V[first]
     L = len(E)
-    I, J = np.triu_indices(L, 1)
-    cross = np.cross(E[I], E[J])
+    lo, hi = np.triu_indices(L, 1)
+    cross = np.cross(E[lo], E[hi])
     norms = np.linalg.norm(cross, axis=1)
     if norms.min() <= tol:
         return None
@@ -365,8 +369,8 @@ def _packed_rank3(V, line, sign, first, active, tol: float) -> np.ndarray | None
         return None
     v *= np.sign(ve)[:, None]
     t *= np.sign(tc)[:, None]
-    wedge_i = np.einsum("pd,pd->p", E[I], t[J]) > 0  # line i's side of the upward wedge
-    wedge_j = np.einsum("pd,pd->p", E[J], t[I]) > 0
+    wedge_i = np.einsum("pd,pd->p", E[lo], t[hi]) > 0  # line i's side of the upward wedge
+    wedge_j = np.einsum("pd,pd->p", E[hi], t[lo]) > 0
     n, cols = len(active), np.flatnonzero(active)
     per_line = np.bincount(line, minlength=L)
     single = bool(np.all(per_line == 1))  # then point first[l] is line l, and sign[first] = 1
@@ -377,18 +381,18 @@ def _packed_rank3(V, line, sign, first, active, tol: float) -> np.ndarray | None
         values = v[rows] @ V.T  # (c, m): each point's side of each vertex
         if single:  # the points on lines i and j take the wedge's sides
             at = np.arange(len(values))
-            values[at, first[I[rows]]] = np.where(wedge_i[rows], 1.0, -1.0)
-            values[at, first[J[rows]]] = np.where(wedge_j[rows], 1.0, -1.0)
+            values[at, first[lo[rows]]] = np.where(wedge_i[rows], 1.0, -1.0)
+            values[at, first[hi[rows]]] = np.where(wedge_j[rows], 1.0, -1.0)
             if np.abs(values).min(initial=np.inf) <= tol:
                 return None  # a third line through a vertex: not in general position
             bits = values > 0
         else:
             zero = np.abs(values) <= tol
-            if np.any(np.count_nonzero(zero, axis=1) != per_line[I[rows]] + per_line[J[rows]]):
+            if np.any(np.count_nonzero(zero, axis=1) != per_line[lo[rows]] + per_line[hi[rows]]):
                 return None
             bits = values > 0
             rz, kz = np.nonzero(zero)
-            side = np.where(line[kz] == I[rows][rz], wedge_i[rows][rz], wedge_j[rows][rz])
+            side = np.where(line[kz] == lo[rows][rz], wedge_i[rows][rz], wedge_j[rows][rz])
             bits[rz, kz] = side == (sign[kz] > 0)
         if len(cols) < n:
             full = np.zeros((len(bits), n), dtype=bool)
