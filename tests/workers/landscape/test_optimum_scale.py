@@ -10,6 +10,7 @@ from scipy.optimize import linprog, nnls
 
 from workers.landscape.convex import global_optimum, solve_program
 from workers.landscape.convex.colgen import Pricer, _rank_head, packed_patterns
+from workers.landscape.convex.polish import polish
 from workers.landscape.convex.working import WorkingProgram, facet_rows
 from workers.landscape.geometry import datasets, patterns
 from workers.landscape.geometry.patterns import (
@@ -197,3 +198,15 @@ def test_rank_head_puts_the_largest_keys_first_in_order(size):
         rest_keys = np.array([key_of[i] for i in order[ranked:]])
         assert np.all(np.diff(head_keys) <= 0)
         assert head_keys.min(initial=np.inf) >= rest_keys.max(initial=-np.inf)
+
+
+def test_polish_takes_the_newton_budget_it_is_given():
+    # The returned network's polish may take more solves than the census's (max_rounds);
+    # with none it cannot settle and says so, with the default it reaches the minimiser.
+    X, y = datasets.teacher(20, 3, 10, 0)
+    opt = global_optimum(X, y, 0.01)
+    cones, signs = opt.support_patterns, opt.support_signs
+    solution = solve_program(X, y, 0.01, cones, signs)
+    found = polish(X, y, 0.01, cones, signs, solution.U, solution.value)
+    assert found is not None and abs(found.value - opt.value) <= 1e-9 * opt.value
+    assert polish(X, y, 0.01, cones, signs, solution.U, solution.value, max_rounds=0) is None
