@@ -288,7 +288,8 @@ def enumerate_patterns(X: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
     x_k . u < 0 for every nonzero row (or X has no nonzero row).
 
     Cost: for L distinct lines of rank r < L, about C(L, r - 1) 2^r candidate
-    rows of length L, processed in chunks; for L = r it is the output size.
+    rows of length L, processed in chunks; for L = r, and for r = 3 with no three
+    lines through one ray, it is the output size.
 
     Args:
         X: (n, d) float64 data, rows x_k.
