@@ -9,12 +9,14 @@ import pytest
 from scipy.optimize import linprog, nnls
 
 from workers.landscape.convex import global_optimum, solve_program
-from workers.landscape.convex.colgen import Pricer, packed_patterns
+from workers.landscape.convex.colgen import Pricer, _rank_head, packed_patterns
+from workers.landscape.convex.polish import polish
 from workers.landscape.convex.working import WorkingProgram, facet_rows
-from workers.landscape.geometry import datasets
+from workers.landscape.geometry import datasets, patterns
 from workers.landscape.geometry.patterns import (
     _chamber_blocks,
     _group_lines,
+    _packed_rank3,
     cover_count,
     enumerate_packed,
     enumerate_patterns,
@@ -131,3 +133,80 @@ def test_uncertified_rounds_are_checked_over_packed_patterns(monkeypatch):
     b = global_optimum(X, y, 0.01, patterns=np.packbits(patterns, axis=1), method="colgen")
     assert a.max_dual_violation > 1e-3  # far from optimal after two rounds
     assert b.max_dual_violation == pytest.approx(a.max_dual_violation, rel=1e-9)
+
+
+def _general(X: np.ndarray) -> np.ndarray:
+    """``enumerate_packed`` by the general method (rays of every pair of lines, chambers
+    deduplicated), bypassing the rank-3 construction."""
+    saved = patterns._packed_rank3
+    patterns._packed_rank3 = lambda *args: None
+    try:
+        return enumerate_packed(X)
+    finally:
+        patterns._packed_rank3 = saved
+
+
+def _rank3_inputs(X: np.ndarray):
+    """The arguments ``enumerate_packed`` passes to ``_packed_rank3`` for rank-3 data."""
+    active = np.linalg.norm(X, axis=1) > 1e-9 * np.linalg.norm(X, axis=1).max()
+    U = X[active] / np.linalg.norm(X[active], axis=1, keepdims=True)
+    _, s, vt = np.linalg.svd(U, full_matrices=False)
+    V = U @ vt[:3].T
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    line, sign = _group_lines(V, 1e-9)
+    return V, line, sign, np.unique(line, return_index=True)[1], active, 1e-9
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_rank3_chambers_are_the_general_methods(seed):
+    # Gaussian points in R^3, with duplicated, antiparallel and zero rows, and the same
+    # points in a 3-d subspace of R^5: the rank-3 construction applies (no three lines
+    # through a ray) and gives the general method's patterns, Cover's count when distinct.
+    rng = np.random.default_rng(seed)
+    plain = rng.standard_normal((60, 3))
+    mixed = plain.copy()
+    mixed[5], mixed[7], mixed[9] = mixed[2], -3.0 * mixed[4], 0.0
+    embedded = mixed @ np.linalg.qr(rng.standard_normal((5, 3)))[0].T
+    for X in (plain, mixed, embedded):
+        assert _packed_rank3(*_rank3_inputs(X)) is not None
+        found = enumerate_packed(X)
+        assert np.array_equal(found, _general(X))
+    assert len(enumerate_packed(plain)) == cover_count(60, 3)
+
+
+def test_rank3_construction_declines_three_lines_through_a_ray():
+    # Rows 9 and 10 of ``degenerate`` lie in the plane of rows 1 and 4: the general method
+    # handles that ray, and enumerate_packed falls back to it.
+    X = degenerate(0)
+    assert _packed_rank3(*_rank3_inputs(X)) is None
+    assert np.array_equal(enumerate_packed(X), _general(X))
+
+
+@pytest.mark.parametrize("size", [50, 5000, 200_000])
+def test_rank_head_puts_the_largest_keys_first_in_order(size):
+    rng = np.random.default_rng(size)
+    keys = np.round(rng.exponential(size=size), 2)  # ties included
+    idx = rng.permutation(10 * size)[:size]
+    first = np.array([10 * size + 1, 10 * size + 2])
+    for head in (1, 100, 8192):
+        order, ranked = _rank_head(first, idx, keys, head)
+        assert sorted(order) == sorted(np.concatenate([first, idx]))
+        assert ranked >= min(head, size + 2)
+        assert np.array_equal(order[:2], first)
+        key_of = dict(zip(idx.tolist(), keys.tolist(), strict=True))
+        head_keys = np.array([key_of[i] for i in order[2:ranked]])
+        rest_keys = np.array([key_of[i] for i in order[ranked:]])
+        assert np.all(np.diff(head_keys) <= 0)
+        assert head_keys.min(initial=np.inf) >= rest_keys.max(initial=-np.inf)
+
+
+def test_polish_takes_the_newton_budget_it_is_given():
+    # The returned network's polish may take more solves than the census's (max_rounds);
+    # with none it cannot settle and says so, with the default it reaches the minimiser.
+    X, y = datasets.teacher(20, 3, 10, 0)
+    opt = global_optimum(X, y, 0.01)
+    cones, signs = opt.support_patterns, opt.support_signs
+    solution = solve_program(X, y, 0.01, cones, signs)
+    found = polish(X, y, 0.01, cones, signs, solution.U, solution.value)
+    assert found is not None and abs(found.value - opt.value) <= 1e-9 * opt.value
+    assert polish(X, y, 0.01, cones, signs, solution.U, solution.value, max_rounds=0) is None

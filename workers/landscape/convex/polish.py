@@ -19,7 +19,8 @@ plus 2 λ sum ||u_i||):
    nonnegative choice (NNLS) releases its most negative least-squares one; a row that falls
    to zero, or stalls Newton below ``STALL_REL`` of the largest, leaves the support; a row
    outside it that fails the dual check of SCIENCE §3 (``||proj_K(-s X^T D r)|| <= 2 λ (1 +
-   DUAL_RTOL)``) comes back from its interior-point value. At most ``MAX_ROUNDS`` solves.
+   DUAL_RTOL)``) comes back from its interior-point value. At most ``MAX_ROUNDS`` solves (the
+   caller may allow more).
    The dual check projects only the rows that upper bounds leave open (:func:`values_above`):
    ``||g||``, and, when the caller knows the values at the interior point's residual
    (``bounds``), those plus the shift of ``X^T D r`` to the polished residual.
@@ -137,6 +138,7 @@ def polish(
     value: float,
     *,
     bounds: np.ndarray | None = None,
+    max_rounds: int = MAX_ROUNDS,
 ) -> Polished | None:
     """Polish an interior-point minimiser of a restricted program (module docstring).
 
@@ -152,6 +154,7 @@ def polish(
             at U's residual (``RestrictedSolution.dual``, inf where unknown). Plus the shift of
             ``X^T D r`` to the polished residual they bound it there too (the projection is
             1-Lipschitz), so rows far below 2 λ skip the projection in the dual check.
+        max_rounds: the most Newton solves per active-set settling (step 3).
 
     Returns:
         Polished, or None when the steps of the module docstring do not reach an accepted
@@ -164,7 +167,7 @@ def polish(
     rows = np.flatnonzero(support(U))
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):
-        settled = _settle(problem, *state)
+        settled = _settle(problem, *state, max_rounds=max_rounds)
         if settled is None:
             return None
         rows, V, faces, gradient_norm = settled
@@ -178,10 +181,12 @@ def polish(
     return None
 
 
-def _settle(problem: _Program, rows: np.ndarray, V: np.ndarray, faces: np.ndarray):
+def _settle(
+    problem: _Program, rows: np.ndarray, V: np.ndarray, faces: np.ndarray, *, max_rounds: int
+):
     """Steps 2-3 on the rows given: (rows, V, faces, gradient norm) at a KKT point of the
     program over them (with ``faces`` the active constraints), or None."""
-    for _ in range(MAX_ROUNDS):
+    for _ in range(max_rounds):
         start, V, gradient_norm, scale = problem.newton(rows, faces, V)
         hit = problem.block(rows, faces, start, V)
         V = V if hit is None else hit  # stop where the first constraint is hit

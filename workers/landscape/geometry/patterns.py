@@ -32,6 +32,10 @@ Enumeration works on the central hyperplane arrangement of the rows:
    ray (|Z| = r - 1) contributes all 2^(r - 1) sign vectors of Z,
    vectorised; a degenerate ray recurses into its local arrangement. The
    union over rays +-rho is every chamber, exactly.
+4. For r = 3 in general position (no three lines through one ray, the case of
+   continuous data) each chamber is built once, without candidates to
+   deduplicate: from the lowest vertex of its region under a generic height
+   on a generic hemisphere (:func:`_packed_rank3`), L (L - 1) + 2 of them.
 
 No linear program is needed for enumeration; :func:`is_feasible` checks a
 single pattern (a cheap witness first, else one scipy HiGHS LP).
@@ -61,6 +65,7 @@ __all__ = [
 _CHUNK_ELEMENTS = 1 << 22  # entries of (rays, lines) arrays materialised per chunk
 _RAY_ELEMENTS = 1 << 18  # (rays, lines) entries per block in _chamber_blocks (fits in cache)
 _KEYS = 3  # keys per chamber in _chamber_blocks
+_GENERIC_MARGIN = 1e-10  # smallest |cosine| of a sign decision in _packed_rank3
 
 
 def _as_data(X: np.ndarray, tol: float) -> np.ndarray:
@@ -283,7 +288,8 @@ def enumerate_patterns(X: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
     x_k . u < 0 for every nonzero row (or X has no nonzero row).
 
     Cost: for L distinct lines of rank r < L, about C(L, r - 1) 2^r candidate
-    rows of length L, processed in chunks; for L = r it is the output size.
+    rows of length L, processed in chunks; for L = r, and for r = 3 with no three
+    lines through one ray, it is the output size.
 
     Args:
         X: (n, d) float64 data, rows x_k.
@@ -313,11 +319,92 @@ def enumerate_packed(X: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
     V /= np.linalg.norm(V, axis=1, keepdims=True)
     line, sign = _group_lines(V, tol)
     first = np.unique(line, return_index=True)[1]
+    if V.shape[1] == 3 and len(first) > 3:
+        found = _packed_rank3(V, line, sign, first, active, tol)
+        if found is not None:
+            return found
     blocks = []
     for states in _chamber_blocks(V[first], tol):
         bits = np.zeros((states.shape[0], n), dtype=bool)
         bits[:, active] = states[:, line] * sign == 1
         blocks.append(np.packbits(bits, axis=1))
+    return _unique_rows(np.concatenate(blocks))
+
+
+def _packed_rank3(V, line, sign, first, active, tol: float) -> np.ndarray | None:
+    """:func:`enumerate_packed` for rank 3 in general position, or None when it is not.
+
+    On the sphere of R^3 the L lines' planes are great circles. Take a generic pole e, the
+    plane {p : e . p = 1} (the open hemisphere e . u > 0, where the circles are affine
+    lines) and a generic height c . p on it (c orthogonal to e). When no three circles meet
+    and no vertex lies on the equator, every region of the plane that is bounded below has
+    exactly one lowest vertex and every vertex is the lowest point of exactly one region,
+    the one between the two upward half-lines from it. A chamber C meets the hemisphere or
+    -C does, so the chambers are those regions' chambers and their negatives (complement
+    patterns), plus the two chambers through +-h (h = e x c) that no region bounded below
+    reaches. No two of these coincide, and there are L (L - 1) + 2 of them (Cover's count):
+    each chamber is built once, with no candidate to deduplicate.
+
+    Returns None, for the general method, when some vertex v of lines i, j has a third
+    line within ``tol`` (|x_k . v| <= tol for a unit point of another line), or when no
+    tried pole and height are generic enough for exact sign decisions.
+    """
+    E = V[first]
+    L = len(E)
+    lo, hi = np.triu_indices(L, 1)
+    cross = np.cross(E[lo], E[hi])
+    norms = np.linalg.norm(cross, axis=1)
+    if norms.min() <= tol:
+        return None
+    v = cross / norms[:, None]
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        e, c = np.linalg.qr(rng.standard_normal((3, 2)))[0].T
+        h = np.cross(e, c)
+        t = np.cross(E, e)
+        t /= np.linalg.norm(t, axis=1, keepdims=True)
+        tc, ve, vh = t @ c, v @ e, V @ h
+        if min(np.abs(tc).min(), np.abs(ve).min(), np.abs(vh).min()) > _GENERIC_MARGIN:
+            break
+    else:
+        return None
+    v *= np.sign(ve)[:, None]
+    t *= np.sign(tc)[:, None]
+    wedge_i = np.einsum("pd,pd->p", E[lo], t[hi]) > 0  # line i's side of the upward wedge
+    wedge_j = np.einsum("pd,pd->p", E[hi], t[lo]) > 0
+    n, cols = len(active), np.flatnonzero(active)
+    per_line = np.bincount(line, minlength=L)
+    single = bool(np.all(per_line == 1))  # then point first[l] is line l, and sign[first] = 1
+    step = max(1, _CHUNK_ELEMENTS // (4 * len(V)))
+    blocks = []
+    for start in range(0, len(v), step):
+        rows = slice(start, start + step)
+        values = v[rows] @ V.T  # (c, m): each point's side of each vertex
+        if single:  # the points on lines i and j take the wedge's sides
+            at = np.arange(len(values))
+            values[at, first[lo[rows]]] = np.where(wedge_i[rows], 1.0, -1.0)
+            values[at, first[hi[rows]]] = np.where(wedge_j[rows], 1.0, -1.0)
+            if np.abs(values).min(initial=np.inf) <= tol:
+                return None  # a third line through a vertex: not in general position
+            bits = values > 0
+        else:
+            zero = np.abs(values) <= tol
+            if np.any(np.count_nonzero(zero, axis=1) != per_line[lo[rows]] + per_line[hi[rows]]):
+                return None
+            bits = values > 0
+            rz, kz = np.nonzero(zero)
+            side = np.where(line[kz] == lo[rows][rz], wedge_i[rows][rz], wedge_j[rows][rz])
+            bits[rz, kz] = side == (sign[kz] > 0)
+        if len(cols) < n:
+            full = np.zeros((len(bits), n), dtype=bool)
+            full[:, cols] = bits
+            bits = full
+        blocks.append(np.packbits(bits, axis=1))
+        bits[:, cols] = ~bits[:, cols]
+        blocks.append(np.packbits(bits, axis=1))
+    ends = np.zeros((2, n), dtype=bool)
+    ends[0, cols], ends[1, cols] = vh > 0, vh < 0
+    blocks.append(np.packbits(ends, axis=1))
     return _unique_rows(np.concatenate(blocks))
 
 
