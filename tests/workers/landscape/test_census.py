@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from workers.landscape import census, convex
+from workers.landscape.census.sampling import distinct_keyed
 from workers.landscape.census.screen import GlobalScreen
 from workers.landscape.convex import columns as census_columns
 from workers.landscape.convex.columns import ColumnSolver
@@ -164,6 +165,25 @@ def test_samplers_give_patterns_of_the_data(teacher48):
     assert {row.tobytes() for row in cones} <= known
     unique, _ = distinct_cones(cones, np.ones(30, dtype=np.int8))
     assert len(unique) == len({row.tobytes() for row in cones})
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 3), (40, 6), (640, 6), (300, 13), (50, 70)])
+def test_distinct_keyed_is_distinct_cones_with_their_keys(m, n):
+    """One pass of the census against the two calls it replaces, and against a plain set
+    of (pattern, sign) rows (independent), in the keys' order."""
+    rng = np.random.default_rng(m + n)
+    pool = rng.random((max(2, m // 4), n)) < 0.5  # repeats are likely
+    patterns = pool[rng.integers(0, len(pool), m)]
+    signs = np.where(rng.random(m) < 0.5, 1, -1).astype(np.int8)
+    cones, kept, keys = distinct_keyed(patterns, signs)
+    expected, expected_signs = distinct_cones(patterns, signs)
+    np.testing.assert_array_equal(cones, expected)
+    np.testing.assert_array_equal(kept, expected_signs)
+    assert kept.dtype == np.int8 and cones.dtype == bool
+    assert list(keys) == list(cone_keys(expected, expected_signs))
+    rows = {(p.tobytes(), int(s)) for p, s in zip(patterns, signs, strict=True)}
+    assert {(p.tobytes(), int(s)) for p, s in zip(cones, kept, strict=True)} == rows
+    assert list(keys) == sorted(keys)
 
 
 def test_thresholds_interpolate_in_log_width():

@@ -246,8 +246,32 @@ def _dual_active_set(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray
     return values, exact, settled
 
 
+def project(A: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``proj_K(g)`` for one cone K = {u : A u >= 0}, by scipy's NNLS.
+
+    Moreau's decomposition: ``proj_K(g) = g + A^T mu`` with ``mu >= 0`` minimising
+    ``||g + A^T mu||`` (module docstring). Zero rows give no constraint and are dropped.
+
+    Args:
+        A: (n, d) float64 constraint rows (zero rows are allowed).
+        g: (d,) float64.
+
+    Returns:
+        (d,) float64, a new array.
+    """
+    return _project(A[np.any(A != 0.0, axis=1)], g)
+
+
+def _project(A: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """:func:`project` with the zero rows of A already dropped."""
+    if len(A) == 0:
+        return np.array(g, dtype=np.float64)
+    mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
+    return g + A.T @ mu
+
+
 def project_norm(A: np.ndarray, g: np.ndarray) -> float:
-    """|| proj_K(g) || for one cone K = {u : A u >= 0}, by scipy's NNLS.
+    """|| proj_K(g) || for one cone K = {u : A u >= 0} (:func:`project`).
 
     Args:
         A: (n, d) float64 constraint rows (zero rows are allowed).
@@ -256,11 +280,31 @@ def project_norm(A: np.ndarray, g: np.ndarray) -> float:
     Returns:
         The norm of the projection.
     """
-    A = A[np.any(A != 0.0, axis=1)]
-    if len(A) == 0:
-        return float(np.linalg.norm(g))
-    mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
-    return float(np.linalg.norm(g + A.T @ mu))
+    return float(np.linalg.norm(project(A, g)))
+
+
+def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(c, d) ``proj_K(G[i])`` for the cones ``K = {u : (orient[i] * X) u >= 0}``.
+
+    :func:`project` for many cones: a vector already in its cone (checked in one product) is
+    its own projection, the others take one NNLS each. For a handful of cones this is
+    cheaper than the batched stages of :func:`cone_values` (their per-step overhead).
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        G: (c, d) float64 vectors to project.
+
+    Returns:
+        (c, d) float64, a new array.
+    """
+    P = np.array(G, dtype=np.float64)
+    nonzero = np.any(X != 0.0, axis=1)
+    X = X[nonzero]
+    orient = orient[:, nonzero]
+    for i in np.flatnonzero(np.any(orient * (P @ X.T) < 0.0, axis=1)):
+        P[i] = _project(orient[i][:, None] * X, P[i])
+    return P
 
 
 def dual_violations(
