@@ -86,9 +86,10 @@ def distinct_keyed(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``patterns.distinct_cones`` and the ``cone_keys`` of what it returns, in one pass.
 
-    The packed bits of each signed cone (its key) are sorted as fixed-width byte strings
-    (a void view), which orders them as the keys compare, without a Python object per
-    drawn cone: at width 640 about 3x less than the two calls.
+    The packed bits of each signed cone (its key) are sorted as one big-endian integer
+    (n < 64) or as fixed-width byte strings (a void view), which orders them as the keys
+    compare, without a Python object per drawn cone: at width 640 about 3x less than the
+    two calls.
 
     Args:
         patterns: (m, n) bool.
@@ -102,7 +103,12 @@ def distinct_keyed(
     signs = np.asarray(signs, dtype=np.int8)
     packed = np.packbits(np.concatenate([patterns, (signs > 0)[:, None]], axis=1), axis=1)
     width = packed.shape[1]
-    rows = np.ascontiguousarray(packed).view(np.dtype((np.void, width))).reshape(-1)
+    if width <= 8:  # n < 64: one big-endian integer per key, ordered as the bytes are
+        padded = np.zeros((len(packed), 8), dtype=np.uint8)
+        padded[:, :width] = packed
+        rows: np.ndarray = padded.view(">u8").reshape(-1).astype(np.uint64)
+    else:
+        rows = np.ascontiguousarray(packed).view(np.dtype((np.void, width))).reshape(-1)
     _, first = np.unique(rows, return_index=True)
     buffer = packed[first].tobytes()
     keys = np.empty(len(first), dtype=object)

@@ -72,6 +72,29 @@ def cone_values(
     return values, exact
 
 
+def few_cone_values(X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: float) -> np.ndarray:
+    """:func:`cone_values` with a ``floor``, for a handful of cones.
+
+    The half-space step's norm (stage 1, vectorised) bounds each value from above; the
+    cones it leaves above the floor are projected one by one (:func:`projections`), which on
+    a few cones costs less than the batched stages 2-3 (their per-step overhead).
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        g: (c, d) float64 vectors to project.
+        floor: values above it are exact; the others are upper bounds at most ``floor``.
+
+    Returns:
+        (c,) float64.
+    """
+    values = _halfspace_step(X, orient, g, orient * (g @ X.T))[0]
+    open_ = np.flatnonzero(values > floor)
+    if len(open_):
+        values[open_] = np.linalg.norm(projections(X, orient[open_], g[open_]), axis=1)
+    return values
+
+
 def signed_values(
     X: np.ndarray, patterns: np.ndarray, G: np.ndarray, floor: float | None
 ) -> np.ndarray:

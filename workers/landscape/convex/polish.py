@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .certificate import cone_values, projections
+from .certificate import cone_values, few_cone_values
 from .newton import FaceObjective, null_space
 
 __all__ = [
@@ -99,7 +99,7 @@ def values_above(
     if len(open_) >= BATCH_MIN:
         values[open_] = cone_values(X, orient[open_], g[open_], floor=floor)[0]
     elif len(open_):
-        values[open_] = np.linalg.norm(projections(X, orient[open_], g[open_]), axis=1)
+        values[open_] = few_cone_values(X, orient[open_], g[open_], floor)
     return values
 
 
