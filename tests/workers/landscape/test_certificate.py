@@ -8,6 +8,7 @@ from tests.workers.landscape.reference import projection_norms as reference_valu
 from workers.landscape.convex.certificate import (
     cone_values,
     dual_violations,
+    few_cone_values,
     project_norm,
     projections,
 )
@@ -99,3 +100,25 @@ def test_projections_onto_an_orthant():
     G = np.array([[1.0, -2.0, 3.0], [-1.0, -1.0, -1.0], [0.5, 0.5, 0.5]])
     P = projections(X, np.ones((3, 3)), G)
     np.testing.assert_allclose(P, np.maximum(G, 0.0), atol=1e-15)
+
+
+@pytest.mark.parametrize(("n", "d"), [(6, 10), (12, 3), (30, 4)])
+def test_few_cone_values_are_exact_above_the_floor_and_bounds_below(n, d):
+    """Against one NNLS per signed cone (reference.py): exact above the floor; below it,
+    upper bounds that stay at most the floor."""
+    rng = np.random.default_rng(n + d)
+    X = rng.standard_normal((n, d)) if n <= d else degenerate(rng, n, d)
+    r = rng.standard_normal(n)
+    patterns = random_patterns(X, 40, rng)
+    expected = reference_values(X, r, patterns)  # (P, 2)
+    orient = np.where(np.repeat(patterns, 2, axis=0), 1.0, -1.0)
+    sign = np.tile([1.0, -1.0], len(patterns))
+    g = -sign[:, None] * (np.repeat(patterns, 2, axis=0) * r) @ X
+    want = expected.reshape(-1)
+    for floor in np.quantile(want[want > 1e-6 * want.max()], [0.2, 0.5, 0.8]):
+        got = few_cone_values(X, orient, g, float(floor))
+        above = want > floor * (1 + 1e-9)  # clear of rounding on either side
+        below = want < floor * (1 - 1e-9)
+        np.testing.assert_allclose(got[above], want[above], rtol=1e-9, atol=1e-12)
+        assert np.all(got[below] <= floor) and np.all(got >= want - 1e-9)
+        assert 0 < above.sum() < len(want)
