@@ -70,6 +70,23 @@ def test_restricted_values_all_cones_and_random_subsets(teacher48):
         assert solver.solve(cones[subset], signs[subset]).value >= optimum.value - 1e-9
 
 
+def test_solvers_of_one_shape_share_a_layout_not_their_data(teacher48):
+    """Two solvers of the same (n, rank X, k) reuse one cached layout; each keeps its own y,
+    λ and values (interleaved solves against CVXPY's, independent)."""
+    X, y, patterns, _ = teacher48
+    other_y, other_lam = -0.5 * y + 0.1, 3 * LAM
+    first = RestrictedSolver(X, y, LAM, tol=1e-10)
+    second = RestrictedSolver(X, other_y, other_lam, tol=1e-10)
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        picks = rng.choice(len(patterns), size=5, replace=False)
+        cones, signs = patterns[picks], np.where(rng.random(5) < 0.5, 1, -1).astype(np.int8)
+        for solver, labels, lam in ((first, y, LAM), (second, other_y, other_lam)):
+            want = convex.solve_program(X, labels, lam, cones, signs).value
+            assert solver.solve(cones, signs).value == pytest.approx(want, rel=1e-7, abs=1e-9)
+    assert first._structure[5][1] is second._structure[5][1]  # one P for the shape
+
+
 def test_column_generation_matches_the_full_restricted_program():
     """Solving on a working subset and adding dual violators reaches the full set's value."""
     rng = np.random.default_rng(2)
