@@ -114,3 +114,13 @@ def test_closed_form_box_least_squares_matches_bvls(kinks):
         got = stationarity._min_block_norm_sq(base, directions)
         scale = float(base @ base) + float(np.sum(directions * directions))
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-13 * scale)
+
+
+def test_two_nearly_parallel_kinks_keep_a_zero_residual():
+    """An ill-conditioned pair whose box holds an exact zero: the closed form must find
+    about 0 (rounding), as BVLS does."""
+    v = np.array([1.0, 0.0, 0.0])
+    w = np.array([1.0, 1e-7, 0.0])
+    base = -(0.3 * v + 0.6 * w)
+    got = stationarity._min_block_norm_sq(base, np.stack([v, w]))
+    assert got <= 1e-28

@@ -78,9 +78,10 @@ def values_above(
     Entries at or below ``floor`` may be upper bounds (still <= floor). ``||g||`` bounds the
     value from above, and so does ``bound`` when given (e.g. a known value at a nearby vector
     plus the distance to it: the projection is 1-Lipschitz); cones that either puts at or
-    below ``floor`` are not projected. The few others are projected one by one
-    (``certificate.projections``: on a handful of cones a batched active set costs several
-    times more in per-call overhead), many at once by ``certificate.cone_values``.
+    below ``floor`` are not projected. A few others get up to three half-space steps (upper
+    bounds) and then one NNLS each (``certificate.few_cone_values``: on a handful of cones a
+    batched active set costs several times more in per-call overhead), many go at once
+    through ``certificate.cone_values``.
 
     Args:
         X: (n, d) float64 data.

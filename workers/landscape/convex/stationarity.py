@@ -206,7 +206,8 @@ def _min_box_norm_sq_small(base: np.ndarray, directions: np.ndarray) -> float:
     the clipped unconstrained one. With two, the box's minimiser is the unconstrained one
     when that lies in the box; otherwise it lies on an edge (a line of minimisers that
     crosses the box also crosses its boundary), where one theta is 0 or 1 and the other is
-    the clipped minimiser along it. The smallest value over these candidates is the minimum.
+    the clipped minimiser along it. Every candidate is feasible, so the smallest value over
+    them is the minimum.
     """
 
     def along(rest: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -219,12 +220,9 @@ def _min_box_norm_sq_small(base: np.ndarray, directions: np.ndarray) -> float:
         return float(rest @ rest)
     v, w = directions
     candidates = [along(base + fixed * a, b) for a, b in ((v, w), (w, v)) for fixed in (0.0, 1.0)]
-    gram = directions @ directions.T
-    det = gram[0, 0] * gram[1, 1] - gram[0, 1] * gram[1, 0]
-    if det > 1e-12 * gram[0, 0] * gram[1, 1]:
-        theta = np.linalg.solve(gram, -(directions @ base))
-        if np.all((theta >= 0.0) & (theta <= 1.0)):
-            candidates.append(base + directions.T @ theta)
+    theta = np.linalg.lstsq(directions.T, -base, rcond=None)[0]  # backward stable
+    if np.all((theta >= 0.0) & (theta <= 1.0)):
+        candidates.append(base + directions.T @ theta)
     return min(float(rest @ rest) for rest in candidates)
 
 
