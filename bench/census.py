@@ -44,7 +44,7 @@ E2E_SPEC = {
 #: label -> (file name suffix or "" for any, function name); cumulative seconds are reported.
 STAGES = {
     "sampling": ("census/sampling.py", "sample_cones"),
-    "dedupe + keys": ("geometry/patterns.py", "distinct_cones"),
+    "dedupe + keys": ("census/sampling.py", "distinct_keyed"),
     "screening": ("census/screen.py", "holds_global"),
     "restricted solve (total)": ("convex/columns.py", "solve"),
     "  first working set": ("convex/columns.py", "_first_set"),
@@ -56,6 +56,7 @@ STAGES = {
     "  polish": ("convex/polish.py", "polish"),
     "    its dual check": ("convex/polish.py", "dual_violator"),
     "  stationarity QP": ("stationarity.py", "clarke_stationarity"),
+    "birth test (spurious)": ("stationarity.py", "birth_test"),
 }
 
 
