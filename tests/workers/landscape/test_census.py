@@ -9,6 +9,7 @@ from workers.landscape import census, convex
 from workers.landscape.census.sampling import distinct_keyed
 from workers.landscape.census.screen import GlobalScreen
 from workers.landscape.convex import columns as census_columns
+from workers.landscape.convex import restricted
 from workers.landscape.convex.columns import ColumnSolver
 from workers.landscape.convex.restricted import RestrictedSolver
 from workers.landscape.geometry import datasets
@@ -85,6 +86,12 @@ def test_solvers_of_one_shape_share_a_layout_not_their_data(teacher48):
             want = convex.solve_program(X, labels, lam, cones, signs).value
             assert solver.solve(cones, signs).value == pytest.approx(want, rel=1e-7, abs=1e-9)
     assert first._structure[5][1] is second._structure[5][1]  # one P for the shape
+    # A large layout (teacher (70, 4) at width 1000 has 565,000 entries) is not kept.
+    n, r = first.XQ.shape
+    size = restricted.SHARED_LAYOUT_ENTRIES // (r * (2 * n + 1)) + 1
+    before = restricted._shared_layout.cache_info().currsize
+    first._build_structure(size)
+    assert restricted._shared_layout.cache_info().currsize == before
 
 
 def test_column_generation_matches_the_full_restricted_program():

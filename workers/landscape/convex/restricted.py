@@ -306,10 +306,13 @@ class RestrictedSolver:
         """A (values to fill in), P, q, b and cones of :meth:`_matrices` for k signed cones.
 
         The parts that depend on (n, r, k) only (A's sparsity, P, the cones) come from
-        :func:`_layout`, shared by every solver of that shape; q and b hold λ and y.
+        :func:`_layout`, shared by every solver of that shape while small (up to
+        ``SHARED_LAYOUT_ENTRIES`` entries of A; teacher (70, 4) at width 1000 has 565,000);
+        q and b hold λ and y.
         """
         n, r = self.XQ.shape
-        indices, indptr, P, cones = _layout(n, r, k)
+        small = k * r * (2 * n + 1) <= SHARED_LAYOUT_ENTRIES
+        indices, indptr, P, cones = (_shared_layout if small else _layout)(n, r, k)
         q = np.zeros(P.shape[0])
         q[n + np.arange(k) * (r + 1)] = 2.0 * self.weight_decay
         b = np.zeros(n + k * n + k * (r + 1))
@@ -319,7 +322,6 @@ class RestrictedSolver:
         return A, P, q, b, cones
 
 
-@functools.lru_cache(maxsize=256)
 def _layout(n: int, r: int, k: int):
     """(indices, indptr) of A, and P and the cones, of :meth:`RestrictedSolver._matrices`
     for n points, rank r and k signed cones (callers copy what they might modify)."""
@@ -344,3 +346,9 @@ def _layout(n: int, r: int, k: int):
     cones = [clarabel.ZeroConeT(n), clarabel.NonnegativeConeT(k * n)]
     cones += [clarabel.SecondOrderConeT(block)] * k
     return indices, indptr, P, cones
+
+
+#: Layouts up to this many entries of A are kept for every solver of their shape (at most
+#: 256 of them, at most about 45 MB), by :func:`_shared_layout`.
+SHARED_LAYOUT_ENTRIES = 20_000
+_shared_layout = functools.lru_cache(maxsize=256)(_layout)
