@@ -28,6 +28,10 @@ for the cones the earlier ones left open:
    1e-11 relative; then ||v|| is the value.
 4. The few cones still open (about 1-2 % in tests) are solved one by one by
    scipy's NNLS.
+
+For a handful of cones (the census's dual checks) :func:`few_cone_values` runs stage 1
+a few times and then the NNLS. :func:`project` and :func:`projections` give the projected
+vectors themselves (one NNLS each; the census's screen keeps them as its atoms).
 """
 
 from __future__ import annotations
