@@ -6,9 +6,10 @@ Both paths certify the same cones (teacher n=6, d=10, weight_decay 0.01, widths 
 - straightforward: for every cone, ``convex.solve_program`` (CVXPY build + Clarabel solve)
   followed by the same ``census.classify``.
 
-Prints cones per second for each (median of interleaved repeats), their ratio, verdict
-agreement, and where the service path
-spends its time (cProfile, cumulative seconds per stage).
+Prints cones per second for each (median of interleaved repeats), their ratio, the ratio of
+their CPU seconds (``time.process_time``: on a machine shared with other work the wall times
+of single repeats scatter widely, CPU seconds less), verdict agreement, and where the service
+path spends its time (cProfile, cumulative seconds per stage).
 
 Run: ``.venv/bin/python bench/census.py [--samples 20] [--repeats 3]``
 
@@ -44,7 +45,7 @@ E2E_SPEC = {
 #: label -> (file name suffix or "" for any, function name); cumulative seconds are reported.
 STAGES = {
     "sampling": ("census/sampling.py", "sample_cones"),
-    "dedupe + keys": ("geometry/patterns.py", "distinct_cones"),
+    "dedupe + keys": ("census/sampling.py", "distinct_keyed"),
     "screening": ("census/screen.py", "holds_global"),
     "restricted solve (total)": ("convex/columns.py", "solve"),
     "  first working set": ("convex/columns.py", "_first_set"),
@@ -56,6 +57,7 @@ STAGES = {
     "  polish": ("convex/polish.py", "polish"),
     "    its dual check": ("convex/polish.py", "dual_violator"),
     "  stationarity QP": ("stationarity.py", "clarke_stationarity"),
+    "birth test (spurious)": ("stationarity.py", "birth_test"),
 }
 
 
@@ -129,14 +131,16 @@ def main() -> None:
     # machine one run of the fast path is a fraction of a second, so a single timing is noisy.
     # Warm both paths up (first solver calls) on one sample per width, untimed.
     baseline(X, y, lam, optimum, service(X, y, lam, optimum, patterns, 1))
-    fast_times, slow_times = [], []
+    fast_times, slow_times, fast_cpu, slow_cpu = [], [], [], []
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         records = service(X, y, lam, optimum, patterns, args.samples)
         fast_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        fast_cpu.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
         verdicts = baseline(X, y, lam, optimum, records)
         slow_times.append(time.perf_counter() - start)
+        slow_cpu.append(time.process_time() - cpu)
 
     print(f"\n{'width':>6} {'cones':>6} {'screened':>9} {'p_global':>9} {'agree':>6}")
     for width in WIDTHS:
@@ -157,6 +161,12 @@ def main() -> None:
         f"{min(slow_times) / min(fast_times):.1f}x"
     )
     print(f"per repeat: {', '.join(f'{x:.1f}' for x in per_repeat)}")
+    cpu_fast, cpu_slow = statistics.median(fast_cpu), statistics.median(slow_cpu)
+    print(
+        f"CPU seconds (process_time, less disturbed by other load): service {cpu_fast:.3f}, "
+        f"straightforward {cpu_slow:.3f}, ratio of medians {cpu_slow / cpu_fast:.1f}x, "
+        f"of minima {min(slow_cpu) / min(fast_cpu):.1f}x"
+    )
     print(
         f"verdicts identical: {all(r.verdict == v for r, v in zip(records, verdicts, strict=True))}"
     )

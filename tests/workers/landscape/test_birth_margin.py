@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import nnls
 
 from tests.workers.landscape.reference import projection_norms
 from workers.landscape import census, convex, training
@@ -41,6 +42,28 @@ def test_the_largest_cone_value_is_the_largest_projection(monkeypatch, block):
             want = projection_norms(X, r, patterns).max()
             assert largest_cone_value(X, r, patterns) == pytest.approx(want, rel=1e-10)
             assert want == pytest.approx(dual_violations(X, r, patterns).max(), rel=1e-10)
+            # Witnesses only raise the starting floor: random ones, ones on a face of their
+            # cone (x_0 . w = 0), and the maximiser's own direction (the floor is the answer).
+            W = rng.standard_normal((4, X.shape[1]))
+            W[1] -= (W[1] @ X[0]) / (X[0] @ X[0]) * X[0]
+            W[2] = 0.0
+            got = largest_cone_value(X, r, patterns, witnesses=W)
+            assert got == pytest.approx(want, rel=1e-10)
+            best = _maximiser(X, r, patterns)
+            assert largest_cone_value(X, r, patterns, witnesses=best) == pytest.approx(
+                want, rel=1e-10
+            )
+
+
+def _maximiser(X, r, patterns) -> np.ndarray:
+    """(1, d) the projection of the signed cone with the largest value (reference NNLS)."""
+    values = projection_norms(X, r, patterns)
+    i, col = np.unravel_index(np.argmax(values), values.shape)
+    D, s = patterns[i], (1.0, -1.0)[col]
+    A = np.where(D, 1.0, -1.0)[:, None] * X
+    g = -s * X.T @ (D * r)
+    mu, _ = nnls(A.T, -g, maxiter=1000)
+    return (g + A.T @ mu)[None, :]
 
 
 def test_which_networks_have_a_neuron_free_to_grow():

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from workers.landscape import census, convex
+from workers.landscape.census.sampling import distinct_keyed
 from workers.landscape.census.screen import GlobalScreen
 from workers.landscape.convex import columns as census_columns
+from workers.landscape.convex import restricted
 from workers.landscape.convex.columns import ColumnSolver
 from workers.landscape.convex.restricted import RestrictedSolver
 from workers.landscape.geometry import datasets
@@ -67,6 +69,29 @@ def test_restricted_values_all_cones_and_random_subsets(teacher48):
     for _ in range(15):
         subset = rng.choice(len(signs), size=rng.integers(1, 20), replace=False)
         assert solver.solve(cones[subset], signs[subset]).value >= optimum.value - 1e-9
+
+
+def test_solvers_of_one_shape_share_a_layout_not_their_data(teacher48):
+    """Two solvers of the same (n, rank X, k) reuse one cached layout; each keeps its own y,
+    λ and values (interleaved solves against CVXPY's, independent)."""
+    X, y, patterns, _ = teacher48
+    other_y, other_lam = -0.5 * y + 0.1, 3 * LAM
+    first = RestrictedSolver(X, y, LAM, tol=1e-10)
+    second = RestrictedSolver(X, other_y, other_lam, tol=1e-10)
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        picks = rng.choice(len(patterns), size=5, replace=False)
+        cones, signs = patterns[picks], np.where(rng.random(5) < 0.5, 1, -1).astype(np.int8)
+        for solver, labels, lam in ((first, y, LAM), (second, other_y, other_lam)):
+            want = convex.solve_program(X, labels, lam, cones, signs).value
+            assert solver.solve(cones, signs).value == pytest.approx(want, rel=1e-7, abs=1e-9)
+    assert first._structure[5][1] is second._structure[5][1]  # one P for the shape
+    # A large layout (teacher (70, 4) at width 1000 has 565,000 entries) is not kept.
+    n, r = first.XQ.shape
+    size = restricted.SHARED_LAYOUT_ENTRIES // (r * (2 * n + 1)) + 1
+    before = restricted._shared_layout.cache_info().currsize
+    first._build_structure(size)
+    assert restricted._shared_layout.cache_info().currsize == before
 
 
 def test_column_generation_matches_the_full_restricted_program():
@@ -164,6 +189,25 @@ def test_samplers_give_patterns_of_the_data(teacher48):
     assert {row.tobytes() for row in cones} <= known
     unique, _ = distinct_cones(cones, np.ones(30, dtype=np.int8))
     assert len(unique) == len({row.tobytes() for row in cones})
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 3), (40, 6), (640, 6), (300, 13), (50, 70)])
+def test_distinct_keyed_is_distinct_cones_with_their_keys(m, n):
+    """One pass of the census against the two calls it replaces, and against a plain set
+    of (pattern, sign) rows (independent), in the keys' order."""
+    rng = np.random.default_rng(m + n)
+    pool = rng.random((max(2, m // 4), n)) < 0.5  # repeats are likely
+    patterns = pool[rng.integers(0, len(pool), m)]
+    signs = np.where(rng.random(m) < 0.5, 1, -1).astype(np.int8)
+    cones, kept, keys = distinct_keyed(patterns, signs)
+    expected, expected_signs = distinct_cones(patterns, signs)
+    np.testing.assert_array_equal(cones, expected)
+    np.testing.assert_array_equal(kept, expected_signs)
+    assert kept.dtype == np.int8 and cones.dtype == bool
+    assert list(keys) == list(cone_keys(expected, expected_signs))
+    rows = {(p.tobytes(), int(s)) for p, s in zip(patterns, signs, strict=True)}
+    assert {(p.tobytes(), int(s)) for p, s in zip(cones, kept, strict=True)} == rows
+    assert list(keys) == sorted(keys)
 
 
 def test_thresholds_interpolate_in_log_width():

@@ -7,6 +7,7 @@ from scipy.optimize import minimize
 
 from workers.landscape import convex
 from workers.landscape.convex import classify as census_classify
+from workers.landscape.convex import newton
 from workers.landscape.convex.certificate import cone_values, gap_bound
 from workers.landscape.convex.classify import (
     FALLBACK_KINK_REL,
@@ -270,3 +271,21 @@ def test_classify_falls_back_to_the_interior_point(monkeypatch):
         if fallback.residual > STATIONARITY_TOL:  # only the loose fallback tolerance accepts it
             return
     pytest.fail("no unpolished spurious point above the tight tolerance")
+
+
+def test_cached_bases_and_pseudo_inverses_are_the_plain_ones():
+    """The polish's null spaces and the classification's pseudo-inverses are cached by the
+    bytes of their rows: same projectors as scipy's null_space / numpy's pinv computed
+    afresh, read-only, and a repeat is a cache hit."""
+    rng = np.random.default_rng(11)
+    for rows in (rng.standard_normal((2, 5)), np.vstack([np.ones(4), np.ones(4)])):
+        for complement in (False, True):
+            got = newton.null_space(rows, complement=complement)
+            want = null_space(rows) if not complement else null_space(null_space(rows).T)
+            np.testing.assert_allclose(got @ got.T, want @ want.T, atol=1e-12)
+            assert not got.flags.writeable
+            assert newton.null_space(rows.copy(), complement=complement) is got
+        inverse = census_classify._pinv(rows.shape, rows.tobytes())
+        np.testing.assert_array_equal(inverse, np.linalg.pinv(rows))
+        assert not inverse.flags.writeable
+    assert newton.null_space(np.zeros((0, 3))).shape == (3, 3)

@@ -7,10 +7,9 @@ import pytest
 
 from workers.landscape import census, convex
 from workers.landscape.census import certify
-from workers.landscape.census.screen import projections
 from workers.landscape.convex import columns as census_columns
 from workers.landscape.convex import polish as census_polish
-from workers.landscape.convex.certificate import project_norm
+from workers.landscape.convex.certificate import project_norm, projections
 from workers.landscape.convex.columns import ColumnSolver
 from workers.landscape.convex.restricted import RestrictedSolver
 from workers.landscape.geometry import datasets

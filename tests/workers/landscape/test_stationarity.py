@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from scipy.optimize import lsq_linear
 
 from workers.landscape import convex
+from workers.landscape.convex import stationarity
 from workers.landscape.convex.stationarity import clarke_stationarity, merge_neurons
 from workers.landscape.geometry import datasets, network
 from workers.landscape.geometry.patterns import enumerate_patterns
@@ -89,3 +91,36 @@ def test_spurious_points_are_stationary_and_perturbed_ones_are_not():
         moved = clarke_stationarity(X, y, W2, a2, LAM)
         assert not moved.stationary
         assert moved.residual == pytest.approx(fd_gradient_norm(X, y, W2, a2, LAM), rel=1e-4)
+
+
+@pytest.mark.parametrize("kinks", [1, 2])
+def test_closed_form_box_least_squares_matches_bvls(kinks):
+    """One or two kinks are solved in closed form; against scipy's BVLS (independent), on
+    random, collinear, zero and already-in-box directions."""
+    rng = np.random.default_rng(kinks)
+    for trial in range(300):
+        d = int(rng.integers(2, 6))
+        directions = rng.standard_normal((kinks, d)) * rng.choice([0.1, 1.0, 10.0])
+        base = rng.standard_normal(d)
+        if trial % 5 == 1 and kinks == 2:
+            directions[1] = -2.5 * directions[0]  # collinear, a line of minimisers
+        if trial % 5 == 2:
+            directions[0] = 0.0  # a kink whose direction vanishes (r_k = 0)
+        if trial % 5 == 3:
+            base = -directions.T @ rng.uniform(0.1, 0.9, kinks)  # the minimum 0 is inside
+        fit = lsq_linear(directions.T, -base, bounds=(0.0, 1.0), method="bvls", tol=1e-14)
+        rest = base + directions.T @ fit.x
+        expected = float(rest @ rest)
+        got = stationarity._min_block_norm_sq(base, directions)
+        scale = float(base @ base) + float(np.sum(directions * directions))
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-13 * scale)
+
+
+def test_two_nearly_parallel_kinks_keep_a_zero_residual():
+    """An ill-conditioned pair whose box holds an exact zero: the closed form must find
+    about 0 (rounding), as BVLS does."""
+    v = np.array([1.0, 0.0, 0.0])
+    w = np.array([1.0, 1e-7, 0.0])
+    base = -(0.3 * v + 0.6 * w)
+    got = stationarity._min_block_norm_sq(base, np.stack([v, w]))
+    assert got <= 1e-28

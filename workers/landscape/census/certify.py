@@ -67,10 +67,10 @@ from ..convex.classify import STATIONARITY_TOL, Classification, classify
 from ..convex.columns import ColumnSolver
 from ..convex.restricted import RestrictedSolver
 from ..convex.stationarity import birth_test
-from ..geometry.patterns import cone_keys, distinct_cones
+from ..geometry.patterns import cone_keys
 from ..geometry.scaling import RELATIVE_TOLERANCE, Scaling, loss_tolerance
 from .records import VERDICTS, ConeRecord, summarize, thresholds
-from .sampling import SAMPLINGS, sample_cones
+from .sampling import SAMPLINGS, distinct_keyed, sample_cones
 from .screen import GlobalScreen
 
 __all__ = [
@@ -180,7 +180,9 @@ def certify_samples(
     clock.lap("setup")
     for done, sample in enumerate(samples, start=1):
         rng = np.random.default_rng([seed, width, sample])
-        cones, signs = distinct_cones(*sample_cones(X, width, sampling, rng, patterns=patterns))
+        cones, signs, keys = distinct_keyed(
+            *sample_cones(X, width, sampling, rng, patterns=patterns)
+        )
         header: dict[str, Any] = {
             "width": width,
             "sample": int(sample),
@@ -188,7 +190,6 @@ def certify_samples(
             "signs": signs,
             "covered": len(signs) / num_signed_cones,
         }
-        keys = cone_keys(cones, signs)
         clock.lap("sample")
         held = screen.holds_global(cones, signs, keys)
         clock.lap("screen")

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..geometry.patterns import is_feasible
 
-__all__ = ["SAMPLINGS", "sample_cones"]
+__all__ = ["SAMPLINGS", "distinct_keyed", "sample_cones"]
 
 SAMPLINGS = ("uniform", "random_vector", "rejection")
 
@@ -79,3 +79,38 @@ def _rejection(X: np.ndarray, m: int, rng: np.random.Generator, max_draws: int) 
             if count == m:
                 return kept
     raise ValueError(f"rejection sampling kept {count} of {m} patterns in {max_draws} draws")
+
+
+def distinct_keyed(
+    patterns: np.ndarray, signs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``patterns.distinct_cones`` and the ``cone_keys`` of what it returns, in one pass.
+
+    The packed bits of each signed cone (its key) are sorted as one big-endian integer
+    (n < 64) or as fixed-width byte strings (a void view), which orders them as the keys
+    compare, without a Python object per drawn cone: at width 640 about 3x less than the
+    two calls.
+
+    Args:
+        patterns: (m, n) bool.
+        signs: (m,) in {+1, -1}.
+
+    Returns:
+        (patterns, signs, keys): (k, n) bool, (k,) int8 and (k,) object array of bytes, the
+        distinct signed cones sorted by key.
+    """
+    patterns = np.asarray(patterns, dtype=bool)
+    signs = np.asarray(signs, dtype=np.int8)
+    packed = np.packbits(np.concatenate([patterns, (signs > 0)[:, None]], axis=1), axis=1)
+    width = packed.shape[1]
+    if width <= 8:  # n < 64: one big-endian integer per key, ordered as the bytes are
+        padded = np.zeros((len(packed), 8), dtype=np.uint8)
+        padded[:, :width] = packed
+        rows: np.ndarray = padded.view(">u8").reshape(-1).astype(np.uint64)
+    else:
+        rows = np.ascontiguousarray(packed).view(np.dtype((np.void, width))).reshape(-1)
+    _, first = np.unique(rows, return_index=True)
+    buffer = packed[first].tobytes()
+    keys = np.empty(len(first), dtype=object)
+    keys[:] = [buffer[i : i + width] for i in range(0, len(buffer), width)]
+    return patterns[first], signs[first], keys

@@ -14,10 +14,8 @@ is at most ``optimum + margin``. Anything else falls through to a solve. Two che
 first: S containing the given support, and S with no tight member.
 
 The atoms are projections onto the signed cones, ``proj_K(g) = g + A^T mu`` with ``mu >= 0``
-minimising ``||g + A^T mu||`` (SCIENCE §3, ``convex.certificate``). The certificate needs
-only their norms (``certificate.project_norm``, ``cone_values``); the screen needs the
-vectors too, so :func:`projections` is the batched vector form of ``project_norm``: the
-same NNLS, skipped for the vectors already in their cone.
+minimising ``||g + A^T mu||`` (SCIENCE §3): the certificate's own ``certificate.projections``
+(the vectors; the dual checks use their norms), computed once per signed cone.
 """
 
 from __future__ import annotations
@@ -25,7 +23,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
-__all__ = ["GlobalScreen", "projections"]
+from ..convex.certificate import projections
+
+__all__ = ["GlobalScreen"]
 
 #: A signed cone is taken as tight when its projection norm is >= (1 - TIGHT_RTOL) 2 λ.
 #: A false "tight" is harmless (the exhibited point's value is checked exactly).
@@ -113,19 +113,3 @@ class GlobalScreen:
                 self._atoms[keys[i]] = (p, float(norm))
         found = [self._atoms[key] for key in keys]
         return np.array([e for e, _ in found]), np.array([norm for _, norm in found])
-
-
-def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """(c, d) ``proj_K(G[i])`` for the cones ``K = {u : (orient[i] * X) u >= 0}``.
-
-    The vector form of ``certificate.project_norm``, for many cones: a vector already in its
-    cone is its own projection; the others take one NNLS each for the multipliers.
-    """
-    P = np.array(G, dtype=np.float64, copy=True)
-    nonzero = np.any(X != 0.0, axis=1)
-    outside = np.any((orient * (G @ X.T))[:, nonzero] < 0.0, axis=1)
-    for i in np.flatnonzero(outside):
-        A = orient[i, nonzero, None] * X[nonzero]
-        mu, _ = nnls(A.T, -G[i], maxiter=50 * max(A.shape))
-        P[i] += A.T @ mu
-    return P

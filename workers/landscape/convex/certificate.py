@@ -28,6 +28,10 @@ for the cones the earlier ones left open:
    1e-11 relative; then ||v|| is the value.
 4. The few cones still open (about 1-2 % in tests) are solved one by one by
    scipy's NNLS.
+
+For a handful of cones (the census's dual checks) :func:`few_cone_values` runs stage 1
+a few times and then the NNLS. :func:`project` and :func:`projections` give the projected
+vectors themselves (one NNLS each; the census's screen keeps them as its atoms).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ _ACTIVE_SET_STEPS = 12
 _SWEEPS = 6
 #: Hildreth's sweeps cost n Python-level steps; used when n <= this * d.
 _HILDRETH_MAX_ROWS_PER_DIM = 4
+#: Half-space steps of :func:`few_cone_values` before its exact projections.
+_GREEDY_STEPS = 3
 
 
 def cone_values(
@@ -70,6 +76,47 @@ def cone_values(
         idx = np.flatnonzero(open_)
         values[idx], exact[idx] = _refine(X, orient[idx], g[idx], first[idx], floor)
     return values, exact
+
+
+def few_cone_values(X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: float) -> np.ndarray:
+    """:func:`cone_values` with a ``floor``, for a handful of cones.
+
+    Upper bounds first: up to ``_GREEDY_STEPS`` half-space steps (stage 1 repeated from its
+    point: each projects onto the half-space of the constraint that shortens the vector
+    most, so the vector stays ``g + A^T mu`` with ``mu >= 0`` and its norm only falls), for
+    the cones still above the floor. The cones they leave above it are projected one by
+    one (:func:`projections`), which on a few cones costs less than the batched stages 2-3
+    (their per-step overhead). On bench/census's dual checks (407 open cones, 15 above the
+    floor) one step closed 170, three closed 351.
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        g: (c, d) float64 vectors to project.
+        floor: values above it are exact; the others are upper bounds at most ``floor``.
+
+    Returns:
+        (c,) float64.
+    """
+    xnorm2 = np.einsum("kd,kd->k", X, X)
+    inv = np.where(xnorm2 > 0, 1.0 / np.where(xnorm2 > 0, xnorm2, 1.0), 0.0)
+    values = np.sqrt(np.einsum("ij,ij->i", g, g))
+    live = np.flatnonzero(values > floor)
+    u = g[live]
+    for _ in range(_GREEDY_STEPS):
+        if len(live) == 0:
+            break
+        o = orient[live]
+        neg = np.minimum(o * (u @ X.T), 0.0)
+        k = np.argmax(neg * neg * inv, axis=1)
+        rows = np.arange(len(live))
+        u = u - (neg[rows, k] * inv[k] * o[rows, k])[:, None] * X[k]
+        values[live] = np.sqrt(np.einsum("ij,ij->i", u, u))
+        keep = values[live] > floor
+        live, u = live[keep], u[keep]
+    if len(live):
+        values[live] = np.linalg.norm(projections(X, orient[live], g[live]), axis=1)
+    return values
 
 
 def signed_values(
@@ -246,8 +293,32 @@ def _dual_active_set(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray
     return values, exact, settled
 
 
+def project(A: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``proj_K(g)`` for one cone K = {u : A u >= 0}, by scipy's NNLS.
+
+    Moreau's decomposition: ``proj_K(g) = g + A^T mu`` with ``mu >= 0`` minimising
+    ``||g + A^T mu||`` (module docstring). Zero rows give no constraint and are dropped.
+
+    Args:
+        A: (n, d) float64 constraint rows (zero rows are allowed).
+        g: (d,) float64.
+
+    Returns:
+        (d,) float64, a new array.
+    """
+    return _project(A[np.any(A != 0.0, axis=1)], g)
+
+
+def _project(A: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """:func:`project` with the zero rows of A already dropped."""
+    if len(A) == 0:
+        return np.array(g, dtype=np.float64)
+    mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
+    return g + A.T @ mu
+
+
 def project_norm(A: np.ndarray, g: np.ndarray) -> float:
-    """|| proj_K(g) || for one cone K = {u : A u >= 0}, by scipy's NNLS.
+    """|| proj_K(g) || for one cone K = {u : A u >= 0} (:func:`project`).
 
     Args:
         A: (n, d) float64 constraint rows (zero rows are allowed).
@@ -256,11 +327,31 @@ def project_norm(A: np.ndarray, g: np.ndarray) -> float:
     Returns:
         The norm of the projection.
     """
-    A = A[np.any(A != 0.0, axis=1)]
-    if len(A) == 0:
-        return float(np.linalg.norm(g))
-    mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
-    return float(np.linalg.norm(g + A.T @ mu))
+    return float(np.linalg.norm(project(A, g)))
+
+
+def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(c, d) ``proj_K(G[i])`` for the cones ``K = {u : (orient[i] * X) u >= 0}``.
+
+    :func:`project` for many cones: a vector already in its cone (checked in one product) is
+    its own projection, the others take one NNLS each. For a handful of cones this is
+    cheaper than the batched stages of :func:`cone_values` (their per-step overhead).
+
+    Args:
+        X: (n, d) float64 data.
+        orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
+        G: (c, d) float64 vectors to project.
+
+    Returns:
+        (c, d) float64, a new array.
+    """
+    P = np.array(G, dtype=np.float64)
+    nonzero = np.any(X != 0.0, axis=1)
+    X = X[nonzero]
+    orient = orient[:, nonzero]
+    for i in np.flatnonzero(np.any(orient * (P @ X.T) < 0.0, axis=1)):
+        P[i] = _project(orient[i][:, None] * X, P[i])
+    return P
 
 
 def dual_violations(

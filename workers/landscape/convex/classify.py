@@ -9,6 +9,7 @@ c, and so would an absolute gradient tolerance in the user's units).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -161,7 +162,16 @@ def _balanced(
     xnorm = np.linalg.norm(X, axis=1)
     near = np.abs(U @ X.T) <= kink_rel * norms[:, None] * xnorm[None, :]  # (k, n)
     for i in np.flatnonzero(near.any(axis=1)):
-        faces = X[near[i]]
-        U[i] = U[i] - np.linalg.pinv(faces) @ (faces @ U[i])
+        faces = np.ascontiguousarray(X[near[i]], dtype=np.float64)
+        U[i] = U[i] - _pinv(faces.shape, faces.tobytes()) @ (faces @ U[i])
     root = np.sqrt(np.linalg.norm(U, axis=1))
     return U / root[:, None], np.where(signs > 0, 1.0, -1.0) * root
+
+
+@functools.lru_cache(maxsize=4096)
+def _pinv(shape: tuple[int, ...], data: bytes) -> np.ndarray:
+    """``np.linalg.pinv`` of the rows given as bytes, cached (a census snaps many neurons of
+    one dataset onto the same few faces); read-only."""
+    inverse = np.linalg.pinv(np.frombuffer(data, dtype=np.float64).reshape(shape))
+    inverse.flags.writeable = False
+    return inverse

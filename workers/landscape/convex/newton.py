@@ -7,11 +7,12 @@ while every z_i != 0, so Newton converges quadratically from the interior point.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-__all__ = ["MAX_STEPS", "FaceObjective", "null_space"]
+__all__ = ["MAX_STEPS", "NULL_SPACE_CACHE", "FaceObjective", "null_space"]
 
 #: Newton steps per solve.
 MAX_STEPS = 30
@@ -110,10 +111,28 @@ class FaceObjective:
 
 def null_space(M: np.ndarray, *, complement: bool = False) -> np.ndarray:
     """(r, f) orthonormal basis of the null space of M (m, r), or of its row space when
-    ``complement``; singular values up to ``1e-12 max(m, r) s_max`` count as zero."""
+    ``complement``; singular values up to ``1e-12 max(m, r) s_max`` count as zero.
+
+    Cached by M's bytes (``NULL_SPACE_CACHE`` entries): a census polishes many cones of
+    one dataset, whose rows share the same few faces. The basis is read-only.
+    """
+    M = np.ascontiguousarray(M, dtype=np.float64)
+    return _null_space(M.shape, M.tobytes(), complement)
+
+
+#: Bases :func:`null_space` keeps (least recently used dropped first).
+NULL_SPACE_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=NULL_SPACE_CACHE)
+def _null_space(shape: tuple[int, ...], data: bytes, complement: bool) -> np.ndarray:
+    M = np.frombuffer(data, dtype=np.float64).reshape(shape)
     r = M.shape[1]
     if M.shape[0] == 0:
-        return np.zeros((r, 0)) if complement else np.eye(r)
-    _, sv, Vt = np.linalg.svd(M)
-    rank = int(np.sum(sv > 1e-12 * max(M.shape) * sv[0])) if sv.size and sv[0] > 0 else 0
-    return Vt[:rank].T if complement else Vt[rank:].T
+        basis = np.zeros((r, 0)) if complement else np.eye(r)
+    else:
+        _, sv, Vt = np.linalg.svd(M)
+        rank = int(np.sum(sv > 1e-12 * max(M.shape) * sv[0])) if sv.size and sv[0] > 0 else 0
+        basis = Vt[:rank].T if complement else Vt[rank:].T
+    basis.flags.writeable = False
+    return basis

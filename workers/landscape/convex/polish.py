@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import nnls
 
-from .certificate import cone_values, project_norm
+from .certificate import cone_values, few_cone_values
 from .newton import FaceObjective, null_space
 
 __all__ = [
@@ -79,9 +79,10 @@ def values_above(
     Entries at or below ``floor`` may be upper bounds (still <= floor). ``||g||`` bounds the
     value from above, and so does ``bound`` when given (e.g. a known value at a nearby vector
     plus the distance to it: the projection is 1-Lipschitz); cones that either puts at or
-    below ``floor`` are not projected. The few others are projected one by one
-    (``certificate.project_norm``: on a handful of cones a batched active set costs several
-    times more in per-call overhead), many at once by ``certificate.cone_values``.
+    below ``floor`` are not projected. A few others get up to three half-space steps (upper
+    bounds) and then one NNLS each (``certificate.few_cone_values``: on a handful of cones a
+    batched active set costs several times more in per-call overhead), many go at once
+    through ``certificate.cone_values``.
 
     Args:
         X: (n, d) float64 data.
@@ -99,9 +100,8 @@ def values_above(
     open_ = np.flatnonzero(values > floor)
     if len(open_) >= BATCH_MIN:
         values[open_] = cone_values(X, orient[open_], g[open_], floor=floor)[0]
-    else:
-        for i in open_:
-            values[i] = project_norm(orient[i][:, None] * X, g[i])
+    elif len(open_):
+        values[open_] = few_cone_values(X, orient[open_], g[open_], floor)
     return values
 
 
