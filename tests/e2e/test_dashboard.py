@@ -93,7 +93,7 @@ def _install_chromium() -> str:
     return said
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Headless Debian Chromium, installed with apt-get when it is missing."""
     if not CHROMIUM.exists():
