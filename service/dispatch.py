@@ -71,7 +71,7 @@ class _AtomicChannel(filesystem.Channel):  # type: ignore[misc]
     the message is written under a name no consumer takes (a leading dot) and renamed
     into place, which is atomic on one filesystem."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = os.path.join(self.data_folder_out, f".{name}.part")

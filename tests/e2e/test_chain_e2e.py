@@ -9,17 +9,13 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.crud_work import Claimed
 from service.models import WorkItem
 from tests.e2e.conftest import wait_for
+from tests.e2e.test_census_faults import SPEC as CENSUS
 from workers.tasks import Chain
 
-SPEC = {
-    "kind": "census",
-    "dataset": {"generator": "teacher", "n": 6, "d": 10, "seed": 4},
-    "weight_decay": 0.01,
-    "widths": [40, 640],
-    "samples_per_width": 100,
-}
+SPEC = {**CENSUS, "widths": [40, 640], "samples_per_width": 100}
 
 
 def test_one_worker_chains_the_chunks_of_a_census(api, start_worker, pg_engine):
@@ -48,7 +44,5 @@ def test_only_a_chained_item_cut_short_by_the_message_limit_goes_back():
     assert not chain.cut_short(chained, started - 291.0)  # it reached its own limit
 
 
-def _claimed(item_id: str, time_limit: float | None):
-    from service.crud_work import Claimed
-
+def _claimed(item_id: str, time_limit: float | None) -> Claimed:
     return Claimed(item_id, "e", "census_chunk", "cpu", 1, {}, {}, None, "l", 1, time_limit)
