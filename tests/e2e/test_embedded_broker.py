@@ -18,6 +18,7 @@ def _connection(folder: Path) -> Connection:
     options = {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
+        "control_folder": str(folder / "control"),
         "store_processed": False,
         "polling_interval": 0.001,
     }
@@ -46,4 +47,4 @@ def test_a_polling_consumer_never_reads_a_message_half_written(tmp_path):
             message.ack()
     writer.join()
     assert sorted(got) == list(range(MESSAGES))
-    assert not [p for p in tmp_path.iterdir() if p.suffix in (".msg", ".part")]
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".msg", ".part")]  # all taken
