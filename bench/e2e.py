@@ -12,7 +12,9 @@ Two stacks, each private and removed afterwards:
 The worker runs ``--concurrency`` processes (default 1, as the in-process path uses one
 core). Submit-to-done is read two ways: by the client (submit until its long-poll sees the
 terminal state) and by the service (created_at to finished_at); ``timings`` shows each
-stage's dispatch wait, run time and wall, and the release gap between stages.
+stage's dispatch wait, run time and wall, and the release gap between stages; with one
+worker process, a stage's wall minus its run sum is the time spent between its items
+(storing one, claiming the next, the broker's hand-off).
 """
 
 from __future__ import annotations
@@ -150,10 +152,12 @@ def describe(done: Finished) -> str:
         wait, ran = st["wait"], st["run"]
         release = st.get("release")
         gap = "" if release is None else f", released {release:.3f} s after the last"
+        idle = None if st["wall"] is None or ran["sum"] is None else st["wall"] - ran["sum"]
         lines.append(
             f"  stage {st['stage']} {st['task']}: {st['items']} items, wall {_s(st['wall'])}, "
-            f"run sum {_s(ran['sum'])} max {_s(ran['max'])}; wait first {_s(wait['first'])} "
-            f"median {_s(wait['median'])} max {_s(wait['max'])}{gap}"
+            f"run sum {_s(ran['sum'])} max {_s(ran['max'])} (wall - run sum {_s(idle)}); "
+            f"wait first {_s(wait['first'])} median {_s(wait['median'])} max {_s(wait['max'])}"
+            f"{gap}"
         )
     return "\n".join(lines)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, func, insert, select, true, update
+from sqlalchemy import ColumnElement, case, delete, func, insert, select, true, update
 from sqlalchemy.orm import Session
 
 from service import fleet, notify
@@ -40,48 +40,130 @@ class Claimed:
 def claim_item(session: Session, *, item_id: str, lease: str, max_attempts: int) -> Claimed | None:
     """queued -> running by compare-and-set; None when another delivery got there first.
 
-    An item that has used up its attempts fails, and so does its experiment.
-    """
-    res = session.execute(
+    An item that has used up its attempts fails, and so does its experiment. Two round
+    trips before the commit: the compare-and-set returns the item's columns, then the
+    experiment's row is read under a lock (its status, spec)."""
+    return _claim(session, WorkItem.id == item_id, lease=lease, max_attempts=max_attempts)
+
+
+def claim_next(
+    session: Session,
+    *,
+    item: Claimed,
+    lease: str,
+    max_attempts: int,
+    time_limit: float | None,
+    held: Experiment,
+) -> Claimed | None:
+    """Claim the next queued item of `item`'s experiment on its queue (lowest stage, then
+    id), one that no other transaction holds and whose time limit is `time_limit` (the
+    limit the worker enforces now; None: no limit), so that no item runs past its own
+    limit; None when there is none. `held`: the experiment, locked for update in this
+    transaction already.
+
+    A worker that has just finished `item` runs it at once, without a broker round trip;
+    the item's broker message, if one was sent, then finds it claimed and is skipped.
+    One round trip: the compare-and-set picks the item in a subquery."""
+    limit = (
+        WorkItem.time_limit.is_(None) if time_limit is None else WorkItem.time_limit == time_limit
+    )
+    pick = (
+        select(WorkItem.id)
+        .where(
+            WorkItem.experiment_id == item.experiment_id,
+            WorkItem.queue == item.queue,
+            WorkItem.status == "queued",
+            limit,
+        )
+        .order_by(WorkItem.stage, WorkItem.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return _claim(session, WorkItem.id == pick, lease=lease, max_attempts=max_attempts, held=held)
+
+
+def _claim(
+    session: Session,
+    which: ColumnElement[bool],
+    *,
+    lease: str,
+    max_attempts: int,
+    held: Experiment | None = None,
+) -> Claimed | None:
+    now = utcnow()
+    row = session.execute(
         update(WorkItem)
-        .where(WorkItem.id == item_id, WorkItem.status == "queued")
+        .where(which, WorkItem.status == "queued")
         .values(
             status="running",
             lease=lease,
-            heartbeat_at=utcnow(),
-            started_at=utcnow(),
+            heartbeat_at=now,
+            started_at=now,
             attempts=WorkItem.attempts + 1,
         )
-    )
-    if res.rowcount == 0:  # type: ignore[attr-defined]
+        .returning(
+            WorkItem.id,
+            WorkItem.experiment_id,
+            WorkItem.task,
+            WorkItem.queue,
+            WorkItem.stage,
+            WorkItem.payload,
+            WorkItem.checkpoint,
+            WorkItem.attempts,
+            WorkItem.time_limit,
+        )
+    ).first()
+    if row is None:
         return None
-    item = session.get(WorkItem, item_id)
-    assert item is not None
-    exp = session.get(Experiment, item.experiment_id, with_for_update=True)
-    assert exp is not None
-    if exp.status in TERMINAL:
-        item.status = "cancelled" if exp.status == "cancelled" else "failed"
+    if held is not None:
+        status, spec = held.status, held.spec
+    else:
+        status, spec = session.execute(
+            select(Experiment.status, Experiment.spec)
+            .where(Experiment.id == row.experiment_id)
+            .with_for_update()
+        ).one()
+    if status in TERMINAL:
+        ended = "cancelled" if status == "cancelled" else "failed"
+        session.execute(update(WorkItem).where(WorkItem.id == row.id).values(status=ended))
         return None
-    if item.attempts > max_attempts:
-        msg = f"work item {item.task} failed {max_attempts} times (worker lost each time)"
-        fail_experiment(session, experiment_id=exp.id, error_type="WorkerLost", detail=msg)
+    if row.attempts > max_attempts:
+        msg = f"work item {row.task} failed {max_attempts} times (worker lost each time)"
+        fail_experiment(
+            session, experiment_id=row.experiment_id, error_type="WorkerLost", detail=msg
+        )
         return None
-    if exp.status == "queued":
-        exp.status, exp.started_at = "running", utcnow()
-    mark_batch_runs(session, item=item, status="running", was="queued")
-    return Claimed(
-        item_id=item.id,
-        experiment_id=exp.id,
-        task=item.task,
-        queue=item.queue,
-        stage=item.stage,
-        payload=item.payload,
-        spec=exp.spec,
-        checkpoint=item.checkpoint,
+    if status == "queued":
+        session.execute(
+            update(Experiment)
+            .where(Experiment.id == row.experiment_id)
+            .values(status="running", started_at=now)
+        )
+    claimed = Claimed(
+        item_id=row.id,
+        experiment_id=row.experiment_id,
+        task=row.task,
+        queue=row.queue,
+        stage=row.stage,
+        payload=row.payload,
+        spec=spec,
+        checkpoint=row.checkpoint,
         lease=lease,
-        attempts=item.attempts,
-        time_limit=item.time_limit,
+        attempts=row.attempts,
+        time_limit=row.time_limit,
     )
+    mark_batch_runs(session, item=claimed, status="running", was="queued")
+    return claimed
+
+
+def running_under(session: Session, *, lease_prefix: str) -> str | None:
+    """The id of the item running under a lease that starts with `lease_prefix` (the one
+    a delivery holds now: its first item, or one it went on to), if any."""
+    query = select(WorkItem.id).where(
+        WorkItem.status == "running", WorkItem.lease.startswith(lease_prefix, autoescape=True)
+    )
+    return session.scalars(query).first()
 
 
 def heartbeat(session: Session, *, item_id: str, lease: str, done: int) -> bool:
@@ -138,14 +220,19 @@ def stage_left(session: Session, *, experiment_id: str, stage: int) -> int:
     return int(session.scalar(query) or 0)
 
 
-def last_of_stage(session: Session, *, item: Claimed) -> Experiment | None:
-    """The experiment, locked for update, when the item (done in this transaction) was the
-    last unfinished item of its stage and the experiment is unfinished; else None."""
-    exp = session.get(Experiment, item.experiment_id, with_for_update=True, populate_existing=True)
-    if exp is None or exp.status in TERMINAL:
-        return None
-    left = stage_left(session, experiment_id=exp.id, stage=item.stage)
-    return exp if left == 0 else None
+def lock_experiment(session: Session, *, experiment_id: str) -> Experiment | None:
+    """The experiment, read afresh and locked for update until the commit."""
+    return session.get(Experiment, experiment_id, with_for_update=True, populate_existing=True)
+
+
+def item_counts(session: Session, *, experiment_id: str) -> dict[tuple[int, str], int]:
+    """The experiment's items per (stage, status), in one GROUP BY (unlocked: a hint)."""
+    query = (
+        select(WorkItem.stage, WorkItem.status, func.count())
+        .where(WorkItem.experiment_id == experiment_id)
+        .group_by(WorkItem.stage, WorkItem.status)
+    )
+    return {(int(stage), str(status)): int(n) for stage, status, n in session.execute(query)}
 
 
 def run_tallies(

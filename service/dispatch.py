@@ -7,12 +7,19 @@ configuration.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Iterable
 from functools import lru_cache
+from time import monotonic
 from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
 
 from service.config import Settings, get_settings
 from service.crud import Envelope
@@ -51,7 +58,35 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
             "polling_interval": 0.01,
         }
+        conf["broker_transport"] = f"{__name__}:AtomicFilesystemTransport"
     return conf
+
+
+class _AtomicChannel(filesystem.Channel):  # type: ignore[misc]
+    """kombu's filesystem channel, but a message appears in the queue folder whole.
+
+    kombu creates the message file, then writes it; a consumer polling every 10 ms can
+    move and read the file in between, read nothing, and its worker stops on the
+    JSONDecodeError ("Unrecoverable error", seen in bench/e2e.py's embedded stack). Here
+    the message is written under a name no consumer takes (a leading dot) and renamed
+    into place, which is atomic on one filesystem."""
+
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name}.part")
+        try:
+            with open(partial, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):  # type: ignore[misc]
+    """The embedded broker's transport (see _AtomicChannel)."""
+
+    Channel = _AtomicChannel
 
 
 @lru_cache

@@ -5,6 +5,15 @@ SoftTimeLimitExceeded in the job, which fails the experiment with the limit; the
 hard one kills the pool process. A pool process killed that way, or by a signal
 (the OOM killer's SIGKILL), is counted in the main process (KillAwareRequest):
 the item is queued again at once, and after MAX_KILLS kills its experiment fails.
+
+Chains: a task that has finished its item claims the next queued item of the same
+experiment and queue in the same transaction that stores the result, and runs it, for
+up to CHAIN_SECONDS, with no broker round trip in between (the chained item's own
+message, if one was sent, then finds it claimed and is skipped). A chained item gets a
+lease of the same delivery, so a kill of the pool process is counted against it. It
+only takes items whose time limit is the message's, which the pool enforces from the
+task's start: a chained item never runs past its own limit, and one that meets the
+message's soft limit before its own is handed back to the queue, not failed.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import secrets
 import string
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -119,10 +129,24 @@ class Context(jobs.Context):
             return crud_work.item_chunks(session, item_id=self.item.item_id)
 
     def stage_outputs(self, stage: int) -> list[dict[str, Any]]:
+        """The outputs of an earlier stage: all its items are done, so they are read once
+        per experiment and stage in this process (chunks of one census share them)."""
+        key = (self.item.experiment_id, stage)
+        if stage < self.item.stage and key in _DONE_STAGES:
+            return _DONE_STAGES[key]
         with session_scope() as session:
-            return crud_work.stage_outputs(
+            outputs = crud_work.stage_outputs(
                 session, experiment_id=self.item.experiment_id, stage=stage
             )
+        if stage < self.item.stage:
+            _DONE_STAGES[key] = outputs
+            while len(_DONE_STAGES) > 16:
+                _DONE_STAGES.pop(next(iter(_DONE_STAGES)))
+        return outputs
+
+
+#: (experiment, stage) -> the outputs of a finished stage, oldest first (see stage_outputs).
+_DONE_STAGES: dict[tuple[str, int], list[dict[str, Any]]] = {}
 
 
 def lease_prefix(task_id: str | None) -> str:
@@ -157,17 +181,19 @@ class KillAwareRequest(Request):  # type: ignore[misc]
 def _record_kill(request: Request, cause: str, hint: str) -> None:
     if request.name != dispatch.EXECUTE or not request.args:
         return
+    prefix = lease_prefix(request.id)
     try:
-        with session_scope() as session:
+        with session_scope() as session:  # the message's item, or one its chain went on to
+            item_id = crud_work.running_under(session, lease_prefix=prefix) or str(request.args[0])
             envelope = crud_recovery.record_kill(
                 session,
-                item_id=str(request.args[0]),
-                lease_prefix=lease_prefix(request.id),
+                item_id=item_id,
+                lease_prefix=prefix,
                 cause=cause,
                 hint=hint,
                 max_kills=get_settings().max_kills,
             )
-        log.warning("work item %s %s", request.args[0], cause)
+        log.warning("work item %s %s", item_id, cause)
         if envelope is not None:
             dispatch.send([envelope], app)
     except Exception:  # noqa: BLE001 - the heartbeat timeout still brings the item back
@@ -184,43 +210,82 @@ def _record_kill(request: Request, cause: str, hint: str) -> None:
     max_retries=8,
 )
 def execute(self: Any, item_id: str) -> str:
-    """Run one work item, if this delivery wins it."""
+    """Run one work item, if this delivery wins it, then the chain that follows it."""
     settings = get_settings()
     stop_gently_on_sigterm()
-    lease = lease_prefix(self.request.id) + secrets.token_hex(6)
+    limits = getattr(self.request, "timelimit", None) or (None, None)
+    chain = Chain(lease_prefix(self.request.id), item_id, time.monotonic(), limits[0])
     with session_scope() as session:
         item = crud_work.claim_item(
-            session, item_id=item_id, lease=lease, max_attempts=settings.max_attempts
+            session, item_id=item_id, lease=chain.lease(), max_attempts=settings.max_attempts
         )
     if item is None:
         return "skipped"
     busy.set()  # from here SIGTERM asks the job to stop (see celery_app)
     try:
-        return _run(item, settings.heartbeat_interval)
+        result = "done"
+        while item is not None:
+            result, item = _run(item, settings.heartbeat_interval, chain)
+        return result
     finally:
         busy.clear()
 
 
-def _run(item: crud_work.Claimed, heartbeat_interval: float) -> str:
+#: How long a task goes on claiming items of its experiment before it returns to the broker.
+CHAIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One delivery's items: its lease prefix, its message's item, when it started, and
+    the message's hard time limit."""
+
+    prefix: str
+    first: str
+    started: float  # time.monotonic()
+    hard: float | None
+
+    def lease(self) -> str:
+        return self.prefix + secrets.token_hex(6)
+
+    def room(self) -> bool:
+        """Whether to claim another item now (worker not stopping, within CHAIN_SECONDS)."""
+        return not stopping.is_set() and time.monotonic() - self.started < CHAIN_SECONDS
+
+    def cut_short(self, item: crud_work.Claimed, item_started: float) -> bool:
+        """Whether the message's soft limit came before `item`'s own (a chained item)."""
+        own = dispatch.time_limits(item.time_limit).get("soft_time_limit")
+        ran = time.monotonic() - item_started
+        return item.item_id != self.first and own is not None and ran < own
+
+
+def _run(
+    item: crud_work.Claimed, heartbeat_interval: float, chain: Chain
+) -> tuple[str, crud_work.Claimed | None]:
+    """Run `item`; the outcome, and the next item of the chain (claimed) or None."""
     beat = Heartbeat(item, heartbeat_interval)
     beat.start()
+    began = time.monotonic()
     try:
         outcome = jobs.run(item.task, Context(item, beat))
     except jobs.Stopped:
-        return _stop(item, release=stopping.is_set() and beat.keep_going.is_set())
+        return _stop(item, release=stopping.is_set() and beat.keep_going.is_set()), None
     except OperationalError:
         raise  # the database is away, not the experiment at fault: the reaper hands it out again
+    except SoftTimeLimitExceeded as exc:
+        if chain.cut_short(item, began):
+            return _stop(item, release=True), None
+        return _fail(item, exc), None
     except Exception as exc:  # noqa: BLE001 - the core's errors are the experiment's errors
-        return _fail(item, exc)
+        return _fail(item, exc), None
     finally:
         beat.stop()
     try:
-        _complete_patiently(item, outcome)
+        return "done", _complete_patiently(item, outcome, chain)
     except OperationalError:
         raise  # still away: the reaper hands the item out again
     except Exception as exc:  # noqa: BLE001 - a fan-in error is the experiment's error
-        return _fail(item, exc)
-    return "done"
+        return _fail(item, exc), None
 
 
 #: Seconds between tries to store a finished item while the database is away (31 s in all),
@@ -228,14 +293,16 @@ def _run(item: crud_work.Claimed, heartbeat_interval: float) -> str:
 STORE_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
-def _complete_patiently(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
+def _complete_patiently(
+    item: crud_work.Claimed, outcome: jobs.Outcome, chain: Chain
+) -> crud_work.Claimed | None:
     for delay in STORE_RETRY_DELAYS:
         try:
-            return _complete(item, outcome)
+            return _complete(item, outcome, chain)
         except OperationalError as exc:
             log.warning("storing %s failed (%s); trying again in %g s", item.item_id, exc, delay)
             time.sleep(delay)
-    _complete(item, outcome)
+    return _complete(item, outcome, chain)
 
 
 def _stop(item: crud_work.Claimed, *, release: bool) -> str:
@@ -247,7 +314,7 @@ def _stop(item: crud_work.Claimed, *, release: bool) -> str:
         envelope = crud_recovery.release_item(session, item=item)
     if envelope is not None:
         dispatch.send([envelope], app)
-    log.warning("worker shutting down: work item %s handed back", item.item_id)
+    log.warning("work item %s handed back (worker shutting down, or cut short)", item.item_id)
     return "released"
 
 
@@ -267,32 +334,42 @@ def _fail(item: crud_work.Claimed, exc: Exception) -> str:
     return "failed"
 
 
-def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
+def _complete(
+    item: crud_work.Claimed, outcome: jobs.Outcome, chain: Chain | None = None
+) -> crud_work.Claimed | None:
     """Store the outcome; the last item of a stage releases the next stage or finishes.
+    Within the chain's room, claim the experiment's next queued item in the same
+    transaction and return it (its message, if not sent yet, is not sent).
 
     The fan-in is computed before the experiment's row is locked when every other item
     of the last stage is done already (they stay done), so that the lock is held for the
     status change only; only when another item finished meanwhile is it computed under
-    the lock."""
+    the lock. One unlocked GROUP BY of the items' statuses tells whether there is a next
+    stage and items waiting to be topped up; the count that decides "last of its stage"
+    is made under the lock."""
     envelopes: list[crud.Envelope] = []
     window = get_settings().dispatch_window
+    following = None
+    eid = item.experiment_id
     with session_scope() as session:
         if not crud_work.complete_item(session, item=item, output=outcome.output):
-            return
+            return None
         if outcome.runs:
-            crud_work.update_runs(session, experiment_id=item.experiment_id, updates=outcome.runs)
+            crud_work.update_runs(session, experiment_id=eid, updates=outcome.runs)
         if outcome.cones:
-            crud_work.insert_cones(session, experiment_id=item.experiment_id, cones=outcome.cones)
+            crud_work.insert_cones(session, experiment_id=eid, cones=outcome.cones)
+        counts = crud_work.item_counts(session, experiment_id=eid)
         nxt = item.stage + 1
-        final_stage = not crud_work.has_stage(session, experiment_id=item.experiment_id, stage=nxt)
-        final = None
-        if final_stage and not crud_work.stage_left(
-            session, experiment_id=item.experiment_id, stage=item.stage
-        ):
-            final = _fan_in(session, item)
-        exp = crud_work.last_of_stage(session, item=item)
+        final_stage = not any(stage == nxt for stage, _ in counts)
+        left = sum(n for (st, status), n in counts.items() if st == item.stage and status != "done")
+        final = _fan_in(session, item) if final_stage and not left else None
+        held = crud_work.lock_experiment(session, experiment_id=eid)
+        running = held is not None and held.status not in crud.TERMINAL
+        left = crud_work.stage_left(session, experiment_id=eid, stage=item.stage) if running else 1
+        exp = held if running and not left else None
         if exp is None:  # more of this stage to do: send the next waiting item(s)
-            envelopes = crud_work.top_up(session, experiment_id=item.experiment_id, window=window)
+            if counts.get((item.stage, "waiting")):
+                envelopes = crud_work.top_up(session, experiment_id=eid, window=window)
         elif not final_stage:
             envelopes = crud_work.release_stage(
                 session, experiment_id=exp.id, stage=nxt, window=window
@@ -301,7 +378,20 @@ def _complete(item: crud_work.Claimed, outcome: jobs.Outcome) -> None:
             final = final or _fan_in(session, item)
             crud_work.update_runs(session, experiment_id=exp.id, updates=final.runs)
             crud_work.finish_experiment(session, experiment=exp, result=final.output)
+        finished = exp is not None and final_stage
+        if running and held is not None and chain is not None and not finished and chain.room():
+            following = crud_work.claim_next(
+                session,
+                item=item,
+                lease=chain.lease(),
+                max_attempts=get_settings().max_attempts,
+                time_limit=chain.hard,
+                held=held,
+            )
+    if following is not None:
+        envelopes = [e for e in envelopes if e.item_id != following.item_id]
     dispatch.send(envelopes, app)
+    return following
 
 
 def _fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
