@@ -239,3 +239,14 @@ def test_a_support_that_misses_the_optimum_screens_nothing_on_its_own():
         for record in records:
             slow = convex.solve_program(X, y, LAM, record.patterns, record.signs)
             assert (record.verdict == "global") == (slow.value <= optimum.value + 1e-7), record
+
+
+@pytest.mark.parametrize("shape", [(0, 6), (1, 1), (7, 6), (128, 6), (40, 70)])
+def test_pattern_strings_spell_each_row(shape):
+    from workers.landscape.census.records import pattern_strings
+
+    rows = np.random.default_rng(sum(shape)).random(shape) < 0.5
+    expected = ["".join("1" if b else "0" for b in row) for row in rows]
+    assert pattern_strings(rows) == expected
+    assert pattern_strings(rows.astype(np.int8)) == expected
+    assert pattern_strings(rows[:, ::-1]) == [s[::-1] for s in expected]  # not contiguous

@@ -73,8 +73,8 @@ class ConeRecord:
         return {
             "width": self.width,
             "sample": self.sample,
-            "patterns": ["".join("1" if b else "0" for b in row) for row in self.patterns],
-            "signs": [int(s) for s in self.signs],
+            "patterns": pattern_strings(self.patterns),
+            "signs": [int(s) for s in np.asarray(self.signs).tolist()],
             "value": self.value,
             "verdict": self.verdict,
             "covered": self.covered,
@@ -86,6 +86,16 @@ class ConeRecord:
             "birth_margin": None if math.isnan(margin) else margin,
             "strict": self.strict,
         }
+
+
+def pattern_strings(patterns: np.ndarray) -> list[str]:
+    """Each row of a (k, n) 0/1 array as a string of '0' and '1' (row i: its n entries)."""
+    rows = np.asarray(patterns)
+    if rows.size == 0:
+        return [""] * len(rows)
+    n = rows.shape[1]
+    codes = np.ascontiguousarray(rows != 0, dtype=np.uint8) + ord("0")
+    return codes.view(f"S{n}").ravel().astype(f"U{n}").tolist()  # type: ignore[no-any-return]
 
 
 def tally(records: Sequence[ConeRecord]) -> dict:
