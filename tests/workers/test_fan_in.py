@@ -291,30 +291,30 @@ def test_two_batches_finishing_at_once_give_one_complete_fan_in(pg_engine, monke
 
     use_settings(monkeypatch, DATABASE_URL=PG_URL)
     gate = threading.Barrier(2, timeout=30)
-    hint = crud_work.stage_left
+    hint = crud_work.item_counts
     first_count: set[int] = set()
 
-    def stage_left(session: Session, *, experiment_id: str, stage: int) -> int:
+    def item_counts(session: Session, *, experiment_id: str) -> dict[tuple[int, str], int]:
         me = threading.get_ident()
         if meet and me not in first_count:  # the unlocked hint: wait for the other batch
             first_count.add(me)
             gate.wait()
-        return hint(session, experiment_id=experiment_id, stage=stage)
+        return hint(session, experiment_id=experiment_id)
 
-    monkeypatch.setattr(crud_work, "stage_left", stage_left)
+    monkeypatch.setattr(crud_work, "item_counts", item_counts)
     fan_ins: list[tuple[int, bool]] = []  # (thread, whether it held the lock already)
     locked: set[int] = set()
-    fan_in, lock = tasks._fan_in, crud_work.last_of_stage
+    fan_in, lock = tasks._fan_in, crud_work.lock_experiment
 
-    def watched_lock(session: Session, *, item: crud_work.Claimed) -> Experiment | None:
+    def watched_lock(session: Session, *, experiment_id: str) -> Experiment | None:
         locked.add(threading.get_ident())
-        return lock(session, item=item)
+        return lock(session, experiment_id=experiment_id)
 
     def watched_fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
         fan_ins.append((threading.get_ident(), threading.get_ident() in locked))
         return fan_in(session, item)
 
-    monkeypatch.setattr(crud_work, "last_of_stage", watched_lock)
+    monkeypatch.setattr(crud_work, "lock_experiment", watched_lock)
     monkeypatch.setattr(tasks, "_fan_in", watched_fan_in)
     for trial in range(4):
         eid, items = add_running_sweep(pg_engine, trial)
