@@ -39,6 +39,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class ThreadedAPI:
+    """The service's API (uvicorn) in a daemon thread of this process, on a free port."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import uvicorn
+
+        from service.app import create_app
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the API did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the test process dies, even by SIGKILL (Linux)."""
     if sys.platform.startswith("linux"):

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from tests.conftest import REQUIRED, use_settings
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_training_resume import SPEC as SWEEP_SPEC
 from tests.service.test_api import SPEC as OPTIMUM_SPEC
+from tests.services import ThreadedAPI
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -113,23 +111,10 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def server(stack, monkeypatch) -> Iterator[str]:
     """The API with two tenants, on a free port; its base URL."""
-    from service.app import create_app
-
     use_settings(monkeypatch, API_TOKENS=TOKENS, RATE_LIMIT="")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=30)
+    api = ThreadedAPI()
+    yield api.url
+    api.stop()
 
 
 @pytest.fixture

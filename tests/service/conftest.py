@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-import uvicorn
 
 from tests.conftest import use_settings
+from tests.services import ThreadedAPI
 
 
 @pytest.fixture
 def live_server(pg_engine, redis_client, monkeypatch, tmp_path) -> Iterator[Callable[..., str]]:
     """Start the API with these settings over the test database; returns its base URL."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    servers: list[ThreadedAPI] = []
 
     def start(**env: str) -> str:
-        from service.app import create_app
-
         kwargs = redis_client.connection_pool.connection_kwargs
         host, port = kwargs.get("host", "127.0.0.1"), kwargs.get("port", 6379)
         base_env = {
@@ -31,21 +26,9 @@ def live_server(pg_engine, redis_client, monkeypatch, tmp_path) -> Iterator[Call
             "RATE_LIMIT": "",
         }
         use_settings(monkeypatch, **{**base_env, **env})
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            free = s.getsockname()[1]
-        config = uvicorn.Config(create_app(), host="127.0.0.1", port=free, log_level="warning")
-        srv = uvicorn.Server(config)
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        servers.append((srv, thread))
-        deadline = time.monotonic() + 30
-        while not srv.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{free}"
+        servers.append(ThreadedAPI())
+        return servers[-1].url
 
     yield start
-    for srv, thread in servers:
-        srv.should_exit = True
-        thread.join(timeout=30)
+    for api in servers:
+        api.stop()
