@@ -467,15 +467,6 @@ def top_up(session: Session, *, experiment_id: str, window: int) -> list[Envelop
     return out
 
 
-def has_stage(session: Session, *, experiment_id: str, stage: int) -> bool:
-    query = (
-        select(func.count())
-        .select_from(WorkItem)
-        .where(WorkItem.experiment_id == experiment_id, WorkItem.stage == stage)
-    )
-    return bool(session.scalar(query))
-
-
 def finish_experiment(session: Session, *, experiment: Experiment, result: dict[str, Any]) -> None:
     """The experiment (locked for update, unfinished) -> succeeded, with its result."""
     experiment.status, experiment.result, experiment.finished_at = "succeeded", result, utcnow()
