@@ -61,11 +61,18 @@ def _asset(name: str) -> tuple[bytes, bytes, str]:
     return body, gzip.compress(body, 6, mtime=0), f'"{hashlib.sha256(body).hexdigest()[:32]}"'
 
 
+@cache
+def _page() -> bytes:
+    return (STATIC / "index.html").read_bytes()
+
+
+# Plain (not async) handlers: FastAPI runs them in its thread pool, so the first read and
+# gzip of plotly.min.js (4.8 MB) never stalls the event loop that answers every other request.
 @router.get("/ui")
 @router.get("/ui/")
-async def page() -> Response:
+def page() -> Response:
     """The dashboard's one HTML page (its routes are in the URL's fragment)."""
-    body = (STATIC / "index.html").read_bytes()
+    body = _page()
     return Response(
         body,
         media_type="text/html; charset=utf-8",
@@ -74,7 +81,7 @@ async def page() -> Response:
 
 
 @router.get("/ui/assets/{name}")
-async def asset(name: str, request: Request) -> Response:
+def asset(name: str, request: Request) -> Response:
     """The page's script, stylesheet and Plotly; gzip when the browser takes it,
     revalidated by ETag."""
     if name not in ASSETS:
