@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REQUIRED, use_settings
+from tests.conftest import REQUIRED, eventually, use_settings
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_training_resume import SPEC as SWEEP_SPEC
 from tests.service.test_api import SPEC as OPTIMUM_SPEC
@@ -272,10 +272,13 @@ def test_a_researcher_browses_filters_watches_and_compares(server, page, start_w
     )
     # once the worker has let go of the runs, a fresh page draws the whole kept curve
     runs_url = f"/v1/experiments/{sweep['id']}/runs"
-    deadline = time.monotonic() + 60
-    while any(r["status"] == "running" for r in lab.get(runs_url).json()["items"]):
-        assert time.monotonic() < deadline, "the runs still train after the cancel"
-        time.sleep(0.2)
+    eventually(
+        lambda: lab.get(runs_url).json()["items"],
+        timeout=60,
+        until=lambda runs: not any(r["status"] == "running" for r in runs),
+        what="the runs' stopping after the cancel",
+        interval=0.2,
+    )
     first_run = lab.get(runs_url, params={"limit": 1}).json()["items"][0]
     curve = lab.get(f"{runs_url}/{first_run['id']}/curve", params={"max_points": 2000}).json()
     page.reload()
