@@ -146,8 +146,7 @@ def engine_against_numpy(args: argparse.Namespace) -> None:
     }
     if "job" in args.paths.split(","):
         timers["job"] = job_timer(args.runs, args.epochs)
-    paths = timers
-    rates: dict[str, list[float]] = {"numpy": [], **{name: [] for name in paths}}
+    rates: dict[str, list[float]] = {"numpy": [], **{name: [] for name in timers}}
     for _ in range(args.repeats):
         rates["numpy"].append(time_numpy(X, y, runs[: args.numpy_runs], args.epochs))
         for name, timer in timers.items():
@@ -156,18 +155,18 @@ def engine_against_numpy(args: argparse.Namespace) -> None:
     for name, values in rates.items():
         print(f"{name:<16}{max(values):>18.4g}{statistics.median(values):>14.4g}")
     base_best, base_median = max(rates["numpy"]), statistics.median(rates["numpy"])
-    for name in paths:
+    for name in timers:
         best = max(rates[name]) / base_best
         median = statistics.median(rates[name]) / base_median
         print(f"ratio {name} / numpy: best {best:.1f}x, median {median:.1f}x")
-    if args.e2e and "engine" in paths:
+    if args.e2e and "engine" in timers:
         steps = args.runs * args.epochs
         done = e2e.compare(
             args.e2e,
             e2e_spec(args.runs, args.epochs),
             e2e_spec(8, 1000),
             baseline=steps / statistics.median(rates["numpy"]),
-            in_process=steps / statistics.median(rates["job" if "job" in paths else "engine"]),
+            in_process=steps / statistics.median(rates["job" if "job" in timers else "engine"]),
             work=steps,
         )
         (group,) = done.experiment["result"]["groups"]
