@@ -19,9 +19,10 @@ encoded), which is the fair in-process figure beside ``--e2e``.
 
 ``--curve-share`` instead times the cost of the curve points at d = 200 (teacher
 data, n = 50, so the native kernel; widths 20 and 400, so k = min(m, d) = 20 and
-200): the same sweep with the default curve schedule (log_growth 1.01) and with curve points only at
-epochs 0, 1 and the end, alternating, on the service's engine; the difference is
-the curve points' share of the sweep.
+200, and width 400 again over 20,000 epochs): the same sweep with the default curve
+schedule (log_growth 1.01) and with curve points only at epochs 0, 1 and the end,
+alternating, on the service's engine; the difference is the curve points' share of the
+sweep.
 
     .venv/bin/python bench/training.py --curve-share [--repeats 3]
 ``--e2e embedded|postgres`` also submits the same sweep (its certified optimum, verdicts,
@@ -189,17 +190,21 @@ def e2e_spec(runs: int, epochs: int) -> dict:
 
 
 def curve_share(args: argparse.Namespace) -> None:
-    """Share of the curve points in a d = 200 sweep: default schedule against (almost) none."""
+    """Share of the curve points in a d = 200 sweep: default schedule against (almost) none.
+
+    The schedule's points grow with log(epochs), the steps with epochs: the last row, a
+    20,000-epoch sweep at width 400, shows the share falling with the sweep's length.
+    """
     n, d, lr, lam = 50, 200, 1e-4, 1e-4
     X, y = teacher(n, d, 5, 0)
     print(f"d = {d}, n = {n} teacher data, float64 GD on the service's engine")
     print(f"{'width':>6}{'runs':>6}{'epochs':>8}{'points/run':>12}{'with points s':>15}"
           f"{'sparse s':>10}{'share':>8}")  # fmt: skip
-    for width, runs, epochs in ((20, 16, 2000), (400, 2, 1000)):
+    for width, runs, epochs in ((20, 16, 2000), (400, 2, 1000), (400, 2, 20000)):
         specs = [RunSpec(width, ALPHA, seed) for seed in range(runs)]
         times: dict[float, list[float]] = {1.01: [], 1e9: []}
         points = 0
-        for _ in range(args.repeats):
+        for _ in range(args.repeats if epochs <= 2000 else 1):
             for growth in times:
                 t = time.perf_counter()
                 out = train_sweep(
