@@ -21,9 +21,9 @@ minimising ``||g + A^T mu||`` (SCIENCE §3): the certificate's own ``certificate
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import nnls
 
 from ..convex.certificate import projections
+from ..convex.small import nnls, row_norms
 
 __all__ = ["GlobalScreen"]
 
@@ -82,7 +82,7 @@ class GlobalScreen:
             return False
         # (n, t): prediction per unit weight
         M = (signs[tight, None] * patterns[tight] * (directions[tight] @ self.X.T)).T
-        weights, _ = nnls(M, self.prediction, maxiter=50 * M.shape[1] + 100)
+        weights, _ = nnls(M, self.prediction, 50 * M.shape[1] + 100)
         costs = weights.sum()  # each direction has unit norm
         err = M @ weights - self.y
         value = float(err @ err) / len(self.y) + 2.0 * self.weight_decay * float(costs)
@@ -107,7 +107,7 @@ class GlobalScreen:
             D, s = patterns[missing], np.asarray(signs)[missing]
             G = -s[:, None] * ((D * self.residual) @ self.X)
             P = projections(self.X, np.where(D, 1.0, -1.0), G)
-            norms = np.linalg.norm(P, axis=1)
+            norms = row_norms(P)
             P[norms > 0] /= norms[norms > 0, None]
             for i, p, norm in zip(missing, P, norms, strict=True):
                 self._atoms[keys[i]] = (p, float(norm))

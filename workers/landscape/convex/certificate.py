@@ -37,7 +37,8 @@ vectors themselves (one NNLS each; the census's screen keeps them as its atoms).
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import nnls
+
+from .small import nnls, row_norms
 
 #: Patterns processed together in the vectorised first stage.
 _CHUNK = 4096
@@ -115,7 +116,7 @@ def few_cone_values(X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: flo
         keep = values[live] > floor
         live, u = live[keep], u[keep]
     if len(live):
-        values[live] = np.linalg.norm(projections(X, orient[live], g[live]), axis=1)
+        values[live] = row_norms(projections(X, orient[live], g[live]))
     return values
 
 
@@ -159,7 +160,7 @@ def _signed_values_above(X, patterns, G, floor: float) -> np.ndarray:
     rounding margin) go through the stages of ``_halfspace_step`` and ``_refine``; the rest
     keep the bound, which is what those stages would have returned for them.
     """
-    xnorm = np.linalg.norm(X, axis=1)
+    xnorm = row_norms(X)
     unit = np.ascontiguousarray((X / np.where(xnorm > 0, xnorm, 1.0)[:, None]).T)
     C = np.where(patterns, 1.0, -1.0)
     C *= G @ unit  # (d, n) contiguous: BLAS is several times faster than with X.T at d = 3
@@ -194,13 +195,13 @@ def _halfspace_step(X, orient, g, Ag) -> tuple[np.ndarray, np.ndarray, np.ndarra
     step = -neg[rows, k] * inv[k] * orient[rows, k]  # u1 = g + step x_k
     u1 = g + step[:, None] * X[k]
     Au1 = orient * (u1 @ X.T)
-    slack = _KKT_RTOL * np.linalg.norm(g, axis=1)[:, None] * np.sqrt(xnorm2)[None, :]
-    return np.linalg.norm(u1, axis=1), np.all(Au1 >= -slack, axis=1), k
+    slack = _KKT_RTOL * row_norms(g)[:, None] * np.sqrt(xnorm2)[None, :]
+    return row_norms(u1), np.all(Au1 >= -slack, axis=1), k
 
 
 def _refine(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray]:
     """Stages 2-4 for cones (c, n) orient, (c, d) g, starting from the rows ``first`` (c,)."""
-    values, exact = np.linalg.norm(g, axis=1), np.zeros(len(g), dtype=bool)
+    values, exact = row_norms(g), np.zeros(len(g), dtype=bool)
     todo = np.arange(len(g))
     if floor is not None and X.shape[0] <= _HILDRETH_MAX_ROWS_PER_DIM * X.shape[1]:
         values = _hildreth(X, orient, g, floor)
@@ -220,7 +221,7 @@ def _hildreth(X, orient, g, floor) -> np.ndarray:
     """
     xnorm2 = np.einsum("kd,kd->k", X, X)
     rows = np.flatnonzero(xnorm2 > 0)
-    upper = np.linalg.norm(g, axis=1)
+    upper = row_norms(g)
     live = np.arange(len(g))
     o, m, w = orient, np.zeros(orient.shape), g.copy()  # the live cones only
     for sweep in range(_SWEEPS):
@@ -229,7 +230,7 @@ def _hildreth(X, orient, g, floor) -> np.ndarray:
             w += ((new - m[:, k]) * o[:, k])[:, None] * X[k]
             m[:, k] = new
         if sweep % 2 == 1:
-            upper[live] = np.linalg.norm(w, axis=1)
+            upper[live] = row_norms(w)
             keep = upper[live] > floor
             live, o, m, w = live[keep], o[keep], m[keep], w[keep]
             if len(live) == 0:
@@ -250,9 +251,9 @@ def _dual_active_set(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray
         (values, exact, settled), each (c,); unsettled cones need the fallback.
     """
     c, d = g.shape
-    xnorm = np.linalg.norm(X, axis=1)
+    xnorm = row_norms(X)
     inv = np.where(xnorm > 0, 1.0 / np.where(xnorm > 0, xnorm, 1.0), 0.0)
-    values, exact = np.linalg.norm(g, axis=1), np.zeros(c, dtype=bool)
+    values, exact = row_norms(g), np.zeros(c, dtype=bool)
     settled = np.zeros(c, dtype=bool)
     slots = np.full((c, d + 1), -1)
     slots[:, 0] = first
@@ -268,14 +269,14 @@ def _dual_active_set(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray
         gl = g[live]
         mu = np.linalg.solve(gram, -np.einsum("lmd,ld->lm", B, gl)[..., None])[..., 0]
         v = gl + np.einsum("lmd,lm->ld", B, mu)
-        tol = _KKT_RTOL * np.linalg.norm(gl, axis=1)
+        tol = _KKT_RTOL * row_norms(gl)
         mu_scaled = np.where(valid, mu * xnorm[rows], np.inf)
         drop = np.argmin(mu_scaled, axis=1)
         dual_ok = mu_scaled[np.arange(len(live)), drop] >= -tol
         slack = orient[live] * (v @ X.T) * inv
         add = np.argmin(slack, axis=1)
         primal_ok = slack[np.arange(len(live)), add] >= -tol
-        vnorm = np.linalg.norm(v, axis=1)
+        vnorm = row_norms(v)
         done = dual_ok & primal_ok
         if floor is not None:
             done |= dual_ok & (vnorm <= floor)
@@ -313,7 +314,7 @@ def _project(A: np.ndarray, g: np.ndarray) -> np.ndarray:
     """:func:`project` with the zero rows of A already dropped."""
     if len(A) == 0:
         return np.array(g, dtype=np.float64)
-    mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
+    mu, _ = nnls(A.T, -g, 50 * max(A.shape))
     return g + A.T @ mu
 
 
@@ -379,7 +380,7 @@ def dual_violations(
         ||X^T D r||.
     """
     X, patterns, G = _setup(X, residual, patterns)
-    gnorm = np.linalg.norm(G, axis=1)
+    gnorm = row_norms(G)
     values = np.repeat(gnorm[:, None], 2, axis=1)  # ||proj_K g|| <= ||g||
     todo = np.arange(len(G)) if floor is None else np.flatnonzero(gnorm > floor)
     for start in range(0, len(todo), _CHUNK):

@@ -40,10 +40,10 @@ from dataclasses import replace
 
 import numpy as np
 from scipy.linalg import solve_triangular
-from scipy.optimize import nnls
 
 from .polish import polish, values_above
 from .restricted import RestrictedSolution, RestrictedSolver
+from .small import nnls, row_norms
 
 __all__ = [
     "ADD_MAX",
@@ -194,7 +194,7 @@ class ColumnSolver:
         the first by 1e-7 relative (value off by ~1e-9, enough to flip a stationarity
         verdict); those cones are solved again over all members.
         """
-        norms = np.linalg.norm(solution.U, axis=1)
+        norms = row_norms(solution.U)
         big = norms > CARRY_REL * max(1.0, float(norms.max(initial=0.0)))
         if len(check.violators(members[~big])):
             return False
@@ -241,7 +241,7 @@ class ColumnSolver:
             except np.linalg.LinAlgError:
                 return inside, norms
             target = solve_triangular(L, b, lower=True, check_finite=False)
-            weights, _ = nnls(L.T, target, maxiter=50 * k + 100)
+            weights, _ = nnls(L.T, target, 50 * k + 100)
         inside |= weights > 0
         return inside, norms
 

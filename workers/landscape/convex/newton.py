@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .small import lstsq
+
 __all__ = ["MAX_STEPS", "NULL_SPACE_CACHE", "FaceObjective", "null_space"]
 
 #: Newton steps per solve.
@@ -80,14 +82,14 @@ class FaceObjective:
             if found is None:
                 return np.split(z, self.cuts), math.inf
             grad, hess = found
-            gradient_norm = float(np.linalg.norm(grad))
+            gradient_norm = math.sqrt(grad @ grad)
             if gradient_norm >= best_norm and local:  # rounding floor
                 break
             if gradient_norm < best_norm:
                 best_norm, best = gradient_norm, z
             if gradient_norm <= 1e-16 * self.scale:
                 break
-            step = -np.linalg.lstsq(hess, grad, rcond=1e-14)[0]
+            step = -lstsq(hess, grad, 1e-14)
             decrement = -float(grad @ step)
             local = decrement <= 1e-12 * max(1.0, abs(self.value(z)))
             moved = z + step if local else self._line_search(z, step, decrement)

@@ -39,6 +39,7 @@ from scipy.optimize import lsq_linear
 
 from ..geometry.network import forward, signed_cones_of
 from .certificate import pattern_sums, signed_values
+from .small import lstsq, row_norms
 
 __all__ = [
     "BIRTH_RTOL",
@@ -190,7 +191,7 @@ def _min_block_norm_sq(base: np.ndarray, directions: np.ndarray) -> float:
     if len(directions) <= 2:
         return _min_box_norm_sq_small(base, directions)
     # The unconstrained least-squares minimiser, when it lies in the box, is the box's.
-    theta = np.linalg.lstsq(directions.T, -base, rcond=None)[0]
+    theta = lstsq(directions.T, -base)
     if np.all((theta >= 0.0) & (theta <= 1.0)):
         rest = base + directions.T @ theta
         return float(rest @ rest)
@@ -220,7 +221,7 @@ def _min_box_norm_sq_small(base: np.ndarray, directions: np.ndarray) -> float:
         return float(rest @ rest)
     v, w = directions
     candidates = [along(base + fixed * a, b) for a, b in ((v, w), (w, v)) for fixed in (0.0, 1.0)]
-    theta = np.linalg.lstsq(directions.T, -base, rcond=None)[0]  # backward stable
+    theta = lstsq(directions.T, -base)  # backward stable
     if np.all((theta >= 0.0) & (theta <= 1.0)):
         candidates.append(base + directions.T @ theta)
     return min(float(rest @ rest) for rest in candidates)
@@ -261,7 +262,7 @@ def largest_cone_value(
     r = np.asarray(residual, dtype=np.float64).reshape(-1)
     patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
     G = pattern_sums(patterns, r[:, None] * X)  # (P, d)
-    bound = np.linalg.norm(G, axis=1)
+    bound = row_norms(G)
     order = np.argsort(-bound, kind="stable")
     best, start, block = _witnessed(X, G, patterns, witnesses), 0, _BLOCK
     while start < len(order) and bound[order[start]] > best:
@@ -278,7 +279,7 @@ def _witnessed(X, G, patterns, witnesses) -> float:
     if witnesses is None:
         return 0.0
     W = np.asarray(witnesses, dtype=np.float64).reshape(-1, X.shape[1])
-    norms = np.linalg.norm(W, axis=1)
+    norms = row_norms(W)
     E = W[norms > 0] / norms[norms > 0, None]
     if len(E) == 0:
         return 0.0
