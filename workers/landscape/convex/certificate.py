@@ -36,6 +36,8 @@ vectors themselves (one NNLS each; the census's screen keeps them as its atoms).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .small import nnls, row_norms
@@ -99,25 +101,50 @@ def few_cone_values(X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: flo
     Returns:
         (c,) float64.
     """
-    xnorm2 = np.einsum("kd,kd->k", X, X)
-    inv = np.where(xnorm2 > 0, 1.0 / np.where(xnorm2 > 0, xnorm2, 1.0), 0.0)
+    _, inv, _ = _rows(X)
     values = np.sqrt(np.einsum("ij,ij->i", g, g))
-    live = np.flatnonzero(values > floor)
-    u = g[live]
+    live = np.nonzero(values > floor)[0]
+    u, o = g[live], orient[live]
     for _ in range(_GREEDY_STEPS):
         if len(live) == 0:
             break
-        o = orient[live]
-        neg = np.minimum(o * (u @ X.T), 0.0)
-        k = np.argmax(neg * neg * inv, axis=1)
+        neg = o * (u @ X.T)
+        np.minimum(neg, 0.0, out=neg)
+        k = (neg * neg * inv).argmax(axis=1)
         rows = np.arange(len(live))
         u = u - (neg[rows, k] * inv[k] * o[rows, k])[:, None] * X[k]
-        values[live] = np.sqrt(np.einsum("ij,ij->i", u, u))
-        keep = values[live] > floor
-        live, u = live[keep], u[keep]
+        now = np.sqrt(np.einsum("ij,ij->i", u, u))
+        values[live] = now
+        keep = now > floor
+        if not keep.all():
+            live, u, o = live[keep], u[keep], o[keep]
     if len(live):
         values[live] = row_norms(projections(X, orient[live], g[live]))
     return values
+
+
+def _rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(||x_k||^2, 1 / ||x_k||^2 or 0 for a zero row, x_k != 0)`` of X (n, d), each (n,).
+
+    Cached by X's bytes (a census prices many cones of one dataset); read-only.
+    """
+    if not X.flags.c_contiguous or X.dtype != np.float64:
+        return _row_data(X)
+    return _cached_row_data(X.shape, X.tobytes())
+
+
+def _row_data(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xnorm2 = np.einsum("kd,kd->k", X, X)
+    inv = np.where(xnorm2 > 0, 1.0 / np.where(xnorm2 > 0, xnorm2, 1.0), 0.0)
+    return xnorm2, inv, np.any(X != 0.0, axis=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_row_data(shape: tuple[int, ...], data: bytes):
+    found = _row_data(np.frombuffer(data, dtype=np.float64).reshape(shape))
+    for array in found:
+        array.flags.writeable = False
+    return found
 
 
 def signed_values(
@@ -347,9 +374,10 @@ def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
         (c, d) float64, a new array.
     """
     P = np.array(G, dtype=np.float64)
-    nonzero = np.any(X != 0.0, axis=1)
-    X = X[nonzero]
-    orient = orient[:, nonzero]
+    nonzero = _rows(X)[2]
+    if not nonzero.all():
+        X = X[nonzero]
+        orient = orient[:, nonzero]
     for i in np.flatnonzero(np.any(orient * (P @ X.T) < 0.0, axis=1)):
         P[i] = _project(orient[i][:, None] * X, P[i])
     return P
