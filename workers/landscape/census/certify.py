@@ -175,7 +175,7 @@ def certify_samples(
     every = _Patterns(X, patterns)
     solver = RestrictedSolver(X, y, weight_decay, tol=SOLVER_TOL)
     screen = _screen(X, y, weight_decay, solver, support, optimum=optimum, tolerance=tolerance)
-    columns = ColumnSolver(solver, screen.atom, anchor=screen.residual)
+    columns = ColumnSolver(solver, screen.atom, anchor=screen.residual, atoms=screen.atoms)
     records: list[ConeRecord] = []
     clock.lap("setup")
     for done, sample in enumerate(samples, start=1):

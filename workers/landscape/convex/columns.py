@@ -39,11 +39,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from .polish import polish, values_above
 from .restricted import RestrictedSolution, RestrictedSolver
-from .small import nnls, row_norms
+from .small import cholesky, nnls, row_norms, solve_lower
 
 __all__ = [
     "ADD_MAX",
@@ -85,6 +84,9 @@ class ColumnSolver:
             ``proj_K(-s X^T D r*)`` at the global optimal residual r*
             (``GlobalScreen.atom``, which caches it per key).
         initial: members of largest norm always put in the first working set.
+        anchor: the residual r* of the atoms (enables the dual check's Lipschitz bound).
+        atoms: optionally ``atoms(keys, patterns, signs) -> ((k, d) e, (k,) norms)``, the same
+            for many members at once (``GlobalScreen.atoms``), used instead of ``atom``.
 
     Attributes:
         rounds: working-set enlargements so far (diagnostics).
@@ -100,10 +102,11 @@ class ColumnSolver:
         *,
         initial: int = INITIAL,
         anchor: np.ndarray | None = None,
+        atoms: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.solver = solver
         self.X, self.y = solver.X, solver.y
-        self.atom = atom
+        self.atom, self.atoms = atom, atoms
         self.initial = initial
         self.anchor = None if anchor is None else np.asarray(anchor, dtype=np.float64)
         self.threshold = 2.0 * solver.weight_decay * (1.0 + VIOLATION_RTOL)
@@ -222,11 +225,13 @@ class ColumnSolver:
         members of largest norm. A poor guess costs rounds, never accuracy.
         """
         k = len(s)
-        atoms = [self.atom(key, D[i], signs[i]) for i, key in enumerate(keys)]
-        norms = np.array([norm for _, norm in atoms])
+        if self.atoms is not None:
+            E, norms = self.atoms(keys, D, signs)  # (k, d), (k,)
+        else:
+            found = [self.atom(key, D[i], signs[i]) for i, key in enumerate(keys)]
+            E, norms = np.stack([e for e, _ in found]), np.array([norm for _, norm in found])
         inside = np.zeros(k, dtype=bool)
         inside[np.argsort(-norms, kind="stable")[: self.initial]] = True
-        E = np.stack([e for e, _ in atoms])  # (k, d)
         M = (s[:, None] * D * (E @ self.X.T)).T  # (n, k): s_i D_i X e_i
         n = len(self.y)
         ridge = 1e-10 * (1.0 + float(np.einsum("ij,ij->", M, M)) / n)
@@ -235,12 +240,12 @@ class ColumnSolver:
             weights = gram_nnls(M / np.sqrt(n), ridge, b, max_iter=3 * k + 10)
         else:
             G = M.T @ M / n
-            G[np.diag_indices(k)] += ridge
+            G.flat[:: k + 1] += ridge
             try:
-                L = np.linalg.cholesky(G)
+                L = cholesky(G)
             except np.linalg.LinAlgError:
                 return inside, norms
-            target = solve_triangular(L, b, lower=True, check_finite=False)
+            target = solve_lower(L, b)
             weights, _ = nnls(L.T, target, 50 * k + 100)
         inside |= weights > 0
         return inside, norms

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.linalg import LinAlgError, _umath_linalg
+from scipy.linalg import lapack
 from scipy.optimize import _slsqplib
 
-__all__ = ["lstsq", "nnls", "row_norms"]
+__all__ = ["cholesky", "lstsq", "nnls", "row_norms", "solve_lower"]
 
 
 def nnls(A: np.ndarray, b: np.ndarray, maxiter: int) -> tuple[np.ndarray, float]:
@@ -61,3 +62,26 @@ def lstsq(A: np.ndarray, b: np.ndarray, rcond: float | None = None) -> np.ndarra
 def row_norms(A: np.ndarray) -> np.ndarray:
     """``np.linalg.norm(A, axis=1)`` for float64 A (m, d): the same sum of squares."""
     return np.sqrt(np.add.reduce(A * A, axis=1))
+
+
+def cholesky(G: np.ndarray) -> np.ndarray:
+    """``np.linalg.cholesky(G)`` for float64 G (k, k): the same LAPACK routine (potrf)
+    through numpy's own gufunc.
+
+    Raises:
+        LinAlgError: when G is not positive definite (numpy's gufunc leaves NaNs then).
+    """
+    with np.errstate(invalid="ignore"):
+        L = _umath_linalg.cholesky_lo(G, signature="d->d")
+    if np.isnan(L).any():
+        raise LinAlgError("Matrix is not positive definite")
+    return L
+
+
+def solve_lower(L: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``scipy.linalg.solve_triangular(L, b, lower=True)`` for a C-contiguous float64 L (k, k)
+    and b (k,): the same LAPACK call (trtrs on L^T, transposed) that scipy makes for it."""
+    x, info = lapack.dtrtrs(L.T, b, lower=0, trans=1)
+    if info != 0:
+        raise LinAlgError(f"singular matrix: resolution failed at diagonal {info - 1}")
+    return x
