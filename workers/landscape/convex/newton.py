@@ -40,6 +40,11 @@ class FaceObjective:
         #: The size of the gradient's terms, ``2 λ + (2/n) ||A^T y||``.
         self.scale = 2.0 * lam + (2.0 / self.n) * float(np.linalg.norm(self.A.T @ y))
 
+    def split(self, z: np.ndarray) -> list[np.ndarray]:
+        """The blocks of the stacked z (views, as ``np.split(z, self.cuts)``)."""
+        edges = [0, *self.cuts.tolist(), len(z)]
+        return [z[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
     def norms(self, z: np.ndarray) -> np.ndarray:
         """(p,) the norms of the blocks of the stacked z."""
         return np.sqrt(np.bincount(self.block, weights=z * z, minlength=len(self.cuts) + 1))
@@ -56,7 +61,7 @@ class FaceObjective:
         ``(2 λ / ||z_i||) (I - z_i z_i^T / ||z_i||^2)`` to its diagonal block of the Hessian.
         """
         norms = self.norms(z)
-        if np.any(norms == 0.0):
+        if (norms == 0.0).any():
             return None
         unit = z / norms[self.block]
         weight = 2.0 * self.lam / norms[self.block]
@@ -80,7 +85,7 @@ class FaceObjective:
         for _ in range(MAX_STEPS):
             found = self.derivatives(z)
             if found is None:
-                return np.split(z, self.cuts), math.inf
+                return self.split(z), math.inf
             grad, hess = found
             gradient_norm = math.sqrt(grad @ grad)
             if gradient_norm >= best_norm and local:  # rounding floor
@@ -96,7 +101,7 @@ class FaceObjective:
             if moved is None:
                 break
             z = moved
-        return np.split(best, self.cuts), best_norm
+        return self.split(best), best_norm
 
     def _line_search(self, z: np.ndarray, step: np.ndarray, decrement: float):
         """Backtracking (Armijo, with room for rounding in f); None when nothing decreases f."""

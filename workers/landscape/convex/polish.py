@@ -324,7 +324,9 @@ class _Program:
     def dual_violator(self, rows: np.ndarray, V: np.ndarray) -> int | None:
         """The row outside the support most above ``2 λ (1 + DUAL_RTOL)`` in the dual check of
         SCIENCE §3 (``||proj_K(-s X^T D r)||``), or None when every one passes."""
-        out = np.setdiff1d(np.arange(len(self.s)), rows)
+        outside = np.ones(len(self.s), dtype=bool)
+        outside[rows] = False
+        out = np.nonzero(outside)[0]
         if len(out) == 0:
             return None
         r = self.residual(rows, V)
@@ -335,7 +337,7 @@ class _Program:
             bound = self.bounds[1][out] + np.sqrt(np.einsum("ij,ij->i", moved, moved))
         threshold = 2.0 * self.lam * (1.0 + DUAL_RTOL)
         values = values_above(self.X, self.orient[out], g, threshold, bound)
-        worst = int(np.argmax(values))
+        worst = int(values.argmax())
         return int(out[worst]) if values[worst] > threshold else None
 
     def accept(self, rows, V, faces, gradient_norm: float, value: float) -> Polished | None:

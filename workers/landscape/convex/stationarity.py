@@ -166,8 +166,9 @@ def clarke_stationarity(
     slope = (kink_tol < Z).astype(np.float64)
     grad_w = a[:, None] * ((slope * r[:, None]).T @ X) + 2.0 * weight_decay * W
     sq = float(grad_a @ grad_a)
+    live_kinks = (kinks & (r != 0)[:, None]).T  # (m, n)
     for j in range(len(a)):
-        ks = np.flatnonzero(kinks[:, j] & (r != 0))
+        ks = np.nonzero(live_kinks[j])[0]
         if ks.size:
             sq += _min_block_norm_sq(grad_w[j], (a[j] * r[ks])[:, None] * X[ks])
         else:
