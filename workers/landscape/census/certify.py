@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -258,8 +259,7 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
     support_patterns = np.asarray(support[0], dtype=bool).reshape(-1, X.shape[0])
     support_signs = np.asarray(support[1]).reshape(-1)
     if len(support_signs):
-        held = solver.solve(support_patterns, support_signs)
-        prediction, value = held.prediction, held.value
+        prediction, value = _support_solve(solver, support_patterns, support_signs)
     else:
         prediction, value = np.zeros(len(y)), float(y @ y) / len(y)
     proven = value <= optimum + tolerance / 2
@@ -272,6 +272,35 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
         margin=tolerance / 2,
         support_keys=set(cone_keys(support_patterns, support_signs)) if proven else None,
     )
+
+
+#: Support solves :func:`_support_solve` keeps (least recently used dropped first).
+SUPPORT_CACHE = 32
+_support_solves: OrderedDict[tuple, tuple[np.ndarray, float]] = OrderedDict()
+
+
+def _support_solve(
+    solver: RestrictedSolver, patterns: np.ndarray, signs: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """(prediction, value) of the restricted program over the support's cones, cached.
+
+    A pure function of the unit-size data, λ, the support and the solver's tolerance (one
+    Clarabel program, deterministic), so a census's calls on one problem (its widths, its
+    chunks in one worker) solve it once. The prediction is read-only.
+    """
+    parts = (solver.X, solver.y, np.array([solver.weight_decay, SOLVER_TOL]), patterns, signs)
+    key = tuple((np.shape(a), np.asarray(a).dtype.str, np.asarray(a).tobytes()) for a in parts)
+    found = _support_solves.get(key)
+    if found is None:
+        held = solver.solve(patterns, signs)
+        prediction = np.array(held.prediction)
+        prediction.flags.writeable = False
+        found = _support_solves[key] = (prediction, held.value)
+        if len(_support_solves) > SUPPORT_CACHE:
+            _support_solves.popitem(last=False)
+    else:
+        _support_solves.move_to_end(key)
+    return found
 
 
 class _Clock:
