@@ -113,7 +113,7 @@ class GlobalScreen:
         if missing:
             D, s = patterns[missing], np.asarray(signs)[missing]
             G = -s[:, None] * ((D * self.residual) @ self.X)
-            P = projections(self.X, np.where(D, 1.0, -1.0), G)
+            P = projections(self.X, np.where(D, 1.0, -1.0), G, memo=True)
             norms = row_norms(P)
             P[norms > 0] /= norms[norms > 0, None]
             start = len(index)

@@ -37,6 +37,7 @@ vectors themselves (one NNLS each; the census's screen keeps them as its atoms).
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 
 import numpy as np
 
@@ -358,7 +359,9 @@ def project_norm(A: np.ndarray, g: np.ndarray) -> float:
     return float(np.linalg.norm(project(A, g)))
 
 
-def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
+def projections(
+    X: np.ndarray, orient: np.ndarray, G: np.ndarray, *, memo: bool = False
+) -> np.ndarray:
     """(c, d) ``proj_K(G[i])`` for the cones ``K = {u : (orient[i] * X) u >= 0}``.
 
     :func:`project` for many cones: a vector already in its cone (checked in one product) is
@@ -369,6 +372,10 @@ def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
         X: (n, d) float64 data.
         orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
         G: (c, d) float64 vectors to project.
+        memo: keep each NNLS projection by the exact bytes of its cone's signs and vector,
+            per X (:func:`_memo_of`), and reuse it: for vectors that recur across calls on
+            one problem (a census screen's atoms at the optimal residual, by every chunk).
+            A pure function of those bytes, so the result is the same to the bit.
 
     Returns:
         (c, d) float64, a new array.
@@ -378,9 +385,41 @@ def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
     if not nonzero.all():
         X = X[nonzero]
         orient = orient[:, nonzero]
-    for i in np.flatnonzero(np.any(orient * (P @ X.T) < 0.0, axis=1)):
-        P[i] = _project(orient[i][:, None] * X, P[i])
+    outside = np.nonzero(np.any(orient * (P @ X.T) < 0.0, axis=1))[0]
+    if not memo:
+        for i in outside:
+            P[i] = _project(orient[i][:, None] * X, P[i])
+        return P
+    kept = _memo_of(X) if len(outside) else {}
+    for i in outside:
+        key = orient[i].tobytes() + P[i].tobytes()
+        found = kept.get(key)
+        if found is None:
+            found = _project(orient[i][:, None] * X, P[i])
+            if len(kept) >= MEMO_ENTRIES:
+                kept.clear()
+            kept[key] = found
+        P[i] = found
     return P
+
+
+#: Projections :func:`projections` keeps per X (cleared when full), and the X it keeps them
+#: for (least recently used dropped first); entries are about 2 (n + d) 8 bytes.
+MEMO_ENTRIES, MEMO_DATASETS = 65_536, 4
+_memos: OrderedDict[tuple, dict[bytes, np.ndarray]] = OrderedDict()
+
+
+def _memo_of(X: np.ndarray) -> dict[bytes, np.ndarray]:
+    """The projections kept for the data X (its shape and bytes)."""
+    key = (X.shape, np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    kept = _memos.get(key)
+    if kept is None:
+        kept = _memos[key] = {}
+        if len(_memos) > MEMO_DATASETS:
+            _memos.popitem(last=False)
+    else:
+        _memos.move_to_end(key)
+    return kept
 
 
 def dual_violations(
