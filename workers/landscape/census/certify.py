@@ -325,7 +325,7 @@ def _solve_and_classify(
 
     A spurious cone's minimiser gets the birth test, as a network of the sample's width.
     """
-    useful = np.any(cones & np.any(X != 0.0, axis=1)[None, :], axis=1)
+    useful = (cones & (X != 0.0).any(axis=1)[None, :]).any(axis=1)
     dual = None
     if useful.any():
         solution = columns.solve(cones[useful], signs[useful], keys[useful])

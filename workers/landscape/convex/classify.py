@@ -162,7 +162,7 @@ def _balanced(
     norms = row_norms(U)
     xnorm = row_norms(X)
     near = np.abs(U @ X.T) <= kink_rel * norms[:, None] * xnorm[None, :]  # (k, n)
-    for i in np.flatnonzero(near.any(axis=1)):
+    for i in np.nonzero(near.any(axis=1))[0]:
         faces = np.ascontiguousarray(X[near[i]], dtype=np.float64)
         U[i] = U[i] - _pinv(faces.shape, faces.tobytes()) @ (faces @ U[i])
     root = np.sqrt(row_norms(U))

@@ -137,14 +137,14 @@ class ColumnSolver:
         orient = np.where(D, 1.0, -1.0)
         inside, atom_norms = self._first_set(D, s, signs, keys)
         for _ in range(MAX_ROUNDS):
-            members = np.flatnonzero(inside)
+            members = np.nonzero(inside)[0]
             solution = self.solver.solve(D[members], s[members])
             r = (2.0 / len(self.y)) * (solution.prediction - self.y)
             dual = np.full(k, np.inf)
             check = _Check(self, D, s, orient, r, atom_norms, dual)
-            violators = check.violators(np.flatnonzero(~inside))
+            violators = check.violators(np.nonzero(~inside)[0])
             if len(violators) == 0 and not self._converged(check, members, solution):
-                exact = self._polished(check, members, np.flatnonzero(~inside), solution)
+                exact = self._polished(check, members, np.nonzero(~inside)[0], solution)
                 if exact is not None:
                     return exact
                 break
@@ -210,7 +210,7 @@ class ColumnSolver:
             / norms[big]
             / (2.0 * self.solver.weight_decay)
         )
-        return bool(np.all(np.abs(ratio - 1.0) <= COMPLEMENTARITY_RTOL))
+        return bool((np.abs(ratio - 1.0) <= COMPLEMENTARITY_RTOL).all())
 
     def _first_set(
         self, D: np.ndarray, s: np.ndarray, signs: np.ndarray, keys: np.ndarray
@@ -280,7 +280,7 @@ def gram_nnls(M: np.ndarray, ridge: float, b: np.ndarray, *, max_iter: int) -> n
             break
         passive[j] = True
         while True:
-            P = np.flatnonzero(passive)
+            P = np.nonzero(passive)[0]
             G = M[:, P].T @ M[:, P]
             G[np.diag_indices(len(P))] += ridge
             z = np.linalg.solve(G, b[P])

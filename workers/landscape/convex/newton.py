@@ -31,14 +31,15 @@ class FaceObjective:
 
     def __init__(self, blocks: list[np.ndarray], y: np.ndarray, lam: float) -> None:
         sizes = [b.shape[1] for b in blocks]
-        self.A = np.hstack(blocks) if blocks else np.zeros((len(y), 0))
+        self.A = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(y), 0))
         self.cuts = np.cumsum(sizes)[:-1]
         self.block = np.repeat(np.arange(len(sizes)), sizes)  # block of each coordinate
         self.same = self.block[:, None] == self.block[None, :]
         self.y, self.lam, self.n = y, lam, len(y)
         self.gram = (2.0 / self.n) * (self.A.T @ self.A)
         #: The size of the gradient's terms, ``2 λ + (2/n) ||A^T y||``.
-        self.scale = 2.0 * lam + (2.0 / self.n) * float(np.linalg.norm(self.A.T @ y))
+        Aty = self.A.T @ y
+        self.scale = 2.0 * lam + (2.0 / self.n) * math.sqrt(float(Aty @ Aty))
 
     def split(self, z: np.ndarray) -> list[np.ndarray]:
         """The blocks of the stacked z (views, as ``np.split(z, self.cuts)``)."""

@@ -98,7 +98,7 @@ def values_above(
     values = np.sqrt(np.einsum("ij,ij->i", g, g))
     if bound is not None:
         values = np.minimum(values, bound)
-    open_ = np.flatnonzero(values > floor)
+    open_ = np.nonzero(values > floor)[0]
     if len(open_) >= BATCH_MIN:
         values[open_] = cone_values(X, orient[open_], g[open_], floor=floor)[0]
     elif len(open_):
@@ -165,7 +165,7 @@ def polish(
     U = np.asarray(U, dtype=np.float64).reshape(len(problem.s), np.shape(X)[1])
     if bounds is not None:
         problem.anchor(U, np.asarray(bounds, dtype=np.float64).reshape(-1))
-    rows = np.flatnonzero(support(U))
+    rows = np.nonzero(support(U))[0]
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):
         settled = _settle(problem, *state, max_rounds=max_rounds)
@@ -211,7 +211,7 @@ def _settle(
 def _without_smallest(V: np.ndarray) -> np.ndarray | None:
     """(p,) bool, all rows but the smallest if its norm is at most STALL_REL of the largest."""
     norms = row_norms(V)
-    smallest = int(np.argmin(norms))
+    smallest = int(norms.argmin())
     return None if norms[smallest] > STALL_REL * norms.max() else np.arange(len(V)) != smallest
 
 
@@ -305,8 +305,8 @@ class _Program:
         point, None when that row has no negative least-squares multiplier."""
         norms = row_norms(V)
         r = self.residual(rows, V)
-        for j in np.flatnonzero(faces.any(axis=1)):
-            i, k = rows[j], np.flatnonzero(faces[j])
+        for j in np.nonzero(faces.any(axis=1))[0]:
+            i, k = rows[j], np.nonzero(faces[j])[0]
             grad = (
                 self.s[i] * (self.XQ.T @ (self.D[i] * r))
                 + 2 * self.lam * (self.Q.T @ V[j]) / norms[j]

@@ -107,7 +107,7 @@ def merge_neurons(
     alive = (a != 0) & np.any(W != 0, axis=1)
     keys = np.concatenate([(kink_tol < X @ W.T).T, np.sign(a)[:, None] > 0], axis=1)
     groups: dict[bytes, list[int]] = {}
-    for j in np.flatnonzero(alive):
+    for j in np.nonzero(alive)[0]:
         groups.setdefault(keys[j].tobytes(), []).append(int(j))
     merged = [g for g in groups.values() if len(g) > 1]
     if not merged:
@@ -193,7 +193,7 @@ def _min_block_norm_sq(base: np.ndarray, directions: np.ndarray) -> float:
         return _min_box_norm_sq_small(base, directions)
     # The unconstrained least-squares minimiser, when it lies in the box, is the box's.
     theta = lstsq(directions.T, -base)
-    if np.all((theta >= 0.0) & (theta <= 1.0)):
+    if ((theta >= 0.0) & (theta <= 1.0)).all():
         rest = base + directions.T @ theta
         return float(rest @ rest)
     fit = lsq_linear(directions.T, -base, bounds=(0.0, 1.0), method="bvls", tol=1e-12)
@@ -223,7 +223,7 @@ def _min_box_norm_sq_small(base: np.ndarray, directions: np.ndarray) -> float:
     v, w = directions
     candidates = [along(base + fixed * a, b) for a, b in ((v, w), (w, v)) for fixed in (0.0, 1.0)]
     theta = lstsq(directions.T, -base)  # backward stable
-    if np.all((theta >= 0.0) & (theta <= 1.0)):
+    if ((theta >= 0.0) & (theta <= 1.0)).all():
         candidates.append(base + directions.T @ theta)
     return min(float(rest @ rest) for rest in candidates)
 
