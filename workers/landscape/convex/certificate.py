@@ -247,20 +247,22 @@ def _hildreth(X, orient, g, floor) -> np.ndarray:
     Each coordinate step projects v = g + A^T mu onto one half-space, keeping
     mu >= 0, so every ||v|| is an upper bound. Cones stop once it is <= floor.
     """
-    xnorm2 = np.einsum("kd,kd->k", X, X)
-    rows = np.flatnonzero(xnorm2 > 0)
+    xnorm2 = _rows(X)[0]
+    steps = [(k, X[k], xnorm2[k]) for k in np.nonzero(xnorm2 > 0)[0]]
     upper = row_norms(g)
     live = np.arange(len(g))
-    o, m, w = orient, np.zeros(orient.shape), g.copy()  # the live cones only
+    # The live cones only, their signs and multipliers by row of X: (n, l).
+    o, m, w = orient.T.copy(), np.zeros(orient.T.shape), g.copy()
     for sweep in range(_SWEEPS):
-        for k in rows:
-            new = np.maximum(0.0, m[:, k] - o[:, k] * (w @ X[k]) / xnorm2[k])
-            w += ((new - m[:, k]) * o[:, k])[:, None] * X[k]
-            m[:, k] = new
+        for k, x, x2 in steps:
+            old = m[k]
+            new = np.maximum(0.0, old - o[k] * (w @ x) / x2)
+            w += ((new - old) * o[k])[:, None] * x
+            m[k] = new
         if sweep % 2 == 1:
             upper[live] = row_norms(w)
             keep = upper[live] > floor
-            live, o, m, w = live[keep], o[keep], m[keep], w[keep]
+            live, o, m, w = live[keep], o[:, keep], m[:, keep], w[keep]
             if len(live) == 0:
                 break
     return upper

@@ -64,11 +64,12 @@ class FaceObjective:
         norms = self.norms(z)
         if (norms == 0.0).any():
             return None
-        unit = z / norms[self.block]
-        weight = 2.0 * self.lam / norms[self.block]
+        spread = norms[self.block]
+        unit = z / spread
+        weight = 2.0 * self.lam / spread
         grad = (2.0 / self.n) * (self.A.T @ (self.A @ z - self.y)) + 2.0 * self.lam * unit
         root = unit * np.sqrt(weight)
-        hess = self.gram + np.diag(weight) - self.same * np.outer(root, root)
+        hess = self.gram + np.diag(weight) - self.same * (root[:, None] * root[None, :])
         return grad, hess
 
     def minimise(self, start: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
