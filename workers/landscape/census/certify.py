@@ -47,6 +47,10 @@ so the two differ only in how the restricted program is solved.
 
 Caches (the screen's atoms, the solver's matrix structure) hold deterministic functions of one
 signed cone or of k, never of the samples seen, so any chunk of samples gives the same records.
+Two are kept across calls, keyed by their exact inputs, so a census's calls on one problem
+(its widths, its chunks in one worker) share them bit for bit: the screen's solve over the
+support (:func:`_support_solve`) and the NNLS of each atom (``certificate.projections(memo=
+True)``; the atoms themselves are still computed per call, in that call's batches).
 
 Each sample draws from its own ``np.random.default_rng([seed, width, sample])`` and nothing
 is carried between samples, so any chunk of samples can be redone on another worker with

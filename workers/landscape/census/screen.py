@@ -15,7 +15,9 @@ first: S containing the given support, and S with no tight member.
 
 The atoms are projections onto the signed cones, ``proj_K(g) = g + A^T mu`` with ``mu >= 0``
 minimising ``||g + A^T mu||`` (SCIENCE §3): the certificate's own ``certificate.projections``
-(the vectors; the dual checks use their norms), computed once per signed cone.
+(the vectors; the dual checks use their norms), computed once per signed cone and call, and
+kept as arrays by key. Their NNLS are memoised across calls by the exact bytes of the cone and
+vector (``projections(memo=True)``): the same numbers, computed once per problem.
 """
 
 from __future__ import annotations
