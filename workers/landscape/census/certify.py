@@ -60,6 +60,7 @@ identical records.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -281,6 +282,7 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
 #: Support solves :func:`_support_solve` keeps (least recently used dropped first).
 SUPPORT_CACHE = 32
 _support_solves: OrderedDict[tuple, tuple[np.ndarray, float]] = OrderedDict()
+_support_lock = threading.Lock()
 
 
 def _support_solve(
@@ -292,19 +294,22 @@ def _support_solve(
     Clarabel program, deterministic), so a census's calls on one problem (its widths, its
     chunks in one worker) solve it once. The prediction is read-only.
     """
-    parts = (solver.X, solver.y, np.array([solver.weight_decay, SOLVER_TOL]), patterns, signs)
+    tol = solver.settings.tol_gap_abs
+    parts = (solver.X, solver.y, np.array([solver.weight_decay, tol]), patterns, signs)
     key = tuple((np.shape(a), np.asarray(a).dtype.str, np.asarray(a).tobytes()) for a in parts)
-    found = _support_solves.get(key)
-    if found is None:
-        held = solver.solve(patterns, signs)
-        prediction = np.array(held.prediction)
-        prediction.flags.writeable = False
-        found = _support_solves[key] = (prediction, held.value)
+    with _support_lock:
+        found = _support_solves.get(key)
+        if found is not None:
+            _support_solves.move_to_end(key)
+            return found
+    held = solver.solve(patterns, signs)
+    prediction = np.array(held.prediction)
+    prediction.flags.writeable = False
+    with _support_lock:
+        _support_solves[key] = (prediction, held.value)
         if len(_support_solves) > SUPPORT_CACHE:
             _support_solves.popitem(last=False)
-    else:
-        _support_solves.move_to_end(key)
-    return found
+    return prediction, held.value
 
 
 class _Clock:

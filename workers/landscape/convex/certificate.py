@@ -37,6 +37,7 @@ vectors themselves (one NNLS each; the census's screen keeps them as its atoms).
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -393,34 +394,38 @@ def projections(
             P[i] = _project(orient[i][:, None] * X, P[i])
         return P
     kept = _memo_of(X) if len(outside) else {}
+    limit = MEMO_BYTES // (8 * (orient.shape[1] + 2 * P.shape[1]) + 200)
     for i in outside:
         key = orient[i].tobytes() + P[i].tobytes()
         found = kept.get(key)
         if found is None:
             found = _project(orient[i][:, None] * X, P[i])
-            if len(kept) >= MEMO_ENTRIES:
+            if len(kept) >= limit:
                 kept.clear()
             kept[key] = found
         P[i] = found
     return P
 
 
-#: Projections :func:`projections` keeps per X (cleared when full), and the X it keeps them
-#: for (least recently used dropped first); entries are about 2 (n + d) 8 bytes.
-MEMO_ENTRIES, MEMO_DATASETS = 65_536, 4
+#: About the bytes of projections :func:`projections` keeps per X (the entries are cleared
+#: when full; an entry takes about 8 (n + 2 d) + 200 bytes), and the X it keeps them for
+#: (least recently used dropped first).
+MEMO_BYTES, MEMO_DATASETS = 16 << 20, 2
 _memos: OrderedDict[tuple, dict[bytes, np.ndarray]] = OrderedDict()
+_memo_lock = threading.Lock()
 
 
 def _memo_of(X: np.ndarray) -> dict[bytes, np.ndarray]:
     """The projections kept for the data X (its shape and bytes)."""
     key = (X.shape, np.ascontiguousarray(X, dtype=np.float64).tobytes())
-    kept = _memos.get(key)
-    if kept is None:
-        kept = _memos[key] = {}
-        if len(_memos) > MEMO_DATASETS:
-            _memos.popitem(last=False)
-    else:
-        _memos.move_to_end(key)
+    with _memo_lock:
+        kept = _memos.get(key)
+        if kept is None:
+            kept = _memos[key] = {}
+            if len(_memos) > MEMO_DATASETS:
+                _memos.popitem(last=False)
+        else:
+            _memos.move_to_end(key)
     return kept
 
 
