@@ -47,6 +47,10 @@ so the two differ only in how the restricted program is solved.
 
 Caches (the screen's atoms, the solver's matrix structure) hold deterministic functions of one
 signed cone or of k, never of the samples seen, so any chunk of samples gives the same records.
+Two are kept across calls, keyed by their exact inputs, so a census's calls on one problem
+(its widths, its chunks in one worker) share them bit for bit: the screen's solve over the
+support (:func:`_support_solve`) and the NNLS of each atom (``certificate.projections(memo=
+True)``; the atoms themselves are still computed per call, in that call's batches).
 
 Each sample draws from its own ``np.random.default_rng([seed, width, sample])`` and nothing
 is carried between samples, so any chunk of samples can be redone on another worker with
@@ -56,7 +60,9 @@ identical records.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -175,7 +181,7 @@ def certify_samples(
     every = _Patterns(X, patterns)
     solver = RestrictedSolver(X, y, weight_decay, tol=SOLVER_TOL)
     screen = _screen(X, y, weight_decay, solver, support, optimum=optimum, tolerance=tolerance)
-    columns = ColumnSolver(solver, screen.atom, anchor=screen.residual)
+    columns = ColumnSolver(solver, screen.atom, anchor=screen.residual, atoms=screen.atoms)
     records: list[ConeRecord] = []
     clock.lap("setup")
     for done, sample in enumerate(samples, start=1):
@@ -258,8 +264,7 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
     support_patterns = np.asarray(support[0], dtype=bool).reshape(-1, X.shape[0])
     support_signs = np.asarray(support[1]).reshape(-1)
     if len(support_signs):
-        held = solver.solve(support_patterns, support_signs)
-        prediction, value = held.prediction, held.value
+        prediction, value = _support_solve(solver, support_patterns, support_signs)
     else:
         prediction, value = np.zeros(len(y)), float(y @ y) / len(y)
     proven = value <= optimum + tolerance / 2
@@ -272,6 +277,39 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
         margin=tolerance / 2,
         support_keys=set(cone_keys(support_patterns, support_signs)) if proven else None,
     )
+
+
+#: Support solves :func:`_support_solve` keeps (least recently used dropped first).
+SUPPORT_CACHE = 32
+_support_solves: OrderedDict[tuple, tuple[np.ndarray, float]] = OrderedDict()
+_support_lock = threading.Lock()
+
+
+def _support_solve(
+    solver: RestrictedSolver, patterns: np.ndarray, signs: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """(prediction, value) of the restricted program over the support's cones, cached.
+
+    A pure function of the unit-size data, λ, the support and the solver's tolerance (one
+    Clarabel program, deterministic), so a census's calls on one problem (its widths, its
+    chunks in one worker) solve it once. The prediction is read-only.
+    """
+    tol = solver.settings.tol_gap_abs
+    parts = (solver.X, solver.y, np.array([solver.weight_decay, tol]), patterns, signs)
+    key = tuple((np.shape(a), np.asarray(a).dtype.str, np.asarray(a).tobytes()) for a in parts)
+    with _support_lock:
+        found = _support_solves.get(key)
+        if found is not None:
+            _support_solves.move_to_end(key)
+            return found
+    held = solver.solve(patterns, signs)
+    prediction = np.array(held.prediction)
+    prediction.flags.writeable = False
+    with _support_lock:
+        _support_solves[key] = (prediction, held.value)
+        if len(_support_solves) > SUPPORT_CACHE:
+            _support_solves.popitem(last=False)
+    return prediction, held.value
 
 
 class _Clock:
@@ -296,7 +334,7 @@ def _solve_and_classify(
 
     A spurious cone's minimiser gets the birth test, as a network of the sample's width.
     """
-    useful = np.any(cones & np.any(X != 0.0, axis=1)[None, :], axis=1)
+    useful = (cones & (X != 0.0).any(axis=1)[None, :]).any(axis=1)
     dual = None
     if useful.any():
         solution = columns.solve(cones[useful], signs[useful], keys[useful])

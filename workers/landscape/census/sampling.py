@@ -9,6 +9,9 @@ from ..geometry.patterns import is_feasible
 __all__ = ["SAMPLINGS", "distinct_keyed", "sample_cones"]
 
 SAMPLINGS = ("uniform", "random_vector", "rejection")
+#: :func:`distinct_keyed` finds the distinct signed cones of n points by a table of their
+#: ``2^(n+1)`` bit strings while n + 1 is at most this, else by sorting.
+TABLE_BITS = 12
 
 
 def sample_cones(
@@ -89,7 +92,7 @@ def distinct_keyed(
     The packed bits of each signed cone (its key) are sorted as one big-endian integer
     (n < 64) or as fixed-width byte strings (a void view), which orders them as the keys
     compare, without a Python object per drawn cone: at width 640 about 3x less than the
-    two calls.
+    two calls. With n + 1 <= ``TABLE_BITS`` a table of every bit string replaces the sort.
 
     Args:
         patterns: (m, n) bool.
@@ -101,16 +104,39 @@ def distinct_keyed(
     """
     patterns = np.asarray(patterns, dtype=bool)
     signs = np.asarray(signs, dtype=np.int8)
-    packed = np.packbits(np.concatenate([patterns, (signs > 0)[:, None]], axis=1), axis=1)
-    width = packed.shape[1]
-    if width <= 8:  # n < 64: one big-endian integer per key, ordered as the bytes are
-        padded = np.zeros((len(packed), 8), dtype=np.uint8)
-        padded[:, :width] = packed
-        rows: np.ndarray = padded.view(">u8").reshape(-1).astype(np.uint64)
+    n = patterns.shape[1]
+    if n + 1 <= TABLE_BITS:
+        first = _first_by_table(patterns, signs)
+        packed = np.packbits(
+            np.concatenate([patterns[first], (signs[first] > 0)[:, None]], axis=1), axis=1
+        )
+        width = packed.shape[1]
     else:
-        rows = np.ascontiguousarray(packed).view(np.dtype((np.void, width))).reshape(-1)
-    _, first = np.unique(rows, return_index=True)
-    buffer = packed[first].tobytes()
+        packed = np.packbits(np.concatenate([patterns, (signs > 0)[:, None]], axis=1), axis=1)
+        width = packed.shape[1]
+        if width <= 8:  # n < 64: one big-endian integer per key, ordered as the bytes are
+            padded = np.zeros((len(packed), 8), dtype=np.uint8)
+            padded[:, :width] = packed
+            rows: np.ndarray = padded.view(">u8").reshape(-1).astype(np.uint64)
+        else:
+            rows = np.ascontiguousarray(packed).view(np.dtype((np.void, width))).reshape(-1)
+        _, first = np.unique(rows, return_index=True)
+        packed = packed[first]
+    buffer = packed.tobytes()
     keys = np.empty(len(first), dtype=object)
     keys[:] = [buffer[i : i + width] for i in range(0, len(buffer), width)]
     return patterns[first], signs[first], keys
+
+
+def _first_by_table(patterns: np.ndarray, signs: np.ndarray) -> np.ndarray:
+    """Indices of one draw of each distinct signed cone, in increasing order of its bits
+    read as an integer (pattern bits first, the sign bit last: the order of the keys), by a
+    table of the ``2^(n+1)`` possible cones instead of a sort."""
+    m, n = patterns.shape
+    codes = patterns @ (1 << np.arange(n, 0, -1, dtype=np.int64)) + (signs > 0)
+    size = 1 << (n + 1)
+    present = np.zeros(size, dtype=bool)
+    present[codes] = True
+    where = np.empty(size, dtype=np.intp)
+    where[codes] = np.arange(m)  # any draw of a cone will do: its rows are equal
+    return where[np.nonzero(present)[0]]

@@ -15,15 +15,17 @@ first: S containing the given support, and S with no tight member.
 
 The atoms are projections onto the signed cones, ``proj_K(g) = g + A^T mu`` with ``mu >= 0``
 minimising ``||g + A^T mu||`` (SCIENCE §3): the certificate's own ``certificate.projections``
-(the vectors; the dual checks use their norms), computed once per signed cone.
+(the vectors; the dual checks use their norms), computed once per signed cone and call, and
+kept as arrays by key. Their NNLS are memoised across calls by the exact bytes of the cone and
+vector (``projections(memo=True)``): the same numbers, computed once per problem.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import nnls
 
 from ..convex.certificate import projections
+from ..convex.small import nnls, row_norms
 
 __all__ = ["GlobalScreen"]
 
@@ -63,7 +65,10 @@ class GlobalScreen:
         self.residual = (2.0 / len(y)) * (self.prediction - y)
         self.limit = optimum + margin
         self.support_keys = support_keys
-        self._atoms: dict[bytes, tuple[np.ndarray, float]] = {}
+        # Atoms by key: the row of each key in the unit directions (c, d) and norms (c,).
+        self._index: dict[bytes, int] = {}
+        self._directions = np.empty((0, X.shape[1]))
+        self._norms = np.empty(0)
 
     def holds_global(self, patterns: np.ndarray, signs: np.ndarray, keys: np.ndarray) -> bool:
         """True only if S = {(patterns[i], signs[i])} provably holds a global minimum.
@@ -82,7 +87,7 @@ class GlobalScreen:
             return False
         # (n, t): prediction per unit weight
         M = (signs[tight, None] * patterns[tight] * (directions[tight] @ self.X.T)).T
-        weights, _ = nnls(M, self.prediction, maxiter=50 * M.shape[1] + 100)
+        weights, _ = nnls(M, self.prediction, 50 * M.shape[1] + 100)
         costs = weights.sum()  # each direction has unit norm
         err = M @ weights - self.y
         value = float(err @ err) / len(self.y) + 2.0 * self.weight_decay * float(costs)
@@ -94,22 +99,29 @@ class GlobalScreen:
         Computed for one signed cone at a time and cached per key, so the answer never
         depends on which other cones were seen.
         """
-        found = self._atoms.get(key)
-        if found is None:
-            directions, norms = self.atoms([key], pattern[None, :], np.array([sign]))
-            found = directions[0], float(norms[0])
-        return found
+        row = self._index.get(key)
+        if row is None:
+            self.atoms([key], pattern[None, :], np.array([sign]))
+            row = self._index[key]
+        return self._directions[row], float(self._norms[row])
 
     def atoms(self, keys, patterns: np.ndarray, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`atom` of many signed cones: ((k, d) unit directions, (k,) norms)."""
-        missing = [i for i, key in enumerate(keys) if key not in self._atoms]
+        """:meth:`atom` of many signed cones: ((k, d) unit directions, (k,) norms), new arrays.
+
+        The missing ones are computed together (one product for their ``X^T D r*``).
+        """
+        index = self._index
+        missing = [i for i, key in enumerate(keys) if key not in index]
         if missing:
             D, s = patterns[missing], np.asarray(signs)[missing]
             G = -s[:, None] * ((D * self.residual) @ self.X)
-            P = projections(self.X, np.where(D, 1.0, -1.0), G)
-            norms = np.linalg.norm(P, axis=1)
+            P = projections(self.X, np.where(D, 1.0, -1.0), G, memo=True)
+            norms = row_norms(P)
             P[norms > 0] /= norms[norms > 0, None]
-            for i, p, norm in zip(missing, P, norms, strict=True):
-                self._atoms[keys[i]] = (p, float(norm))
-        found = [self._atoms[key] for key in keys]
-        return np.array([e for e, _ in found]), np.array([norm for _, norm in found])
+            start = len(index)
+            for offset, i in enumerate(missing):
+                index[keys[i]] = start + offset
+            self._directions = np.concatenate([self._directions, P])
+            self._norms = np.concatenate([self._norms, norms])
+        rows = [index[key] for key in keys]
+        return self._directions[rows], self._norms[rows]

@@ -36,8 +36,13 @@ vectors themselves (one NNLS each; the census's screen keeps them as its atoms).
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections import OrderedDict
+
 import numpy as np
-from scipy.optimize import nnls
+
+from .small import nnls, row_norms
 
 #: Patterns processed together in the vectorised first stage.
 _CHUNK = 4096
@@ -98,25 +103,50 @@ def few_cone_values(X: np.ndarray, orient: np.ndarray, g: np.ndarray, floor: flo
     Returns:
         (c,) float64.
     """
-    xnorm2 = np.einsum("kd,kd->k", X, X)
-    inv = np.where(xnorm2 > 0, 1.0 / np.where(xnorm2 > 0, xnorm2, 1.0), 0.0)
+    _, inv, _ = _rows(X)
     values = np.sqrt(np.einsum("ij,ij->i", g, g))
-    live = np.flatnonzero(values > floor)
-    u = g[live]
+    live = np.nonzero(values > floor)[0]
+    u, o = g[live], orient[live]
     for _ in range(_GREEDY_STEPS):
         if len(live) == 0:
             break
-        o = orient[live]
-        neg = np.minimum(o * (u @ X.T), 0.0)
-        k = np.argmax(neg * neg * inv, axis=1)
+        neg = o * (u @ X.T)
+        np.minimum(neg, 0.0, out=neg)
+        k = (neg * neg * inv).argmax(axis=1)
         rows = np.arange(len(live))
         u = u - (neg[rows, k] * inv[k] * o[rows, k])[:, None] * X[k]
-        values[live] = np.sqrt(np.einsum("ij,ij->i", u, u))
-        keep = values[live] > floor
-        live, u = live[keep], u[keep]
+        now = np.sqrt(np.einsum("ij,ij->i", u, u))
+        values[live] = now
+        keep = now > floor
+        if not keep.all():
+            live, u, o = live[keep], u[keep], o[keep]
     if len(live):
-        values[live] = np.linalg.norm(projections(X, orient[live], g[live]), axis=1)
+        values[live] = row_norms(projections(X, orient[live], g[live]))
     return values
+
+
+def _rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(||x_k||^2, 1 / ||x_k||^2 or 0 for a zero row, x_k != 0)`` of X (n, d), each (n,).
+
+    Cached by X's bytes (a census prices many cones of one dataset); read-only.
+    """
+    if not X.flags.c_contiguous or X.dtype != np.float64:
+        return _row_data(X)
+    return _cached_row_data(X.shape, X.tobytes())
+
+
+def _row_data(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    xnorm2 = np.einsum("kd,kd->k", X, X)
+    inv = np.where(xnorm2 > 0, 1.0 / np.where(xnorm2 > 0, xnorm2, 1.0), 0.0)
+    return xnorm2, inv, np.any(X != 0.0, axis=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_row_data(shape: tuple[int, ...], data: bytes):
+    found = _row_data(np.frombuffer(data, dtype=np.float64).reshape(shape))
+    for array in found:
+        array.flags.writeable = False
+    return found
 
 
 def signed_values(
@@ -159,7 +189,7 @@ def _signed_values_above(X, patterns, G, floor: float) -> np.ndarray:
     rounding margin) go through the stages of ``_halfspace_step`` and ``_refine``; the rest
     keep the bound, which is what those stages would have returned for them.
     """
-    xnorm = np.linalg.norm(X, axis=1)
+    xnorm = row_norms(X)
     unit = np.ascontiguousarray((X / np.where(xnorm > 0, xnorm, 1.0)[:, None]).T)
     C = np.where(patterns, 1.0, -1.0)
     C *= G @ unit  # (d, n) contiguous: BLAS is several times faster than with X.T at d = 3
@@ -194,13 +224,13 @@ def _halfspace_step(X, orient, g, Ag) -> tuple[np.ndarray, np.ndarray, np.ndarra
     step = -neg[rows, k] * inv[k] * orient[rows, k]  # u1 = g + step x_k
     u1 = g + step[:, None] * X[k]
     Au1 = orient * (u1 @ X.T)
-    slack = _KKT_RTOL * np.linalg.norm(g, axis=1)[:, None] * np.sqrt(xnorm2)[None, :]
-    return np.linalg.norm(u1, axis=1), np.all(Au1 >= -slack, axis=1), k
+    slack = _KKT_RTOL * row_norms(g)[:, None] * np.sqrt(xnorm2)[None, :]
+    return row_norms(u1), np.all(Au1 >= -slack, axis=1), k
 
 
 def _refine(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray]:
     """Stages 2-4 for cones (c, n) orient, (c, d) g, starting from the rows ``first`` (c,)."""
-    values, exact = np.linalg.norm(g, axis=1), np.zeros(len(g), dtype=bool)
+    values, exact = row_norms(g), np.zeros(len(g), dtype=bool)
     todo = np.arange(len(g))
     if floor is not None and X.shape[0] <= _HILDRETH_MAX_ROWS_PER_DIM * X.shape[1]:
         values = _hildreth(X, orient, g, floor)
@@ -218,20 +248,22 @@ def _hildreth(X, orient, g, floor) -> np.ndarray:
     Each coordinate step projects v = g + A^T mu onto one half-space, keeping
     mu >= 0, so every ||v|| is an upper bound. Cones stop once it is <= floor.
     """
-    xnorm2 = np.einsum("kd,kd->k", X, X)
-    rows = np.flatnonzero(xnorm2 > 0)
-    upper = np.linalg.norm(g, axis=1)
+    xnorm2 = _rows(X)[0]
+    steps = [(k, X[k], xnorm2[k]) for k in np.nonzero(xnorm2 > 0)[0]]
+    upper = row_norms(g)
     live = np.arange(len(g))
-    o, m, w = orient, np.zeros(orient.shape), g.copy()  # the live cones only
+    # The live cones only, their signs and multipliers by row of X: (n, l).
+    o, m, w = orient.T.copy(), np.zeros(orient.T.shape), g.copy()
     for sweep in range(_SWEEPS):
-        for k in rows:
-            new = np.maximum(0.0, m[:, k] - o[:, k] * (w @ X[k]) / xnorm2[k])
-            w += ((new - m[:, k]) * o[:, k])[:, None] * X[k]
-            m[:, k] = new
+        for k, x, x2 in steps:
+            old = m[k]
+            new = np.maximum(0.0, old - o[k] * (w @ x) / x2)
+            w += ((new - old) * o[k])[:, None] * x
+            m[k] = new
         if sweep % 2 == 1:
-            upper[live] = np.linalg.norm(w, axis=1)
+            upper[live] = row_norms(w)
             keep = upper[live] > floor
-            live, o, m, w = live[keep], o[keep], m[keep], w[keep]
+            live, o, m, w = live[keep], o[:, keep], m[:, keep], w[keep]
             if len(live) == 0:
                 break
     return upper
@@ -250,9 +282,9 @@ def _dual_active_set(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray
         (values, exact, settled), each (c,); unsettled cones need the fallback.
     """
     c, d = g.shape
-    xnorm = np.linalg.norm(X, axis=1)
+    xnorm = row_norms(X)
     inv = np.where(xnorm > 0, 1.0 / np.where(xnorm > 0, xnorm, 1.0), 0.0)
-    values, exact = np.linalg.norm(g, axis=1), np.zeros(c, dtype=bool)
+    values, exact = row_norms(g), np.zeros(c, dtype=bool)
     settled = np.zeros(c, dtype=bool)
     slots = np.full((c, d + 1), -1)
     slots[:, 0] = first
@@ -268,14 +300,14 @@ def _dual_active_set(X, orient, g, first, floor) -> tuple[np.ndarray, np.ndarray
         gl = g[live]
         mu = np.linalg.solve(gram, -np.einsum("lmd,ld->lm", B, gl)[..., None])[..., 0]
         v = gl + np.einsum("lmd,lm->ld", B, mu)
-        tol = _KKT_RTOL * np.linalg.norm(gl, axis=1)
+        tol = _KKT_RTOL * row_norms(gl)
         mu_scaled = np.where(valid, mu * xnorm[rows], np.inf)
         drop = np.argmin(mu_scaled, axis=1)
         dual_ok = mu_scaled[np.arange(len(live)), drop] >= -tol
         slack = orient[live] * (v @ X.T) * inv
         add = np.argmin(slack, axis=1)
         primal_ok = slack[np.arange(len(live)), add] >= -tol
-        vnorm = np.linalg.norm(v, axis=1)
+        vnorm = row_norms(v)
         done = dual_ok & primal_ok
         if floor is not None:
             done |= dual_ok & (vnorm <= floor)
@@ -313,7 +345,7 @@ def _project(A: np.ndarray, g: np.ndarray) -> np.ndarray:
     """:func:`project` with the zero rows of A already dropped."""
     if len(A) == 0:
         return np.array(g, dtype=np.float64)
-    mu, _ = nnls(A.T, -g, maxiter=50 * max(A.shape))
+    mu, _ = nnls(A.T, -g, 50 * max(A.shape))
     return g + A.T @ mu
 
 
@@ -330,7 +362,9 @@ def project_norm(A: np.ndarray, g: np.ndarray) -> float:
     return float(np.linalg.norm(project(A, g)))
 
 
-def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
+def projections(
+    X: np.ndarray, orient: np.ndarray, G: np.ndarray, *, memo: bool = False
+) -> np.ndarray:
     """(c, d) ``proj_K(G[i])`` for the cones ``K = {u : (orient[i] * X) u >= 0}``.
 
     :func:`project` for many cones: a vector already in its cone (checked in one product) is
@@ -341,17 +375,58 @@ def projections(X: np.ndarray, orient: np.ndarray, G: np.ndarray) -> np.ndarray:
         X: (n, d) float64 data.
         orient: (c, n) in {+1, -1}, the signs 2D - 1 of each cone's rows.
         G: (c, d) float64 vectors to project.
+        memo: keep each NNLS projection by the exact bytes of its cone's signs and vector,
+            per X (:func:`_memo_of`), and reuse it: for vectors that recur across calls on
+            one problem (a census screen's atoms at the optimal residual, by every chunk).
+            A pure function of those bytes, so the result is the same to the bit.
 
     Returns:
         (c, d) float64, a new array.
     """
     P = np.array(G, dtype=np.float64)
-    nonzero = np.any(X != 0.0, axis=1)
-    X = X[nonzero]
-    orient = orient[:, nonzero]
-    for i in np.flatnonzero(np.any(orient * (P @ X.T) < 0.0, axis=1)):
-        P[i] = _project(orient[i][:, None] * X, P[i])
+    nonzero = _rows(X)[2]
+    if not nonzero.all():
+        X = X[nonzero]
+        orient = orient[:, nonzero]
+    outside = np.nonzero(np.any(orient * (P @ X.T) < 0.0, axis=1))[0]
+    if not memo:
+        for i in outside:
+            P[i] = _project(orient[i][:, None] * X, P[i])
+        return P
+    kept = _memo_of(X) if len(outside) else {}
+    limit = MEMO_BYTES // (8 * (orient.shape[1] + 2 * P.shape[1]) + 200)
+    for i in outside:
+        key = orient[i].tobytes() + P[i].tobytes()
+        found = kept.get(key)
+        if found is None:
+            found = _project(orient[i][:, None] * X, P[i])
+            if len(kept) >= limit:
+                kept.clear()
+            kept[key] = found
+        P[i] = found
     return P
+
+
+#: About the bytes of projections :func:`projections` keeps per X (the entries are cleared
+#: when full; an entry takes about 8 (n + 2 d) + 200 bytes), and the X it keeps them for
+#: (least recently used dropped first).
+MEMO_BYTES, MEMO_DATASETS = 16 << 20, 2
+_memos: OrderedDict[tuple, dict[bytes, np.ndarray]] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def _memo_of(X: np.ndarray) -> dict[bytes, np.ndarray]:
+    """The projections kept for the data X (its shape and bytes)."""
+    key = (X.shape, np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    with _memo_lock:
+        kept = _memos.get(key)
+        if kept is None:
+            kept = _memos[key] = {}
+            if len(_memos) > MEMO_DATASETS:
+                _memos.popitem(last=False)
+        else:
+            _memos.move_to_end(key)
+    return kept
 
 
 def dual_violations(
@@ -379,7 +454,7 @@ def dual_violations(
         ||X^T D r||.
     """
     X, patterns, G = _setup(X, residual, patterns)
-    gnorm = np.linalg.norm(G, axis=1)
+    gnorm = row_norms(G)
     values = np.repeat(gnorm[:, None], 2, axis=1)  # ||proj_K g|| <= ||g||
     todo = np.arange(len(G)) if floor is None else np.flatnonzero(gnorm > floor)
     for start in range(0, len(todo), _CHUNK):

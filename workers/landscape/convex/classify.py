@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .polish import SUPPORT_REL, polish, support
+from .small import row_norms
 from .stationarity import clarke_stationarity
 
 __all__ = [
@@ -158,13 +159,13 @@ def _balanced(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Snap each row onto the faces it lies on within ``kink_rel``, then map u -> (w, a)."""
     U = U.copy()
-    norms = np.linalg.norm(U, axis=1)
-    xnorm = np.linalg.norm(X, axis=1)
+    norms = row_norms(U)
+    xnorm = row_norms(X)
     near = np.abs(U @ X.T) <= kink_rel * norms[:, None] * xnorm[None, :]  # (k, n)
-    for i in np.flatnonzero(near.any(axis=1)):
+    for i in np.nonzero(near.any(axis=1))[0]:
         faces = np.ascontiguousarray(X[near[i]], dtype=np.float64)
         U[i] = U[i] - _pinv(faces.shape, faces.tobytes()) @ (faces @ U[i])
-    root = np.sqrt(np.linalg.norm(U, axis=1))
+    root = np.sqrt(row_norms(U))
     return U / root[:, None], np.where(signs > 0, 1.0, -1.0) * root
 
 

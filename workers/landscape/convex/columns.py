@@ -39,11 +39,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
-from scipy.linalg import solve_triangular
-from scipy.optimize import nnls
 
 from .polish import polish, values_above
 from .restricted import RestrictedSolution, RestrictedSolver
+from .small import cholesky, nnls, row_norms, solve_lower
 
 __all__ = [
     "ADD_MAX",
@@ -85,6 +84,9 @@ class ColumnSolver:
             ``proj_K(-s X^T D r*)`` at the global optimal residual r*
             (``GlobalScreen.atom``, which caches it per key).
         initial: members of largest norm always put in the first working set.
+        anchor: the residual r* of the atoms (enables the dual check's Lipschitz bound).
+        atoms: optionally ``atoms(keys, patterns, signs) -> ((k, d) e, (k,) norms)``, the same
+            for many members at once (``GlobalScreen.atoms``), used instead of ``atom``.
 
     Attributes:
         rounds: working-set enlargements so far (diagnostics).
@@ -100,10 +102,11 @@ class ColumnSolver:
         *,
         initial: int = INITIAL,
         anchor: np.ndarray | None = None,
+        atoms: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> None:
         self.solver = solver
         self.X, self.y = solver.X, solver.y
-        self.atom = atom
+        self.atom, self.atoms = atom, atoms
         self.initial = initial
         self.anchor = None if anchor is None else np.asarray(anchor, dtype=np.float64)
         self.threshold = 2.0 * solver.weight_decay * (1.0 + VIOLATION_RTOL)
@@ -134,14 +137,14 @@ class ColumnSolver:
         orient = np.where(D, 1.0, -1.0)
         inside, atom_norms = self._first_set(D, s, signs, keys)
         for _ in range(MAX_ROUNDS):
-            members = np.flatnonzero(inside)
+            members = np.nonzero(inside)[0]
             solution = self.solver.solve(D[members], s[members])
             r = (2.0 / len(self.y)) * (solution.prediction - self.y)
             dual = np.full(k, np.inf)
             check = _Check(self, D, s, orient, r, atom_norms, dual)
-            violators = check.violators(np.flatnonzero(~inside))
+            violators = check.violators(np.nonzero(~inside)[0])
             if len(violators) == 0 and not self._converged(check, members, solution):
-                exact = self._polished(check, members, np.flatnonzero(~inside), solution)
+                exact = self._polished(check, members, np.nonzero(~inside)[0], solution)
                 if exact is not None:
                     return exact
                 break
@@ -194,7 +197,7 @@ class ColumnSolver:
         the first by 1e-7 relative (value off by ~1e-9, enough to flip a stationarity
         verdict); those cones are solved again over all members.
         """
-        norms = np.linalg.norm(solution.U, axis=1)
+        norms = row_norms(solution.U)
         big = norms > CARRY_REL * max(1.0, float(norms.max(initial=0.0)))
         if len(check.violators(members[~big])):
             return False
@@ -207,7 +210,7 @@ class ColumnSolver:
             / norms[big]
             / (2.0 * self.solver.weight_decay)
         )
-        return bool(np.all(np.abs(ratio - 1.0) <= COMPLEMENTARITY_RTOL))
+        return bool((np.abs(ratio - 1.0) <= COMPLEMENTARITY_RTOL).all())
 
     def _first_set(
         self, D: np.ndarray, s: np.ndarray, signs: np.ndarray, keys: np.ndarray
@@ -222,11 +225,13 @@ class ColumnSolver:
         members of largest norm. A poor guess costs rounds, never accuracy.
         """
         k = len(s)
-        atoms = [self.atom(key, D[i], signs[i]) for i, key in enumerate(keys)]
-        norms = np.array([norm for _, norm in atoms])
+        if self.atoms is not None:
+            E, norms = self.atoms(keys, D, signs)  # (k, d), (k,)
+        else:
+            found = [self.atom(key, D[i], signs[i]) for i, key in enumerate(keys)]
+            E, norms = np.stack([e for e, _ in found]), np.array([norm for _, norm in found])
         inside = np.zeros(k, dtype=bool)
         inside[np.argsort(-norms, kind="stable")[: self.initial]] = True
-        E = np.stack([e for e, _ in atoms])  # (k, d)
         M = (s[:, None] * D * (E @ self.X.T)).T  # (n, k): s_i D_i X e_i
         n = len(self.y)
         ridge = 1e-10 * (1.0 + float(np.einsum("ij,ij->", M, M)) / n)
@@ -235,13 +240,13 @@ class ColumnSolver:
             weights = gram_nnls(M / np.sqrt(n), ridge, b, max_iter=3 * k + 10)
         else:
             G = M.T @ M / n
-            G[np.diag_indices(k)] += ridge
+            G.flat[:: k + 1] += ridge
             try:
-                L = np.linalg.cholesky(G)
+                L = cholesky(G)
             except np.linalg.LinAlgError:
                 return inside, norms
-            target = solve_triangular(L, b, lower=True, check_finite=False)
-            weights, _ = nnls(L.T, target, maxiter=50 * k + 100)
+            target = solve_lower(L, b)
+            weights, _ = nnls(L.T, target, 50 * k + 100)
         inside |= weights > 0
         return inside, norms
 
@@ -275,7 +280,7 @@ def gram_nnls(M: np.ndarray, ridge: float, b: np.ndarray, *, max_iter: int) -> n
             break
         passive[j] = True
         while True:
-            P = np.flatnonzero(passive)
+            P = np.nonzero(passive)[0]
             G = M[:, P].T @ M[:, P]
             G[np.diag_indices(len(P))] += ridge
             z = np.linalg.solve(G, b[P])

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from .small import lstsq
+
 __all__ = ["MAX_STEPS", "NULL_SPACE_CACHE", "FaceObjective", "null_space"]
 
 #: Newton steps per solve.
@@ -29,14 +31,20 @@ class FaceObjective:
 
     def __init__(self, blocks: list[np.ndarray], y: np.ndarray, lam: float) -> None:
         sizes = [b.shape[1] for b in blocks]
-        self.A = np.hstack(blocks) if blocks else np.zeros((len(y), 0))
+        self.A = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(y), 0))
         self.cuts = np.cumsum(sizes)[:-1]
         self.block = np.repeat(np.arange(len(sizes)), sizes)  # block of each coordinate
         self.same = self.block[:, None] == self.block[None, :]
         self.y, self.lam, self.n = y, lam, len(y)
         self.gram = (2.0 / self.n) * (self.A.T @ self.A)
         #: The size of the gradient's terms, ``2 λ + (2/n) ||A^T y||``.
-        self.scale = 2.0 * lam + (2.0 / self.n) * float(np.linalg.norm(self.A.T @ y))
+        Aty = self.A.T @ y
+        self.scale = 2.0 * lam + (2.0 / self.n) * math.sqrt(float(Aty @ Aty))
+
+    def split(self, z: np.ndarray) -> list[np.ndarray]:
+        """The blocks of the stacked z (views, as ``np.split(z, self.cuts)``)."""
+        edges = [0, *self.cuts.tolist(), len(z)]
+        return [z[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def norms(self, z: np.ndarray) -> np.ndarray:
         """(p,) the norms of the blocks of the stacked z."""
@@ -54,13 +62,14 @@ class FaceObjective:
         ``(2 λ / ||z_i||) (I - z_i z_i^T / ||z_i||^2)`` to its diagonal block of the Hessian.
         """
         norms = self.norms(z)
-        if np.any(norms == 0.0):
+        if (norms == 0.0).any():
             return None
-        unit = z / norms[self.block]
-        weight = 2.0 * self.lam / norms[self.block]
+        spread = norms[self.block]
+        unit = z / spread
+        weight = 2.0 * self.lam / spread
         grad = (2.0 / self.n) * (self.A.T @ (self.A @ z - self.y)) + 2.0 * self.lam * unit
         root = unit * np.sqrt(weight)
-        hess = self.gram + np.diag(weight) - self.same * np.outer(root, root)
+        hess = self.gram + np.diag(weight) - self.same * (root[:, None] * root[None, :])
         return grad, hess
 
     def minimise(self, start: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
@@ -78,23 +87,23 @@ class FaceObjective:
         for _ in range(MAX_STEPS):
             found = self.derivatives(z)
             if found is None:
-                return np.split(z, self.cuts), math.inf
+                return self.split(z), math.inf
             grad, hess = found
-            gradient_norm = float(np.linalg.norm(grad))
+            gradient_norm = math.sqrt(grad @ grad)
             if gradient_norm >= best_norm and local:  # rounding floor
                 break
             if gradient_norm < best_norm:
                 best_norm, best = gradient_norm, z
             if gradient_norm <= 1e-16 * self.scale:
                 break
-            step = -np.linalg.lstsq(hess, grad, rcond=1e-14)[0]
+            step = -lstsq(hess, grad, 1e-14)
             decrement = -float(grad @ step)
             local = decrement <= 1e-12 * max(1.0, abs(self.value(z)))
             moved = z + step if local else self._line_search(z, step, decrement)
             if moved is None:
                 break
             z = moved
-        return np.split(best, self.cuts), best_norm
+        return self.split(best), best_norm
 
     def _line_search(self, z: np.ndarray, step: np.ndarray, decrement: float):
         """Backtracking (Armijo, with room for rounding in f); None when nothing decreases f."""

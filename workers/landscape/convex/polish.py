@@ -32,13 +32,14 @@ plus 2 λ sum ||u_i||):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
 
 from .certificate import cone_values, few_cone_values
 from .newton import FaceObjective, null_space
+from .small import lstsq, nnls, row_norms
 
 __all__ = [
     "BATCH_MIN",
@@ -97,7 +98,7 @@ def values_above(
     values = np.sqrt(np.einsum("ij,ij->i", g, g))
     if bound is not None:
         values = np.minimum(values, bound)
-    open_ = np.flatnonzero(values > floor)
+    open_ = np.nonzero(values > floor)[0]
     if len(open_) >= BATCH_MIN:
         values[open_] = cone_values(X, orient[open_], g[open_], floor=floor)[0]
     elif len(open_):
@@ -164,7 +165,7 @@ def polish(
     U = np.asarray(U, dtype=np.float64).reshape(len(problem.s), np.shape(X)[1])
     if bounds is not None:
         problem.anchor(U, np.asarray(bounds, dtype=np.float64).reshape(-1))
-    rows = np.flatnonzero(support(U))
+    rows = np.nonzero(support(U))[0]
     state = problem.merge(rows, U[rows], problem.near_faces(U[rows]))
     for _ in range(MAX_RESTORES + 1):
         settled = _settle(problem, *state, max_rounds=max_rounds)
@@ -209,14 +210,14 @@ def _settle(
 
 def _without_smallest(V: np.ndarray) -> np.ndarray | None:
     """(p,) bool, all rows but the smallest if its norm is at most STALL_REL of the largest."""
-    norms = np.linalg.norm(V, axis=1)
-    smallest = int(np.argmin(norms))
+    norms = row_norms(V)
+    smallest = int(norms.argmin())
     return None if norms[smallest] > STALL_REL * norms.max() else np.arange(len(V)) != smallest
 
 
 def support(U: np.ndarray) -> np.ndarray:
     """(k,) bool: rows with ``||u|| > SUPPORT_REL max(1, max ||u||)``."""
-    norms = np.linalg.norm(U, axis=1)
+    norms = row_norms(U)
     return norms > SUPPORT_REL * max(1.0, float(norms.max(initial=0.0)))
 
 
@@ -231,7 +232,7 @@ class _Program:
         self.s = np.where(np.asarray(signs).reshape(-1) > 0, 1.0, -1.0)
         self.Q = null_space(self.X, complement=True)  # (d, r), the row space
         self.XQ = self.X @ self.Q  # (n, r)
-        self.xnorm = np.linalg.norm(self.X, axis=1)
+        self.xnorm = row_norms(self.X)
         self.orient = np.where(self.D, 1.0, -1.0)  # (k, n): 2 D_i - 1
         self.bounds: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -246,7 +247,7 @@ class _Program:
 
     def near_faces(self, V: np.ndarray) -> np.ndarray:
         """(p, n) bool: nonzero x_k with ``|x_k . v_i| <= FACE_REL ||x_k|| ||v_i||``."""
-        scale = np.linalg.norm(V, axis=1)[:, None] * self.xnorm[None, :]
+        scale = row_norms(V)[:, None] * self.xnorm[None, :]
         return (np.abs(V @ self.X.T) <= FACE_REL * scale) & (self.xnorm > 0)[None, :]
 
     def merge(self, rows: np.ndarray, V: np.ndarray, faces: np.ndarray):
@@ -287,7 +288,7 @@ class _Program:
         the first of them hit along the segment joins ``faces`` (in place) and that point is
         returned (as in a primal active-set method); None when V is feasible.
         """
-        scale = np.linalg.norm(V, axis=1)[:, None] * self.xnorm[None, :]
+        scale = row_norms(V)[:, None] * self.xnorm[None, :]
         end = np.where(faces, 0.0, self.orient[rows] * (V @ self.X.T))
         violated = end < -FEASIBILITY_REL * scale
         if not violated.any():
@@ -302,18 +303,18 @@ class _Program:
         """Release from ``faces`` (in place) the most negative multiplier of a row whose face
         multipliers have no nonnegative choice (NNLS): True when released, False at a KKT
         point, None when that row has no negative least-squares multiplier."""
-        norms = np.linalg.norm(V, axis=1)
+        norms = row_norms(V)
         r = self.residual(rows, V)
-        for j in np.flatnonzero(faces.any(axis=1)):
-            i, k = rows[j], np.flatnonzero(faces[j])
+        for j in np.nonzero(faces.any(axis=1))[0]:
+            i, k = rows[j], np.nonzero(faces[j])[0]
             grad = (
                 self.s[i] * (self.XQ.T @ (self.D[i] * r))
                 + 2 * self.lam * (self.Q.T @ V[j]) / norms[j]
             )
             M = (self.orient[i, k, None] * self.XQ[k]).T  # KKT: grad = M mu with mu >= 0
-            if nnls(M, grad)[1] <= 1e-9 * (np.linalg.norm(grad) + 2 * self.lam):
+            if nnls(M, grad, 3 * M.shape[1])[1] <= 1e-9 * (math.sqrt(grad @ grad) + 2 * self.lam):
                 continue
-            mu = np.linalg.lstsq(M, grad, rcond=None)[0]
+            mu = lstsq(M, grad)
             if mu.min() >= 0:
                 return None
             faces[j, k[np.argmin(mu)]] = False
@@ -323,7 +324,9 @@ class _Program:
     def dual_violator(self, rows: np.ndarray, V: np.ndarray) -> int | None:
         """The row outside the support most above ``2 λ (1 + DUAL_RTOL)`` in the dual check of
         SCIENCE §3 (``||proj_K(-s X^T D r)||``), or None when every one passes."""
-        out = np.setdiff1d(np.arange(len(self.s)), rows)
+        outside = np.ones(len(self.s), dtype=bool)
+        outside[rows] = False
+        out = np.nonzero(outside)[0]
         if len(out) == 0:
             return None
         r = self.residual(rows, V)
@@ -334,13 +337,13 @@ class _Program:
             bound = self.bounds[1][out] + np.sqrt(np.einsum("ij,ij->i", moved, moved))
         threshold = 2.0 * self.lam * (1.0 + DUAL_RTOL)
         values = values_above(self.X, self.orient[out], g, threshold, bound)
-        worst = int(np.argmax(values))
+        worst = int(values.argmax())
         return int(out[worst]) if values[worst] > threshold else None
 
     def accept(self, rows, V, faces, gradient_norm: float, value: float) -> Polished | None:
         """Step 4's value check; the Polished result when it passes."""
         err = self.prediction(rows, V) - self.y
-        polished = float(err @ err) / len(err) + 2 * self.lam * np.linalg.norm(V, axis=1).sum()
+        polished = float(err @ err) / len(err) + 2 * self.lam * row_norms(V).sum()
         if polished > value + VALUE_RTOL * max(1.0, abs(value)):
             return None
         i = np.argsort(rows)

@@ -35,6 +35,7 @@ import clarabel
 import numpy as np
 import scipy.sparse as sp
 
+from .small import row_norms
 from .working import MAX_HULL_RANK, facet_rows
 
 __all__ = ["RestrictedSolution", "RestrictedSolver"]
@@ -147,7 +148,7 @@ class RestrictedSolver:
             V, iterations, status = self._solve(*self._facets(D, s))
             orient = np.where(D, 1.0, -1.0)
             slack = np.einsum("ik,kr,ir->ik", orient, self.XQ, V).min(axis=1, initial=0.0)
-            norms = np.linalg.norm(V, axis=1)
+            norms = row_norms(V)
             floor = FEASIBILITY_ATOL * max(1.0, float(norms.max(initial=0.0)))
             scale = float(np.abs(self.XQ).max(initial=0.0))
             if np.any(slack < -(FEASIBILITY_RTOL * norms + floor) * scale):
@@ -159,7 +160,7 @@ class RestrictedSolver:
         n = len(self.y)
         prediction = np.einsum("i,ik,kr,ir->k", s, D.astype(np.float64), self.XQ, V)
         err = prediction - self.y
-        norms = np.linalg.norm(V, axis=1)
+        norms = row_norms(V)
         value = float(err @ err) / n + 2.0 * self.weight_decay * float(norms.sum())
         return RestrictedSolution(value, V @ self.Q.T, prediction, iterations, status)
 

@@ -39,6 +39,7 @@ from scipy.optimize import lsq_linear
 
 from ..geometry.network import forward, signed_cones_of
 from .certificate import pattern_sums, signed_values
+from .small import lstsq, row_norms
 
 __all__ = [
     "BIRTH_RTOL",
@@ -106,7 +107,7 @@ def merge_neurons(
     alive = (a != 0) & np.any(W != 0, axis=1)
     keys = np.concatenate([(kink_tol < X @ W.T).T, np.sign(a)[:, None] > 0], axis=1)
     groups: dict[bytes, list[int]] = {}
-    for j in np.flatnonzero(alive):
+    for j in np.nonzero(alive)[0]:
         groups.setdefault(keys[j].tobytes(), []).append(int(j))
     merged = [g for g in groups.values() if len(g) > 1]
     if not merged:
@@ -165,8 +166,9 @@ def clarke_stationarity(
     slope = (kink_tol < Z).astype(np.float64)
     grad_w = a[:, None] * ((slope * r[:, None]).T @ X) + 2.0 * weight_decay * W
     sq = float(grad_a @ grad_a)
+    live_kinks = (kinks & (r != 0)[:, None]).T  # (m, n)
     for j in range(len(a)):
-        ks = np.flatnonzero(kinks[:, j] & (r != 0))
+        ks = np.nonzero(live_kinks[j])[0]
         if ks.size:
             sq += _min_block_norm_sq(grad_w[j], (a[j] * r[ks])[:, None] * X[ks])
         else:
@@ -190,8 +192,8 @@ def _min_block_norm_sq(base: np.ndarray, directions: np.ndarray) -> float:
     if len(directions) <= 2:
         return _min_box_norm_sq_small(base, directions)
     # The unconstrained least-squares minimiser, when it lies in the box, is the box's.
-    theta = np.linalg.lstsq(directions.T, -base, rcond=None)[0]
-    if np.all((theta >= 0.0) & (theta <= 1.0)):
+    theta = lstsq(directions.T, -base)
+    if ((theta >= 0.0) & (theta <= 1.0)).all():
         rest = base + directions.T @ theta
         return float(rest @ rest)
     fit = lsq_linear(directions.T, -base, bounds=(0.0, 1.0), method="bvls", tol=1e-12)
@@ -220,8 +222,8 @@ def _min_box_norm_sq_small(base: np.ndarray, directions: np.ndarray) -> float:
         return float(rest @ rest)
     v, w = directions
     candidates = [along(base + fixed * a, b) for a, b in ((v, w), (w, v)) for fixed in (0.0, 1.0)]
-    theta = np.linalg.lstsq(directions.T, -base, rcond=None)[0]  # backward stable
-    if np.all((theta >= 0.0) & (theta <= 1.0)):
+    theta = lstsq(directions.T, -base)  # backward stable
+    if ((theta >= 0.0) & (theta <= 1.0)).all():
         candidates.append(base + directions.T @ theta)
     return min(float(rest @ rest) for rest in candidates)
 
@@ -261,7 +263,7 @@ def largest_cone_value(
     r = np.asarray(residual, dtype=np.float64).reshape(-1)
     patterns = np.asarray(patterns, dtype=bool).reshape(-1, X.shape[0])
     G = pattern_sums(patterns, r[:, None] * X)  # (P, d)
-    bound = np.linalg.norm(G, axis=1)
+    bound = row_norms(G)
     order = np.argsort(-bound, kind="stable")
     best, start, block = _witnessed(X, G, patterns, witnesses), 0, _BLOCK
     while start < len(order) and bound[order[start]] > best:
@@ -278,7 +280,7 @@ def _witnessed(X, G, patterns, witnesses) -> float:
     if witnesses is None:
         return 0.0
     W = np.asarray(witnesses, dtype=np.float64).reshape(-1, X.shape[1])
-    norms = np.linalg.norm(W, axis=1)
+    norms = row_norms(W)
     E = W[norms > 0] / norms[norms > 0, None]
     if len(E) == 0:
         return 0.0
