@@ -17,7 +17,8 @@ Run: ``.venv/bin/python bench/census.py [--samples 20] [--repeats 3]``
 private stack from submit to done (bench/e2e.py) and prints its ratio beside the in-process
 one. The end-to-end time includes the certified optimum, which the in-process census timing
 leaves out: end to end / in process counts it on both sides (the optimum as the service's
-optimum item computes it, patterns enumerated, timed in each repeat; median).
+optimum item computes it, patterns enumerated, timed in each repeat; median). The census
+runs end to end ``--repeats`` times on one stack; the median run is compared.
 """
 
 from __future__ import annotations
@@ -185,7 +186,14 @@ def main() -> None:
             f"cold {optimum_seconds:.3f} s; not in the census timings above)"
         )
         done = e2e.compare(
-            args.e2e, spec, small, baseline=slow, in_process=fast, work=count, setup=setup
+            args.e2e,
+            spec,
+            small,
+            baseline=slow,
+            in_process=fast,
+            work=count,
+            setup=setup,
+            repeats=args.repeats,
         )
         rows = {row["width"]: row["p_global"] for row in done.experiment["result"]["rows"]}
         mine = {row["width"]: row["p_global"] for row in census.summarize(records)}
