@@ -1,8 +1,9 @@
 """From a validated spec to the work items and runs that carry it out.
 
 The limits are checked here, before anything is accepted, so that nothing is
-accepted that cannot run. Cheap, bounded checks come first (grid sizes, the item
-count by arithmetic, the pattern count capped at its limit, the weight decay), then
+accepted that cannot run. Cheap, bounded checks come first (grid sizes, the pattern
+count capped at its limit, the item count by arithmetic (a census's chunk sizes depend on
+the pattern count), the pattern limit, the weight decay), then
 each item's estimate (``budgets``: the model and its measurements) against
 MAX_ITEM_MEMORY and MAX_ITEM_SECONDS, and the stored result against MAX_RESULT_BYTES.
 Each item carries ``time_limit`` (hard seconds) and ``memory_estimate`` (bytes).
