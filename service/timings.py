@@ -25,11 +25,11 @@ so that reading a large finished experiment again does not repeat the queries.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import ColumnElement, Float, and_, func, literal_column, select, type_coerce
 from sqlalchemy.orm import Session
 
@@ -45,7 +45,7 @@ def seconds_between(session: Session, start: Any, end: Any) -> ColumnElement[flo
 
 #: How many settled experiments' timings a process keeps (a few KB each).
 SETTLED_KEPT = 4096
-_settled: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_settled: LRUCache[str, dict[str, Any]] = LRUCache(maxsize=SETTLED_KEPT)
 _settled_lock = threading.Lock()
 
 
@@ -62,9 +62,8 @@ def experiment_timings(
     finished (nothing in them can change after that)."""
     with _settled_lock:
         kept = _settled.get(experiment_id)
-        if kept is not None:
-            _settled.move_to_end(experiment_id)
-            return kept
+    if kept is not None:
+        return kept
     times = stage_timings(
         session,
         experiment_id=experiment_id,
@@ -75,8 +74,6 @@ def experiment_timings(
     if terminal and all(s["finished"] == s["items"] for s in times["stages"]):
         with _settled_lock:
             _settled[experiment_id] = times
-            while len(_settled) > SETTLED_KEPT:
-                _settled.popitem(last=False)
     return times
 
 

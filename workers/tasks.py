@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
+from cachetools import LRUCache
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.worker.request import Request
 from sqlalchemy import select
@@ -132,21 +133,21 @@ class Context(jobs.Context):
         """The outputs of an earlier stage: all its items are done, so they are read once
         per experiment and stage in this process (chunks of one census share them)."""
         key = (self.item.experiment_id, stage)
-        if stage < self.item.stage and key in _DONE_STAGES:
-            return _DONE_STAGES[key]
+        kept = _DONE_STAGES.get(key) if stage < self.item.stage else None
+        if kept is not None:
+            return kept
         with session_scope() as session:
             outputs = crud_work.stage_outputs(
                 session, experiment_id=self.item.experiment_id, stage=stage
             )
         if stage < self.item.stage:
             _DONE_STAGES[key] = outputs
-            while len(_DONE_STAGES) > 16:
-                _DONE_STAGES.pop(next(iter(_DONE_STAGES)))
         return outputs
 
 
-#: (experiment, stage) -> the outputs of a finished stage, oldest first (see stage_outputs).
-_DONE_STAGES: dict[tuple[str, int], list[dict[str, Any]]] = {}
+#: (experiment, stage) -> the outputs of a finished stage (see stage_outputs; least recently
+#: used dropped first).
+_DONE_STAGES: LRUCache[tuple[str, int], list[dict[str, Any]]] = LRUCache(maxsize=16)
 
 
 def lease_prefix(task_id: str | None) -> str:

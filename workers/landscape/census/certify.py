@@ -62,12 +62,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 
 from ..convex.classify import STATIONARITY_TOL, Classification, classify
 from ..convex.columns import ColumnSolver
@@ -281,7 +281,7 @@ def _screen(X, y, weight_decay, solver, support, *, optimum, tolerance) -> Globa
 
 #: Support solves :func:`_support_solve` keeps (least recently used dropped first).
 SUPPORT_CACHE = 32
-_support_solves: OrderedDict[tuple, tuple[np.ndarray, float]] = OrderedDict()
+_support_solves: LRUCache[tuple, tuple[np.ndarray, float]] = LRUCache(maxsize=SUPPORT_CACHE)
 _support_lock = threading.Lock()
 
 
@@ -299,16 +299,13 @@ def _support_solve(
     key = tuple((np.shape(a), np.asarray(a).dtype.str, np.asarray(a).tobytes()) for a in parts)
     with _support_lock:
         found = _support_solves.get(key)
-        if found is not None:
-            _support_solves.move_to_end(key)
-            return found
+    if found is not None:
+        return found
     held = solver.solve(patterns, signs)
     prediction = np.array(held.prediction)
     prediction.flags.writeable = False
     with _support_lock:
         _support_solves[key] = (prediction, held.value)
-        if len(_support_solves) > SUPPORT_CACHE:
-            _support_solves.popitem(last=False)
     return prediction, held.value
 
 

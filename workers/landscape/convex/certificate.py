@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections import OrderedDict
 
 import numpy as np
+from cachetools import LRUCache
 
 from .small import nnls, row_norms
 
@@ -411,7 +411,7 @@ def projections(
 #: when full; an entry takes about 8 (n + 2 d) + 200 bytes), and the X it keeps them for
 #: (least recently used dropped first).
 MEMO_BYTES, MEMO_DATASETS = 16 << 20, 2
-_memos: OrderedDict[tuple, dict[bytes, np.ndarray]] = OrderedDict()
+_memos: LRUCache[tuple, dict[bytes, np.ndarray]] = LRUCache(maxsize=MEMO_DATASETS)
 _memo_lock = threading.Lock()
 
 
@@ -422,10 +422,6 @@ def _memo_of(X: np.ndarray) -> dict[bytes, np.ndarray]:
         kept = _memos.get(key)
         if kept is None:
             kept = _memos[key] = {}
-            if len(_memos) > MEMO_DATASETS:
-                _memos.popitem(last=False)
-        else:
-            _memos.move_to_end(key)
     return kept
 
 
