@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # Work items of one experiment in the broker or running at once; the rest wait in the
     # database and are sent as earlier ones finish (fair sharing, cheap cancels).
     dispatch_window: int = Field(default=32, ge=1, le=100_000)
+    # A worker that finishes an item goes on claiming its experiment's next ones, with no
+    # broker round trip, for this many seconds before it returns to the broker (0: never).
+    # Longer favours throughput, shorter the turn of other experiments' queued messages.
+    chain_seconds: float = Field(default=2.0, ge=0, le=3600)
 
     heartbeat_interval: float = Field(default=5.0, gt=0)
     heartbeat_timeout: float = Field(default=60.0, gt=0)

@@ -8,7 +8,7 @@ the item is queued again at once, and after MAX_KILLS kills its experiment fails
 
 Chains: a task that has finished its item claims the next queued item of the same
 experiment and queue in the same transaction that stores the result, and runs it, for
-up to CHAIN_SECONDS, with no broker round trip in between (the chained item's own
+up to CHAIN_SECONDS (a setting), with no broker round trip in between (the chained item's own
 message, if one was sent, then finds it claimed and is skipped). A chained item gets a
 lease of the same delivery, so a kill of the pool process is counted against it. It
 only takes items whose time limit is the message's, which the pool enforces from the
@@ -232,10 +232,6 @@ def execute(self: Any, item_id: str) -> str:
         busy.clear()
 
 
-#: How long a task goes on claiming items of its experiment before it returns to the broker.
-CHAIN_SECONDS = 2.0
-
-
 @dataclass(frozen=True)
 class Chain:
     """One delivery's items: its lease prefix, its message's item, when it started, and
@@ -251,7 +247,8 @@ class Chain:
 
     def room(self) -> bool:
         """Whether to claim another item now (worker not stopping, within CHAIN_SECONDS)."""
-        return not stopping.is_set() and time.monotonic() - self.started < CHAIN_SECONDS
+        elapsed = time.monotonic() - self.started
+        return not stopping.is_set() and elapsed < get_settings().chain_seconds
 
     def cut_short(self, item: crud_work.Claimed, item_started: float) -> bool:
         """Whether the message's soft limit came before `item`'s own (a chained item)."""

@@ -9,6 +9,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.config import get_settings
 from service.crud_work import Claimed
 from service.models import WorkItem
 from tests.e2e.conftest import wait_for
@@ -46,3 +47,17 @@ def test_only_a_chained_item_cut_short_by_the_message_limit_goes_back():
 
 def _claimed(item_id: str, time_limit: float | None) -> Claimed:
     return Claimed(item_id, "e", "census_chunk", "cpu", 1, {}, {}, None, "l", 1, time_limit)
+
+
+def test_a_chain_claims_on_only_within_chain_seconds(monkeypatch):
+    """CHAIN_SECONDS (a setting) bounds how long a delivery goes on claiming; 0 sends every
+    item through the broker."""
+    chain = Chain(prefix="a" * 20, first="first", started=time.monotonic() - 1.0, hard=None)
+    try:
+        for seconds, room in (("2", True), ("0.5", False), ("0", False)):
+            monkeypatch.setenv("CHAIN_SECONDS", seconds)
+            get_settings.cache_clear()
+            assert chain.room() is room, seconds
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
