@@ -106,11 +106,9 @@ def fan_ins(experiment_id: str) -> tuple[float, float, int]:
             {0: crud_work.stage_outputs(session, experiment_id=exp.id, stage=0)},
         )
     with session_scope() as session:  # once untimed: the imports the first call makes
-        jobs.finalize(
-            "training",
+        jobs.finalize_training(
             spec,
             outputs,
-            (),
             crud_work.run_tallies(
                 session,
                 experiment_id=experiment_id,
@@ -130,7 +128,7 @@ def fan_ins(experiment_id: str) -> tuple[float, float, int]:
         tallies = crud_work.run_tallies(
             session, experiment_id=experiment_id, block=spec["seeds"], verdicts=jobs.RUN_VERDICTS
         )
-        new = jobs.finalize("training", spec, outputs, (), tallies).output
+        new = jobs.finalize_training(spec, outputs, tallies).output
         new_s = time.perf_counter() - began
     assert old == new, "the two fan-ins must agree"
     return old_s, new_s, blob_bytes

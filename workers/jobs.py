@@ -533,13 +533,12 @@ def finalize(
     spec: dict[str, Any],
     outputs: dict[int, list[dict[str, Any]]],
     runs: Sequence[Run],
-    tallies: dict[int, dict[str, int]] | None = None,
 ) -> Outcome:
-    """The experiment's result from its items' outputs (fan-in), with final run updates.
-
-    A training result's groups come from `tallies` when given (the database's, see
-    ``crud_work.run_tallies``), else from `runs`."""
-    result = _result(kind, spec, outputs, runs, tallies)
+    """The experiment's result from its items' outputs and its run rows (fan-in), with
+    final run updates. A training result's groups tally `runs` in memory; the worker's
+    fan-in uses ``finalize_training`` with the database's tallies instead."""
+    tallies = tally_runs(spec, runs) if kind == "training" else None
+    result = _result(kind, spec, outputs, tallies)
     if kind != "census":
         return Outcome(output=result)
     by_width = {row["width"]: row for row in result["rows"]}
@@ -549,12 +548,21 @@ def finalize(
     return Outcome(output=result, runs=updates)
 
 
+def finalize_training(
+    spec: dict[str, Any],
+    outputs: dict[int, list[dict[str, Any]]],
+    tallies: dict[int, dict[str, int]],
+) -> Outcome:
+    """A training experiment's result from its items' outputs and the tallies of its runs
+    per group (``crud_work.run_tallies``: counted by the database, no run row loaded)."""
+    return Outcome(output=_result("training", spec, outputs, tallies))
+
+
 def _result(
     kind: str,
     spec: dict[str, Any],
     outputs: dict[int, list[dict[str, Any]]],
-    runs: Sequence[Run],
-    tallies: dict[int, dict[str, int]] | None = None,
+    tallies: dict[int, dict[str, int]] | None,
 ) -> dict[str, Any]:
     """The result; with data seeds or weight decays swept, ``optimum`` and the other head
     fields are the first realisation's (first data seed, first λ) and ``optima`` lists all."""
@@ -581,7 +589,7 @@ def _result(
         return {**head, "rows": rows, "threshold": census.thresholds(rows)}
     if kind == "training":
         extra = {"optima": head["optima"]} if "optima" in head else {}
-        groups = training_groups_of(spec, tally_runs(spec, runs) if tallies is None else tallies)
+        groups = training_groups_of(spec, tallies or {})
         return {"optimum": opt["optimum"], **extra, "groups": groups}
     raise ValueError(f"no finalizer for kind {kind!r}")
 

@@ -405,7 +405,7 @@ def _fan_in(session: Session, item: crud_work.Claimed) -> jobs.Outcome:
         tallies = crud_work.run_tallies(
             session, experiment_id=eid, block=int(item.spec["seeds"]), verdicts=jobs.RUN_VERDICTS
         )
-        final = jobs.finalize(str(kind), item.spec, outputs, (), tallies)
+        final = jobs.finalize_training(item.spec, outputs, tallies)
     else:
         runs = crud_reports.runs_without_curves(session, experiment_id=eid)
         final = jobs.finalize(str(kind), item.spec, outputs, runs)
