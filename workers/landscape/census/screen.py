@@ -65,10 +65,11 @@ class GlobalScreen:
         self.residual = (2.0 / len(y)) * (self.prediction - y)
         self.limit = optimum + margin
         self.support_keys = support_keys
-        # Atoms by key: the row of each key in the unit directions (c, d) and norms (c,).
+        # Atoms by key: the row of each key in the unit directions (c, d) and norms (c,);
+        # the arrays' first len(_index) rows are in use, their capacity grows by doubling.
         self._index: dict[bytes, int] = {}
-        self._directions = np.empty((0, X.shape[1]))
-        self._norms = np.empty(0)
+        self._directions = np.empty((16, X.shape[1]))
+        self._norms = np.empty(16)
 
     def holds_global(self, patterns: np.ndarray, signs: np.ndarray, keys: np.ndarray) -> bool:
         """True only if S = {(patterns[i], signs[i])} provably holds a global minimum.
@@ -118,10 +119,17 @@ class GlobalScreen:
             P = projections(self.X, np.where(D, 1.0, -1.0), G, memo=True)
             norms = row_norms(P)
             P[norms > 0] /= norms[norms > 0, None]
-            start = len(index)
+            start, stop = len(index), len(index) + len(missing)
+            if stop > len(self._norms):  # a census adds atoms sample by sample: grow by doubling
+                size = max(stop, 2 * len(self._norms))
+                directions, kept_norms = np.empty((size, P.shape[1])), np.empty(size)
+                directions[:start], kept_norms[:start] = (
+                    self._directions[:start],
+                    self._norms[:start],
+                )
+                self._directions, self._norms = directions, kept_norms
+            self._directions[start:stop], self._norms[start:stop] = P, norms
             for offset, i in enumerate(missing):
                 index[keys[i]] = start + offset
-            self._directions = np.concatenate([self._directions, P])
-            self._norms = np.concatenate([self._norms, norms])
         rows = [index[key] for key in keys]
         return self._directions[rows], self._norms[rows]
