@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -395,8 +396,9 @@ def insert_cones(session: Session, *, experiment_id: str, cones: Sequence[dict[s
         session.execute(insert(CensusCone), [{"experiment_id": experiment_id, **c} for c in cones])
         return
     columns = ", ".join(("experiment_id", *CONE_COLUMNS))
+    statement = f"COPY {CensusCone.__tablename__} ({columns}) FROM STDIN"
     cursor = session.connection().connection.cursor()
-    with cursor.copy(f"COPY {CensusCone.__tablename__} ({columns}) FROM STDIN") as copy:
+    with closing(cursor), cursor.copy(statement) as copy:
         for cone in cones:  # detail as the JSON column stores it (json.dumps)
             row = (cone[k] for k in CONE_COLUMNS[:-1])
             copy.write_row((experiment_id, *row, json.dumps(cone["detail"])))
