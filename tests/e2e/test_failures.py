@@ -193,7 +193,9 @@ def test_queued_work_is_sent_again_as_soon_as_the_broker_is_back(
     api, stack, monkeypatch, private_redis, start_worker, pg_engine
 ):
     # Only the broker-back path can re-send in time, woken by the consumer reconnecting.
-    stack.update(REQUEUE_AFTER="120", REAPER_INTERVAL="10")
+    # No chains (CHAIN_SECONDS=0): a chain would take waiting chunks from the database
+    # without a message, so fewer than all but one would need sending again.
+    stack.update(REQUEUE_AFTER="120", REAPER_INTERVAL="10", CHAIN_SECONDS="0")
     use_settings(monkeypatch, REQUEUE_AFTER="120")
     start_worker()
     exp = api.post("/v1/experiments", json={**CENSUS, "samples_per_width": 400}).json()
